@@ -1,1 +1,17 @@
+//! callrec: a WebRTC call recorder daemon on GStreamer.
+//!
+//! It joins calls through an app's existing signalling server as an ordinary receive-only
+//! peer and records every participant through operator-editable pipeline templates. See the
+//! README for the architecture; each module's doc says what it owns.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod call;
+pub mod config;
+pub mod daemon;
+pub mod names;
+pub mod notify;
+pub mod recording;
+pub mod signalling;
+pub mod supervisor;
+pub mod templates;

@@ -1,1 +1,154 @@
-fn main() {}
+//! The `callrec` binary: command line, logging, signals and exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use callrec::config::DEFAULT_CONFIG_PATH;
+use callrec::daemon;
+use callrec::notify::Notifier;
+use callrec::supervisor::Drained;
+
+/// EX_USAGE from sysexits.h.
+const EX_USAGE: u8 = 64;
+/// EX_SOFTWARE from sysexits.h.
+const EX_SOFTWARE: u8 = 70;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "WebRTC call recorder: joins calls through your signalling server and records them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Connect to the signalling server and record calls until SIGTERM or SIGINT.
+    Run {
+        /// The TOML config file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the config file and every pipeline template, then exit.
+    Check {
+        /// The TOML config file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match cli.command {
+        Command::Check { config } => match daemon::check(&config) {
+            Ok(settings) => {
+                println!(
+                    "{}: ok (templates: {})",
+                    config.display(),
+                    settings
+                        .templates
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::from(e.exit_code() as u8)
+            }
+        },
+        Command::Run { config } => {
+            let settings = match daemon::prepare(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!("{}: {e}", config.display());
+                    return ExitCode::from(e.exit_code() as u8);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!("cannot start the async runtime: {e}");
+                    return ExitCode::from(EX_SOFTWARE);
+                }
+            };
+            runtime.block_on(run(settings))
+        }
+    }
+}
+
+async fn run(settings: callrec::supervisor::SupervisorSettings) -> ExitCode {
+    let notifier = Notifier::from_env();
+    let shutdown = CancellationToken::new();
+    let signals = match watch_signals(shutdown.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let stop_notifier = Notifier::from_env();
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        stop_notifier.notify("STOPPING=1");
+    });
+    let drained = daemon::run(settings, notifier, shutdown).await;
+    signals.abort();
+    match drained {
+        Drained::Clean => ExitCode::SUCCESS,
+        Drained::TimedOut(n) => {
+            warn!("{n} call(s) were still finishing when the grace period ended; their manifests say interrupted on next start");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: graceful stop. Second: exit at once.
+fn watch_signals(shutdown: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            count += 1;
+            if count == 1 {
+                info!("stopping: finalising recordings (send the signal again to exit at once)");
+                shutdown.cancel();
+            } else {
+                warn!("second signal: exiting without finalising");
+                std::process::exit(1);
+            }
+        }
+    }))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

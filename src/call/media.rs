@@ -1,0 +1,213 @@
+//! What callrec knows about codecs: how to depayload and parse each one, and the element
+//! chain it builds for an incoming track (`webrtcbin src → depayloader → parser → tee`).
+
+use gst::prelude::*;
+
+use crate::templates::Kind;
+
+/// One codec callrec can record without transcoding.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Codec {
+    /// RTP `encoding-name`, upper case.
+    pub encoding: &'static str,
+    /// Short name for files and the manifest.
+    pub name: &'static str,
+    /// Audio or video.
+    pub kind: Kind,
+    /// Depayloader element.
+    pub depay: &'static str,
+    /// Parser element, where the stream needs one to carry caps and keyframe flags.
+    pub parse: Option<&'static str>,
+    /// Media type after depayloading (what templates list in `# media:`).
+    pub media_type: &'static str,
+}
+
+/// Every codec callrec knows. Whether it can be used depends on the installed plugins.
+pub const CODECS: &[Codec] = &[
+    Codec {
+        encoding: "VP8",
+        name: "vp8",
+        kind: Kind::Video,
+        depay: "rtpvp8depay",
+        parse: None,
+        media_type: "video/x-vp8",
+    },
+    Codec {
+        encoding: "VP9",
+        name: "vp9",
+        kind: Kind::Video,
+        depay: "rtpvp9depay",
+        parse: Some("vp9parse"),
+        media_type: "video/x-vp9",
+    },
+    Codec {
+        encoding: "H264",
+        name: "h264",
+        kind: Kind::Video,
+        depay: "rtph264depay",
+        parse: Some("h264parse"),
+        media_type: "video/x-h264",
+    },
+    Codec {
+        encoding: "H265",
+        name: "h265",
+        kind: Kind::Video,
+        depay: "rtph265depay",
+        parse: Some("h265parse"),
+        media_type: "video/x-h265",
+    },
+    Codec {
+        encoding: "AV1",
+        name: "av1",
+        kind: Kind::Video,
+        depay: "rtpav1depay",
+        parse: Some("av1parse"),
+        media_type: "video/x-av1",
+    },
+    Codec {
+        encoding: "OPUS",
+        name: "opus",
+        kind: Kind::Audio,
+        depay: "rtpopusdepay",
+        parse: None,
+        media_type: "audio/x-opus",
+    },
+];
+
+/// The codec for an RTP encoding name, if callrec knows it.
+pub fn codec_for(encoding: &str) -> Option<&'static Codec> {
+    CODECS
+        .iter()
+        .find(|c| c.encoding.eq_ignore_ascii_case(encoding))
+}
+
+impl Codec {
+    /// The installed plugins can depayload (and parse) it.
+    pub fn available(&self) -> bool {
+        gst::ElementFactory::find(self.depay).is_some()
+            && self
+                .parse
+                .is_none_or(|p| gst::ElementFactory::find(p).is_some())
+    }
+}
+
+/// The elements callrec added for one incoming track.
+#[derive(Debug, Clone)]
+pub struct TrackChain {
+    /// Depayloader (keyframe requests go upstream through it).
+    pub depay: gst::Element,
+    /// Every element of the chain, upstream first.
+    pub elements: Vec<gst::Element>,
+    /// Where consumers link: one request pad per consumer.
+    pub tee: gst::Element,
+}
+
+fn make(factory: &str) -> Result<gst::Element, glib::BoolError> {
+    gst::ElementFactory::make(factory).build()
+}
+
+/// Builds `depay ! [parse] ! tee` for `codec`, links `src` to it and starts it. Runs in
+/// webrtcbin's pad-added callback, so it only creates and links elements.
+pub fn build_chain(
+    pipeline: &gst::Pipeline,
+    src: &gst::Pad,
+    codec: &Codec,
+) -> Result<TrackChain, glib::BoolError> {
+    let depay = make(codec.depay)?;
+    // Ask the sender for a keyframe when loss leaves the decoder without a reference, and
+    // never output frames that depend on missing ones.
+    for prop in ["request-keyframe", "wait-for-keyframe"] {
+        if depay.find_property(prop).is_some() {
+            depay.set_property(prop, true);
+        }
+    }
+    let mut elements = vec![depay.clone()];
+    if let Some(parse) = codec.parse {
+        elements.push(make(parse)?);
+    }
+    let tee = gst::ElementFactory::make("tee")
+        .property("allow-not-linked", true)
+        .build()?;
+    elements.push(tee.clone());
+    pipeline.add_many(&elements)?;
+    gst::Element::link_many(&elements)?;
+    for e in &elements {
+        e.sync_state_with_parent()?;
+    }
+    let sink = depay
+        .static_pad("sink")
+        .ok_or_else(|| glib::bool_error!("depayloader has no sink pad"))?;
+    src.link(&sink)
+        .map_err(|e| glib::bool_error!("cannot link webrtcbin to {}: {e:?}", codec.depay))?;
+    Ok(TrackChain {
+        depay,
+        elements,
+        tee,
+    })
+}
+
+/// Links a track callrec will not record into a fakesink, so webrtcbin never sees a
+/// not-linked error.
+pub fn discard(pipeline: &gst::Pipeline, src: &gst::Pad) -> Result<gst::Element, glib::BoolError> {
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()?;
+    pipeline.add(&sink)?;
+    sink.sync_state_with_parent()?;
+    let pad = sink
+        .static_pad("sink")
+        .ok_or_else(|| glib::bool_error!("fakesink has no sink pad"))?;
+    src.link(&pad)
+        .map_err(|e| glib::bool_error!("cannot link to fakesink: {e:?}"))?;
+    Ok(sink)
+}
+
+/// Requests (or finds) the pad on a template's input element that takes `kind`.
+pub fn input_pad(element: &gst::Element, kind: Kind) -> Option<gst::Pad> {
+    if let Some(pad) = element.static_pad("sink") {
+        if pad.peer().is_none() {
+            return Some(pad);
+        }
+    }
+    let prefix = format!("{}/", kind.as_str());
+    let template = element.pad_template_list().into_iter().find(|t| {
+        t.direction() == gst::PadDirection::Sink
+            && t.presence() == gst::PadPresence::Request
+            && (t.caps().is_any()
+                || t.caps()
+                    .iter()
+                    .any(|s| s.name().starts_with(prefix.as_str())))
+    })?;
+    element.request_pad(&template, None, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_lookup() {
+        assert_eq!(codec_for("vp8").unwrap().name, "vp8");
+        assert_eq!(codec_for("OPUS").unwrap().kind, Kind::Audio);
+        assert!(codec_for("PCMU").is_none());
+    }
+
+    #[test]
+    fn common_codecs_are_available() {
+        gst::init().unwrap();
+        for name in ["VP8", "VP9", "H264", "OPUS"] {
+            assert!(codec_for(name).unwrap().available(), "{name}");
+        }
+    }
+
+    #[test]
+    fn matroskamux_inputs_by_kind() {
+        gst::init().unwrap();
+        let mux = make("matroskamux").unwrap();
+        let v = input_pad(&mux, Kind::Video).unwrap();
+        let a = input_pad(&mux, Kind::Audio).unwrap();
+        assert!(v.name().starts_with("video_"), "{}", v.name());
+        assert!(a.name().starts_with("audio_"), "{}", a.name());
+    }
+}

@@ -1,0 +1,341 @@
+//! One template instance in a call: a bin built from a template, fed by one or more tracks.
+//!
+//! An output does not start writing until it knows where its timeline begins. Each input is
+//! held by a blocking probe at its first usable buffer (a keyframe, for video); once every
+//! input has one, or the track wait has passed, the output starts: inputs that never came are
+//! released, every input is offset so the file starts at zero with its tracks still aligned,
+//! and the probes are removed. That is what lets a participant's second track start seconds
+//! after the first without stalling or losing either.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use gst::prelude::*;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::media;
+use super::CallEvent;
+use crate::templates::{Kind, Scope, Template};
+
+/// Per-input counters, updated by a pad probe.
+#[derive(Debug, Default)]
+pub struct InputStats {
+    /// Running time of the last buffer's end, in ns (0: none yet).
+    pub last_end_ns: AtomicU64,
+    /// Buffers seen.
+    pub buffers: AtomicU64,
+}
+
+/// One track feeding an output.
+#[derive(Debug)]
+pub struct Input {
+    /// The track's m-line.
+    pub mline: u32,
+    /// Audio or video.
+    pub kind: Kind,
+    /// The bin's ghost sink pad for it.
+    pub ghost: gst::GhostPad,
+    /// The pad requested from the template's input element.
+    pub target: gst::Pad,
+    /// The tee pad feeding it, once the track is there.
+    pub tee_pad: Option<gst::Pad>,
+    /// The tee it came from.
+    pub tee: Option<gst::Element>,
+    /// The blocking probe holding it until the output starts.
+    pub block: Option<gst::PadProbeId>,
+    /// Running time of its first usable buffer.
+    pub first: Option<gst::ClockTime>,
+    /// Released: the track never came, or came in a codec the template does not take.
+    pub released: bool,
+    /// Index of its entry in the manifest's tracks.
+    pub manifest_track: Option<usize>,
+    /// Counters.
+    pub stats: Arc<InputStats>,
+}
+
+/// A running template instance.
+#[derive(Debug)]
+pub struct Output {
+    /// Unique in the call.
+    pub id: usize,
+    /// The template it runs.
+    pub template: Template,
+    /// The bin in the call's pipeline.
+    pub bin: gst::Bin,
+    /// Its inputs.
+    pub inputs: Vec<Input>,
+    /// Writing (probes removed).
+    pub started: bool,
+    /// When its first input had its first buffer.
+    pub first_input_at: Option<Instant>,
+    /// Files it writes, relative to the call directory.
+    pub files: Vec<String>,
+    /// EOS was sent into it.
+    pub eos_sent: bool,
+    /// The running time its file starts at.
+    pub base: Option<gst::ClockTime>,
+}
+
+impl Output {
+    /// Adds a template bin to the pipeline, with a ghost sink pad per expected track.
+    /// `tracks` are `(mline, kind)`; the bin's sinks report EOS through `events`.
+    pub fn create(
+        id: usize,
+        template: &Template,
+        bin: gst::Bin,
+        pipeline: &gst::Pipeline,
+        tracks: &[(u32, Kind)],
+        call_dir: &Path,
+    ) -> Result<Self, String> {
+        let mut inputs = vec![];
+        for &(mline, kind) in tracks {
+            let element_name = template
+                .input_for(kind)
+                .ok_or_else(|| format!("template {} has no {} input", template.name, kind.as_str()))?;
+            let element = bin.by_name(element_name).ok_or_else(|| {
+                format!(
+                    "template {}: input element `{element_name}` not found",
+                    template.name
+                )
+            })?;
+            let target = media::input_pad(&element, kind).ok_or_else(|| {
+                format!(
+                    "template {}: `{element_name}` has no free pad for {}",
+                    template.name,
+                    kind.as_str()
+                )
+            })?;
+            let ghost = gst::GhostPad::builder_with_target(&target)
+                .map_err(|e| e.to_string())?
+                .name(format!("in_{mline}"))
+                .build();
+            bin.add_pad(&ghost).map_err(|e| e.to_string())?;
+            inputs.push(Input {
+                mline,
+                kind,
+                ghost,
+                target,
+                tee_pad: None,
+                tee: None,
+                block: None,
+                first: None,
+                released: false,
+                manifest_track: None,
+                stats: Arc::default(),
+            });
+        }
+        // Dynamic sinks must not hold the live pipeline in an async state change, and
+        // recordings are written as fast as data comes.
+        let mut files = vec![];
+        for sink in bin.iterate_sinks().into_iter().flatten() {
+            for (prop, value) in [("async", false), ("sync", false)] {
+                if sink.find_property(prop).is_some() {
+                    sink.set_property(prop, value);
+                }
+            }
+            if sink.find_property("location").is_some() {
+                if let Some(location) = sink.property::<Option<String>>("location") {
+                    let rel = Path::new(&location)
+                        .strip_prefix(call_dir)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or(location);
+                    files.push(rel);
+                }
+            }
+        }
+        pipeline.add(&bin).map_err(|e| e.to_string())?;
+        bin.sync_state_with_parent().map_err(|e| e.to_string())?;
+        Ok(Output {
+            id,
+            template: template.clone(),
+            bin,
+            inputs,
+            started: false,
+            first_input_at: None,
+            files,
+            eos_sent: false,
+            base: None,
+        })
+    }
+
+    /// The template's scope.
+    pub fn scope(&self) -> Scope {
+        self.template.scope
+    }
+
+    /// Links a track's tee to the input for `mline`, held by a probe until the output starts.
+    pub fn attach(
+        &mut self,
+        mline: u32,
+        tee: &gst::Element,
+        session: &str,
+        events: &UnboundedSender<CallEvent>,
+    ) -> Result<(), String> {
+        let id = self.id;
+        let input = self
+            .inputs
+            .iter_mut()
+            .find(|i| i.mline == mline && !i.released)
+            .ok_or_else(|| format!("no input for m-line {mline}"))?;
+        let tee_pad = tee
+            .request_pad_simple("src_%u")
+            .ok_or("tee gave no src pad")?;
+        let is_video = input.kind == Kind::Video;
+        let seen = Arc::new(AtomicBool::new(false));
+        let events = events.clone();
+        let session = session.to_owned();
+        let probe = tee_pad.add_probe(
+            gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
+            move |pad, info| {
+                let Some(buffer) = info.buffer() else {
+                    return gst::PadProbeReturn::Pass;
+                };
+                // Files must start decodable: drop video until a keyframe.
+                if is_video && buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    return gst::PadProbeReturn::Drop;
+                }
+                if !seen.swap(true, Ordering::SeqCst) {
+                    let running = running_time(pad, buffer).unwrap_or(gst::ClockTime::ZERO);
+                    let _ = events.send(CallEvent::FirstBuffer {
+                        session: session.clone(),
+                        output: id,
+                        mline,
+                        running,
+                    });
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        tee_pad
+            .link(&input.ghost)
+            .map_err(|e| format!("cannot link track to {}: {e:?}", self.template.name))?;
+        input.block = probe;
+        input.tee_pad = Some(tee_pad);
+        input.tee = Some(tee.clone());
+        Ok(())
+    }
+
+    /// True when every input still expected has its first buffer.
+    pub fn ready(&self) -> bool {
+        self.inputs
+            .iter()
+            .filter(|i| !i.released)
+            .all(|i| i.first.is_some())
+            && self.inputs.iter().any(|i| i.first.is_some())
+    }
+
+    /// Starts writing: releases inputs that have no data, aligns the rest to the earliest
+    /// first buffer, and lets data through. Returns the m-lines released.
+    pub fn start(&mut self) -> Vec<u32> {
+        if self.started {
+            return vec![];
+        }
+        self.started = true;
+        let base = self.inputs.iter().filter_map(|i| i.first).min();
+        self.base = base;
+        let mut released = vec![];
+        for input in &mut self.inputs {
+            if input.released {
+                continue;
+            }
+            if input.first.is_none() {
+                release_input(&self.bin, input);
+                released.push(input.mline);
+                continue;
+            }
+            let Some(tee_pad) = &input.tee_pad else {
+                continue;
+            };
+            if let Some(base) = base {
+                tee_pad.set_offset(-(base.nseconds() as i64));
+            }
+            let stats = input.stats.clone();
+            let offset = base.map(|b| b.nseconds()).unwrap_or(0);
+            tee_pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                if let Some(buffer) = info.buffer() {
+                    if let Some(rt) = running_time(pad, buffer) {
+                        let end = rt.nseconds() + buffer.duration().map_or(0, |d| d.nseconds());
+                        stats
+                            .last_end_ns
+                            .store(end.saturating_sub(offset), Ordering::Relaxed);
+                        stats.buffers.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+            if let Some(probe) = input.block.take() {
+                tee_pad.remove_probe(probe);
+            }
+        }
+        released
+    }
+
+    /// Stops expecting the track on `mline` (it came in a codec this template does not take).
+    pub fn release(&mut self, mline: u32) {
+        if let Some(input) = self.inputs.iter_mut().find(|i| i.mline == mline) {
+            if !input.released {
+                release_input(&self.bin, input);
+            }
+        }
+    }
+
+    /// True if any input ever carried data.
+    pub fn has_data(&self) -> bool {
+        self.inputs.iter().any(|i| i.first.is_some())
+    }
+
+    /// True once every sink in the bin has seen EOS.
+    pub fn finished(&self) -> bool {
+        self.bin.iterate_sinks().into_iter().flatten().all(|sink| {
+            sink.static_pad("sink")
+                .is_none_or(|p| p.sticky_event::<gst::event::Eos>(0).is_some())
+        })
+    }
+
+    /// The ghost pads that should get EOS.
+    pub fn live_inputs(&self) -> Vec<gst::GhostPad> {
+        self.inputs
+            .iter()
+            .filter(|i| !i.released)
+            .map(|i| i.ghost.clone())
+            .collect()
+    }
+
+    /// Unlinks its inputs from their tees and gives the tee pads back.
+    pub fn detach(&mut self) {
+        for input in &mut self.inputs {
+            if let (Some(tee_pad), Some(tee)) = (input.tee_pad.take(), input.tee.take()) {
+                let _ = tee_pad.unlink(&input.ghost);
+                tee.release_request_pad(&tee_pad);
+            }
+        }
+    }
+}
+
+fn release_input(bin: &gst::Bin, input: &mut Input) {
+    input.released = true;
+    if let (Some(tee_pad), Some(tee)) = (input.tee_pad.take(), input.tee.take()) {
+        if let Some(probe) = input.block.take() {
+            tee_pad.remove_probe(probe);
+        }
+        let _ = tee_pad.unlink(&input.ghost);
+        tee.release_request_pad(&tee_pad);
+    }
+    let _ = input.ghost.set_target(None::<&gst::Pad>);
+    let _ = bin.remove_pad(&input.ghost);
+    if let Some(element) = input.target.parent_element() {
+        if input.target.pad_template().is_some_and(|t| t.presence() == gst::PadPresence::Request) {
+            element.release_request_pad(&input.target);
+        }
+    }
+}
+
+/// The running time of a buffer on a pad, from the pad's segment.
+fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
+    let pts = buffer.pts().or(buffer.dts())?;
+    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+    let segment = segment.segment().downcast_ref::<gst::ClockTime>()?;
+    segment.to_running_time(pts)
+}

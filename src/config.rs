@@ -1,0 +1,353 @@
+//! The daemon's configuration: a TOML file, typed, with every key documented in the README.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), so a misspelt setting is never silently
+//! ignored. Loading does no I/O beyond reading the file; `validate` checks values that serde
+//! cannot.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the daemon looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/callrec/callrec.toml";
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source} (check the path given to --config)")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid config value `{key}`: {message}")]
+    Value {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How to reach the signalling server.
+    pub signalling: SignallingConfig,
+    /// What to record and where.
+    pub recording: RecordingConfig,
+    /// STUN/TURN servers (none by default, so closed networks work).
+    #[serde(default)]
+    pub ice: IceConfig,
+}
+
+/// The signalling protocols callrec speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    /// The JSON protocol of `gst-webrtc-signalling-server` (webrtcsink, webrtcsrc, gstwebrtc-api).
+    #[serde(rename = "gst-webrtc")]
+    GstWebrtc,
+}
+
+/// `[signalling]`: the connection to the existing signalling server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignallingConfig {
+    /// `ws://` or `wss://` URL of the server.
+    pub url: String,
+    /// The protocol it speaks.
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    /// The `meta` callrec announces for itself (as a listener), so the app can tell it apart.
+    #[serde(default = "default_own_meta")]
+    pub meta: serde_json::Map<String, serde_json::Value>,
+    /// Seconds allowed for the TCP/TLS/WebSocket handshake.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    /// First reconnect delay in seconds; doubles up to `reconnect_max_secs`, with jitter.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_secs: f64,
+    /// Longest reconnect delay in seconds.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_secs: f64,
+    /// Seconds a producer has to send its offer after a session starts, and to connect after.
+    #[serde(default = "default_negotiation_timeout")]
+    pub negotiation_timeout_secs: f64,
+}
+
+/// `[recording]`: what is recorded, how and where.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// The recordings directory; each call gets `<dir>/<call>/`.
+    pub dir: PathBuf,
+    /// Names of the templates that run for every call.
+    #[serde(default = "default_templates")]
+    pub templates: Vec<String>,
+    /// Where the `*.pipeline` templates live.
+    #[serde(default = "default_pipelines_dir")]
+    pub pipelines_dir: PathBuf,
+    /// The producer `meta` key whose value names the call a producer belongs to.
+    #[serde(default = "default_group_key")]
+    pub group_key: String,
+    /// Record only producers whose `meta` has all of these key/value pairs (empty: record all).
+    #[serde(default)]
+    pub filter: BTreeMap<String, String>,
+    /// Seconds a call waits after its last session ends before it is finalised.
+    #[serde(default = "default_linger")]
+    pub linger_secs: f64,
+    /// Seconds a participant file waits for the tracks announced in the SDP before it starts
+    /// with those that have arrived.
+    #[serde(default = "default_track_wait")]
+    pub track_wait_secs: f64,
+    /// Seconds allowed on SIGTERM/SIGINT to finalise every call before exiting.
+    #[serde(default = "default_grace")]
+    pub stop_grace_secs: f64,
+    /// Milliseconds between keyframe requests (PLI) while a video track waits for one.
+    #[serde(default = "default_keyframe_interval")]
+    pub keyframe_request_interval_ms: u64,
+    /// Seconds without media after which a connected session is ended (the producer vanished
+    /// without ending its session, e.g. while the signalling server was down).
+    #[serde(default = "default_media_timeout")]
+    pub media_timeout_secs: f64,
+    /// Most calls recorded at once; producers beyond it are refused with a log line.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: usize,
+}
+
+/// `[ice]`: optional STUN and TURN servers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceConfig {
+    /// `stun://host:port`.
+    pub stun_server: Option<String>,
+    /// `turn://user:password@host:port` (or `turns://`).
+    #[serde(default)]
+    pub turn_servers: Vec<String>,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::GstWebrtc
+}
+fn default_own_meta() -> serde_json::Map<String, serde_json::Value> {
+    let mut meta = serde_json::Map::new();
+    meta.insert("name".into(), "callrec".into());
+    meta
+}
+fn default_connect_timeout() -> f64 {
+    10.0
+}
+fn default_reconnect_min() -> f64 {
+    0.5
+}
+fn default_reconnect_max() -> f64 {
+    30.0
+}
+fn default_negotiation_timeout() -> f64 {
+    20.0
+}
+fn default_templates() -> Vec<String> {
+    vec!["participant-mkv".into()]
+}
+fn default_pipelines_dir() -> PathBuf {
+    PathBuf::from("/usr/share/callrec/pipelines")
+}
+fn default_group_key() -> String {
+    "call".into()
+}
+fn default_linger() -> f64 {
+    5.0
+}
+fn default_track_wait() -> f64 {
+    5.0
+}
+fn default_grace() -> f64 {
+    10.0
+}
+fn default_keyframe_interval() -> u64 {
+    200
+}
+fn default_media_timeout() -> f64 {
+    15.0
+}
+fn default_max_calls() -> usize {
+    64
+}
+
+/// Converts a validated seconds value into a `Duration`.
+pub fn secs(value: f64) -> Duration {
+    Duration::from_secs_f64(value.max(0.0))
+}
+
+impl Config {
+    /// Reads and validates the file at `path`. Relative paths inside it are resolved against
+    /// the file's directory, so a config and its templates can travel together.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.recording.dir = base.join(&config.recording.dir);
+        config.recording.pipelines_dir = base.join(&config.recording.pipelines_dir);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error is the parser's message, with position.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = url::Url::parse(&self.signalling.url).map_err(|e| ConfigError::Value {
+            key: "signalling.url",
+            message: format!("`{}` is not a URL: {e}", self.signalling.url),
+        })?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return Err(ConfigError::Value {
+                key: "signalling.url",
+                message: format!("scheme must be ws:// or wss://, not {}://", url.scheme()),
+            });
+        }
+        let positive = [
+            (
+                "signalling.connect_timeout_secs",
+                self.signalling.connect_timeout_secs,
+            ),
+            (
+                "signalling.reconnect_min_secs",
+                self.signalling.reconnect_min_secs,
+            ),
+            (
+                "signalling.reconnect_max_secs",
+                self.signalling.reconnect_max_secs,
+            ),
+            (
+                "signalling.negotiation_timeout_secs",
+                self.signalling.negotiation_timeout_secs,
+            ),
+            ("recording.stop_grace_secs", self.recording.stop_grace_secs),
+            ("recording.media_timeout_secs", self.recording.media_timeout_secs),
+        ];
+        for (key, value) in positive {
+            if !(value.is_finite() && value > 0.0 && value < 86_400.0) {
+                return Err(ConfigError::Value {
+                    key,
+                    message: format!("{value} must be a number of seconds above 0"),
+                });
+            }
+        }
+        for (key, value) in [
+            ("recording.linger_secs", self.recording.linger_secs),
+            ("recording.track_wait_secs", self.recording.track_wait_secs),
+        ] {
+            if !(value.is_finite() && (0.0..86_400.0).contains(&value)) {
+                return Err(ConfigError::Value {
+                    key,
+                    message: format!("{value} must be a number of seconds, 0 or more"),
+                });
+            }
+        }
+        let dir = self.recording.dir.to_string_lossy();
+        if !crate::names::is_pipeline_safe_path(&dir) {
+            return Err(ConfigError::Value {
+                key: "recording.dir",
+                message: format!(
+                    "`{dir}` must use only letters, digits and . _ + - / (it is put into pipeline text)"
+                ),
+            });
+        }
+        if self.recording.templates.is_empty() {
+            return Err(ConfigError::Value {
+                key: "recording.templates",
+                message: "list at least one template, e.g. [\"participant-mkv\"]".into(),
+            });
+        }
+        if self.recording.group_key.is_empty() {
+            return Err(ConfigError::Value {
+                key: "recording.group_key",
+                message: "must not be empty".into(),
+            });
+        }
+        if self.recording.max_calls == 0 {
+            return Err(ConfigError::Value {
+                key: "recording.max_calls",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.recording.keyframe_request_interval_ms < 20 {
+            return Err(ConfigError::Value {
+                key: "recording.keyframe_request_interval_ms",
+                message: "must be at least 20 ms, or senders get flooded with PLIs".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [signalling]
+        url = "ws://127.0.0.1:8443"
+        protocol = "gst-webrtc"
+        [recording]
+        dir = "/var/lib/callrec/recordings"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::parse(MINIMAL).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.recording.templates, vec!["participant-mkv"]);
+        assert_eq!(config.recording.group_key, "call");
+        assert_eq!(config.recording.linger_secs, 5.0);
+        assert_eq!(config.recording.stop_grace_secs, 10.0);
+        assert!(config.ice.stun_server.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = MINIMAL.replace("protocol", "protocl");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.contains("protocl"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let text = MINIMAL.replace("ws://127.0.0.1:8443", "http://x");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("signalling.url"), "{err}");
+        let text = format!("{MINIMAL}\nlinger_secs = -1");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("linger_secs"), "{err}");
+    }
+
+    #[test]
+    fn unknown_protocol_is_an_error() {
+        let text = MINIMAL.replace("\"gst-webrtc\"", "\"janus\"");
+        assert!(Config::parse(&text).is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! The daemon's two entry points: `run` (record until told to stop) and `check` (validate
+//! the config and every template without connecting anywhere).
+
+use std::path::Path;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{self, Config};
+use crate::notify::Notifier;
+use crate::recording;
+use crate::signalling::{client, SignalEvent};
+use crate::supervisor::{Drained, Supervisor, SupervisorSettings};
+use crate::templates::{TemplateError, TemplateSet};
+
+/// Why the daemon could not start, with the sysexits code to exit with.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file is unusable (EX_CONFIG).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Templates are broken (EX_CONFIG).
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Templates(Vec<TemplateError>),
+    /// GStreamer is missing or broken (EX_UNAVAILABLE).
+    #[error("cannot initialise GStreamer: {0} (install the GStreamer runtime and plugins)")]
+    Gstreamer(String),
+    /// The recordings directory cannot be used (EX_CANTCREAT).
+    #[error("cannot use the recordings directory {path}: {source}")]
+    Recordings {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// The sysexits code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_) | StartError::Templates(_) => 78,
+            StartError::Gstreamer(_) => 69,
+            StartError::Recordings { .. } => 73,
+        }
+    }
+}
+
+/// Loads and checks everything `run` needs, without touching the network.
+pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
+    let config = Config::load(config_path)?;
+    gst::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
+    let set = TemplateSet::load_dir(&config.recording.pipelines_dir).map_err(StartError::Templates)?;
+    let mut errors = vec![];
+    for name in &config.recording.templates {
+        match set.get(name) {
+            Some(t) => errors.extend(t.check().err()),
+            None => errors.push(TemplateError::Unknown(name.clone())),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(StartError::Templates(errors));
+    }
+    // Every other template in the directory must at least parse too: a broken one would be
+    // found only when someone selects it.
+    errors.extend(set.check_all());
+    if !errors.is_empty() {
+        return Err(StartError::Templates(errors));
+    }
+    SupervisorSettings::new(config, &set).map_err(|e| StartError::Templates(vec![e]))
+}
+
+/// Validates the config and templates, and that the recordings directory is writable.
+pub fn check(config_path: &Path) -> Result<SupervisorSettings, StartError> {
+    let settings = prepare(config_path)?;
+    let dir = &settings.config.recording.dir;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| tempfile_probe(dir))
+        .map_err(|source| StartError::Recordings {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(settings)
+}
+
+fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".callrec-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+/// Records until `shutdown` fires, then finalises every call within the grace period.
+pub async fn run(settings: SupervisorSettings, notifier: Notifier, shutdown: CancellationToken) -> Drained {
+    let dir = &settings.config.recording.dir;
+    for call in recording::mark_interrupted(dir) {
+        warn!(dir = %call.display(), "marked a call left unfinished by a previous run as interrupted");
+    }
+    let sig = &settings.config.signalling;
+    let client_settings = client::ClientSettings {
+        url: sig.url.clone(),
+        connect_timeout: config::secs(sig.connect_timeout_secs),
+        reconnect_min: config::secs(sig.reconnect_min_secs),
+        reconnect_max: config::secs(sig.reconnect_max_secs),
+        meta: sig.meta.clone(),
+    };
+    let (event_tx, event_rx) = mpsc::channel(256);
+    let (command_tx, command_rx) = mpsc::channel(1024);
+    let client_stop = CancellationToken::new();
+    let client = tokio::spawn(client::run(client_settings, event_tx, command_rx, client_stop.clone()));
+    let supervisor = Supervisor::new(settings, command_tx);
+    let mut ready = false;
+    let drained = supervisor
+        .run(event_rx, shutdown, |ev| match ev {
+            SignalEvent::Connected if !ready => {
+                ready = true;
+                notifier.notify("READY=1\nSTATUS=connected to the signalling server");
+            }
+            SignalEvent::Connected => notifier.notify("STATUS=connected to the signalling server"),
+            SignalEvent::Disconnected { .. } => {
+                notifier.notify("STATUS=reconnecting to the signalling server")
+            }
+            _ => {}
+        })
+        .await;
+    client_stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client).await;
+    info!(?drained, "stopped");
+    drained
+}

@@ -1,0 +1,483 @@
+//! The supervisor: the one owner of the call table.
+//!
+//! It decides which producers to record and which call each belongs to, starts sessions,
+//! routes signalling events to call tasks, keeps each call alive through its linger, and
+//! drains every call on shutdown within the grace period.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::call::{self, CallCmd, CallNote, CallSettings};
+use crate::config::{self, Config};
+use crate::signalling::{SignalCommand, SignalEvent};
+use crate::templates::{Scope, Template, TemplateSet};
+
+/// Settings derived from the config, fixed for the daemon's life.
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// The parsed config.
+    pub config: Config,
+    /// The templates every call runs.
+    pub templates: Arc<Vec<Template>>,
+    /// Fallback for tracks that arrive after their participant's file started.
+    pub late_track_template: Option<Template>,
+}
+
+impl SupervisorSettings {
+    /// Selects the configured templates from a loaded set.
+    pub fn new(config: Config, set: &TemplateSet) -> Result<Self, crate::templates::TemplateError> {
+        let templates = set.select(&config.recording.templates)?;
+        let late_track_template = set
+            .all()
+            .iter()
+            .find(|t| t.scope == Scope::Track)
+            .cloned();
+        Ok(Self {
+            config,
+            templates: Arc::new(templates),
+            late_track_template,
+        })
+    }
+}
+
+struct CallHandle {
+    name: String,
+    tx: mpsc::UnboundedSender<CallCmd>,
+    sessions: usize,
+    pending: usize,
+    empty_since: Option<Instant>,
+}
+
+struct PendingStart {
+    call: String,
+    meta: Value,
+    asked_at: Instant,
+}
+
+/// The call table and its routing.
+pub struct Supervisor {
+    settings: SupervisorSettings,
+    calls: HashMap<String, CallHandle>,
+    pending: HashMap<String, PendingStart>,
+    sessions: HashMap<String, String>,
+    producers_in_session: HashMap<String, String>,
+    signal_tx: mpsc::Sender<SignalCommand>,
+    notes_tx: mpsc::UnboundedSender<CallNote>,
+    notes_rx: mpsc::UnboundedReceiver<CallNote>,
+    tracker: TaskTracker,
+    draining: bool,
+}
+
+/// How the daemon's run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every call finished within the grace period.
+    Clean,
+    /// Some calls were still finishing when the grace period ran out.
+    TimedOut(usize),
+}
+
+impl Supervisor {
+    /// A supervisor that sends signalling commands through `signal_tx`.
+    pub fn new(settings: SupervisorSettings, signal_tx: mpsc::Sender<SignalCommand>) -> Self {
+        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        Self {
+            settings,
+            calls: HashMap::new(),
+            pending: HashMap::new(),
+            sessions: HashMap::new(),
+            producers_in_session: HashMap::new(),
+            signal_tx,
+            notes_tx,
+            notes_rx,
+            tracker: TaskTracker::new(),
+            draining: false,
+        }
+    }
+
+    /// Runs until `shutdown` fires, then drains every call within the grace period.
+    /// `on_event` is told of every signalling event first (the daemon uses it for sd_notify).
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<SignalEvent>,
+        shutdown: CancellationToken,
+        mut on_event: impl FnMut(&SignalEvent),
+    ) -> Drained {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = events.recv() => match ev {
+                    Some(ev) => {
+                        on_event(&ev);
+                        self.on_signal(ev).await;
+                    }
+                    None => break,
+                },
+                Some(note) = self.notes_rx.recv() => self.on_note(note).await,
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        self.drain().await
+    }
+
+    async fn on_signal(&mut self, ev: SignalEvent) {
+        match ev {
+            SignalEvent::Connected => info!("registered with the signalling server"),
+            SignalEvent::Disconnected { .. } => {
+                // The server forgets sessions it had not started yet.
+                self.pending.clear();
+                self.recount_pending();
+            }
+            SignalEvent::ProducerAdded { peer_id, meta } => self.on_producer(peer_id, meta).await,
+            SignalEvent::ProducerRemoved { peer_id } => {
+                if self.pending.remove(&peer_id).is_some() {
+                    self.recount_pending();
+                }
+            }
+            SignalEvent::SessionStarted {
+                session_id,
+                peer_id,
+            } => {
+                let Some(start) = self.pending.remove(&peer_id) else {
+                    warn!(%session_id, %peer_id, "a session started that callrec did not ask for; ending it");
+                    self.send(SignalCommand::EndSession { session_id }).await;
+                    return;
+                };
+                self.recount_pending();
+                let Some(call) = self.calls.get_mut(&start.call) else {
+                    self.send(SignalCommand::EndSession { session_id }).await;
+                    return;
+                };
+                call.sessions += 1;
+                call.empty_since = None;
+                self.sessions.insert(session_id.clone(), start.call.clone());
+                self.producers_in_session
+                    .insert(peer_id.clone(), session_id.clone());
+                let _ = call.tx.send(CallCmd::StartSession {
+                    session_id,
+                    peer_id,
+                    meta: start.meta,
+                });
+            }
+            SignalEvent::Offer { session_id, sdp } => {
+                self.route(&session_id, CallCmd::Offer { session_id: session_id.clone(), sdp })
+                    .await;
+            }
+            SignalEvent::Answer { session_id, .. } => {
+                warn!(%session_id, "unexpected SDP answer (callrec does not offer); ending the session");
+                self.route(
+                    &session_id,
+                    CallCmd::RemoteEnded {
+                        session_id: session_id.clone(),
+                        reason: "producer sent an answer to an offer callrec never made".into(),
+                    },
+                )
+                .await;
+            }
+            SignalEvent::Ice {
+                session_id,
+                candidate,
+                mline_index,
+            } => {
+                self.route(
+                    &session_id,
+                    CallCmd::Ice {
+                        session_id: session_id.clone(),
+                        mline: mline_index,
+                        candidate,
+                    },
+                )
+                .await;
+            }
+            SignalEvent::SessionEnded { session_id } => {
+                self.route(
+                    &session_id,
+                    CallCmd::RemoteEnded {
+                        session_id: session_id.clone(),
+                        reason: "session ended by the producer or the server".into(),
+                    },
+                )
+                .await;
+            }
+            SignalEvent::ServerError { details } => {
+                warn!(details = %details.chars().take(500).collect::<String>(), "signalling server reported an error");
+            }
+        }
+    }
+
+    /// A producer appeared: decide whether and where to record it, and start a session.
+    async fn on_producer(&mut self, peer_id: String, meta: Option<Value>) {
+        if self.draining
+            || self.pending.contains_key(&peer_id)
+            || self.producers_in_session.contains_key(&peer_id)
+        {
+            return;
+        }
+        let meta = meta.unwrap_or(Value::Null);
+        let rec = &self.settings.config.recording;
+        if !matches_filter(&meta, &rec.filter) {
+            debug!(%peer_id, "producer does not match [recording.filter]; not recording it");
+            return;
+        }
+        let (key, name) = call_key(&peer_id, &meta, &rec.group_key);
+        if !self.calls.contains_key(&key) {
+            if self.calls.len() >= rec.max_calls {
+                warn!(%peer_id, call = %name, max = rec.max_calls, "not recording: recording.max_calls reached");
+                return;
+            }
+            if let Err(e) = self.start_call(&key, &name) {
+                warn!(%peer_id, call = %name, "not recording: {e}");
+                return;
+            }
+        }
+        self.pending.insert(
+            peer_id.clone(),
+            PendingStart {
+                call: key,
+                meta,
+                asked_at: Instant::now(),
+            },
+        );
+        self.recount_pending();
+        info!(%peer_id, call = %name, "starting a session with producer");
+        self.send(SignalCommand::StartSession {
+            peer_id,
+            offer: None,
+        })
+        .await;
+    }
+
+    fn start_call(&mut self, key: &str, name: &str) -> Result<(), String> {
+        let cfg = &self.settings.config;
+        let settings = CallSettings {
+            name: name.to_owned(),
+            recordings_dir: cfg.recording.dir.clone(),
+            templates: self.settings.templates.clone(),
+            late_track_template: self.settings.late_track_template.clone(),
+            ice: cfg.ice.clone(),
+            track_wait: config::secs(cfg.recording.track_wait_secs),
+            keyframe_interval: Duration::from_millis(cfg.recording.keyframe_request_interval_ms),
+            negotiation_timeout: config::secs(cfg.signalling.negotiation_timeout_secs),
+            media_timeout: config::secs(cfg.recording.media_timeout_secs),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = call::spawn(
+            key.to_owned(),
+            settings,
+            rx,
+            self.notes_tx.clone(),
+            self.signal_tx.clone(),
+        )?;
+        // The tracker waits on the call's task on shutdown.
+        self.tracker.spawn(async move {
+            let _ = handle.await;
+        });
+        self.calls.insert(
+            key.to_owned(),
+            CallHandle {
+                name: name.to_owned(),
+                tx,
+                sessions: 0,
+                pending: 0,
+                empty_since: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn route(&mut self, session_id: &str, cmd: CallCmd) {
+        let Some(call) = self.sessions.get(session_id).and_then(|k| self.calls.get(k)) else {
+            debug!(%session_id, "signalling message for a session callrec does not have; ignoring");
+            return;
+        };
+        let _ = call.tx.send(cmd);
+    }
+
+    async fn on_note(&mut self, note: CallNote) {
+        match note {
+            CallNote::SessionClosed {
+                call,
+                session_id,
+                reason,
+            } => {
+                if self.sessions.remove(&session_id).is_some() {
+                    self.producers_in_session.retain(|_, s| *s != session_id);
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.sessions = c.sessions.saturating_sub(1);
+                    }
+                    self.recount_pending();
+                }
+                debug!(%session_id, %reason, "session closed");
+                // Harmless if the server already ended it.
+                self.send(SignalCommand::EndSession { session_id }).await;
+            }
+            CallNote::Ended { call, status } => {
+                debug!(%call, ?status, "call task ended");
+                self.forget_call(&call);
+            }
+        }
+    }
+
+    fn forget_call(&mut self, key: &str) {
+        self.calls.remove(key);
+        self.sessions.retain(|_, c| c != key);
+        let live: Vec<&String> = self.sessions.keys().collect();
+        let live: std::collections::HashSet<String> = live.into_iter().cloned().collect();
+        self.producers_in_session.retain(|_, s| live.contains(s));
+        self.pending.retain(|_, p| p.call != key);
+    }
+
+    fn recount_pending(&mut self) {
+        for call in self.calls.values_mut() {
+            call.pending = 0;
+        }
+        for p in self.pending.values() {
+            if let Some(call) = self.calls.get_mut(&p.call) {
+                call.pending += 1;
+            }
+        }
+        for call in self.calls.values_mut() {
+            if call.sessions == 0 && call.pending == 0 {
+                call.empty_since.get_or_insert_with(Instant::now);
+            } else {
+                call.empty_since = None;
+            }
+        }
+    }
+
+    /// Expires unanswered session starts and finishes calls whose linger is over.
+    fn on_tick(&mut self) {
+        let timeout = config::secs(self.settings.config.signalling.negotiation_timeout_secs);
+        let before = self.pending.len();
+        self.pending.retain(|peer, p| {
+            let keep = p.asked_at.elapsed() < timeout;
+            if !keep {
+                warn!(peer_id = %peer, "the server never started the session; giving up on this producer");
+            }
+            keep
+        });
+        if self.pending.len() != before {
+            self.recount_pending();
+        }
+        let linger = config::secs(self.settings.config.recording.linger_secs);
+        let done: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.empty_since.is_some_and(|t| t.elapsed() >= linger))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in done {
+            if let Some(call) = self.calls.get(&key) {
+                info!(call = %call.name, "last participant left and the linger is over; finishing the call");
+                let _ = call.tx.send(CallCmd::Finish {
+                    reason: "all participants left".into(),
+                });
+            }
+            self.forget_call(&key);
+        }
+    }
+
+    /// Finishes every call, bounded by the grace period.
+    async fn drain(mut self) -> Drained {
+        self.draining = true;
+        let grace = config::secs(self.settings.config.recording.stop_grace_secs);
+        info!(calls = self.calls.len(), grace_s = grace.as_secs_f64(), "stopping: finalising every call");
+        for call in self.calls.values() {
+            let _ = call.tx.send(CallCmd::Finish {
+                reason: "callrec is shutting down".into(),
+            });
+        }
+        self.tracker.close();
+        let waiting = self.tracker.wait();
+        tokio::pin!(waiting);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            tokio::select! {
+                _ = &mut waiting => return Drained::Clean,
+                // Session closes still ask the server to end sessions while we drain.
+                Some(note) = self.notes_rx.recv() => {
+                    if let CallNote::SessionClosed { session_id, .. } = note {
+                        let _ = self.signal_tx.try_send(SignalCommand::EndSession { session_id });
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Drained::TimedOut(self.tracker.len());
+                }
+            }
+        }
+    }
+
+    async fn send(&self, cmd: SignalCommand) {
+        if self.signal_tx.send(cmd).await.is_err() {
+            debug!("signalling client is gone");
+        }
+    }
+}
+
+/// The call a producer belongs to: `(key, name)`. Producers sharing a group value share a
+/// call; a producer without one is a call of its own. Keys of the two kinds cannot collide.
+pub fn call_key(peer_id: &str, meta: &Value, group_key: &str) -> (String, String) {
+    match meta.get(group_key) {
+        Some(Value::String(s)) => (format!("g:{s}"), s.clone()),
+        Some(v) if !v.is_null() => {
+            let s = v.to_string();
+            (format!("g:{s}"), s)
+        }
+        _ => (format!("p:{peer_id}"), format!("peer-{peer_id}")),
+    }
+}
+
+/// True if every filter pair is in the producer's meta (string values, or other JSON values
+/// compared by their JSON text).
+pub fn matches_filter(meta: &Value, filter: &std::collections::BTreeMap<String, String>) -> bool {
+    filter.iter().all(|(k, want)| match meta.get(k) {
+        Some(Value::String(s)) => s == want,
+        Some(v) => v.to_string() == *want,
+        None => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn grouping_by_meta_key() {
+        let (a, name) = call_key("p1", &json!({"call": "standup"}), "call");
+        let (b, _) = call_key("p2", &json!({"call": "standup"}), "call");
+        assert_eq!(a, b);
+        assert_eq!(name, "standup");
+        let (c, name_c) = call_key("p3", &json!({"room": "x"}), "call");
+        assert_ne!(a, c);
+        assert_eq!(name_c, "peer-p3");
+        let (d, _) = call_key("p4", &Value::Null, "call");
+        assert_ne!(c, d);
+        // A meta value equal to a peer id is still a different call.
+        let (e, _) = call_key("x", &Value::Null, "call");
+        let (f, _) = call_key("y", &json!({"call": "x"}), "call");
+        assert_ne!(e, f);
+        let (g, name_g) = call_key("p", &json!({"call": 42}), "call");
+        assert_eq!((g.as_str(), name_g.as_str()), ("g:42", "42"));
+    }
+
+    #[test]
+    fn filter_matching() {
+        let mut filter = std::collections::BTreeMap::new();
+        assert!(matches_filter(&Value::Null, &filter));
+        filter.insert("record".to_owned(), "yes".to_owned());
+        assert!(matches_filter(&json!({"record": "yes", "x": 1}), &filter));
+        assert!(!matches_filter(&json!({"record": "no"}), &filter));
+        assert!(!matches_filter(&Value::Null, &filter));
+        filter.insert("n".to_owned(), "1".to_owned());
+        assert!(matches_filter(&json!({"record": "yes", "n": 1}), &filter));
+    }
+}

@@ -1,0 +1,574 @@
+//! Pipeline templates: operator-owned gst-launch text in `pipelines/*.pipeline`, with a small
+//! header that tells callrec how to use it (see `pipelines/README.md`).
+//!
+//! Templates are loaded and checked at start-up, so a broken one fails early with its file and
+//! line. Only whitelisted `${variables}` are substituted, and every value is checked against a
+//! safe character set first, so nothing from the network can change a pipeline's syntax.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use gst::prelude::*;
+
+use crate::names;
+
+/// Where a template instance sits in the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// One instance per incoming track, fed that track's encoded stream.
+    Track,
+    /// One instance per participant session, fed each of its tracks' encoded streams.
+    Participant,
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scope::Track => "track",
+            Scope::Participant => "participant",
+        })
+    }
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An audio track.
+    Audio,
+    /// A video track.
+    Video,
+}
+
+impl Kind {
+    /// `audio` or `video`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Audio => "audio",
+            Kind::Video => "video",
+        }
+    }
+}
+
+/// A template that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// The file could not be read.
+    #[error("{path}: cannot read template: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The header or body is malformed.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// GStreamer could not build the pipeline text.
+    #[error("{path}:{line}: pipeline does not parse: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// First line of the pipeline text.
+        line: usize,
+        /// GStreamer's message, plus the missing elements if any.
+        message: String,
+    },
+    /// A variable's value is not safe to put into pipeline text.
+    #[error("template {template}: unsafe value for ${{{variable}}}: {value:?} (callrec maps network values to safe names; this is a bug or a bad recordings path)")]
+    UnsafeValue {
+        /// The template.
+        template: String,
+        /// The variable.
+        variable: String,
+        /// The value, cut for the log.
+        value: String,
+    },
+    /// No template has this name.
+    #[error("no template named `{0}` in the pipelines directory; `callrec check` lists what is there")]
+    Unknown(String),
+}
+
+/// The variables a template may use, and the scopes that provide them.
+pub const VARIABLES: &[(&str, &[Scope], &str)] = &[
+    (
+        "call_dir",
+        &[Scope::Track, Scope::Participant],
+        "absolute path of the call's directory",
+    ),
+    (
+        "call",
+        &[Scope::Track, Scope::Participant],
+        "the call's safe name",
+    ),
+    (
+        "participant",
+        &[Scope::Track, Scope::Participant],
+        "the participant's safe name (unique in the call)",
+    ),
+    ("track", &[Scope::Track], "the track's name, e.g. video0"),
+    ("kind", &[Scope::Track], "audio or video"),
+    ("codec", &[Scope::Track], "the codec, e.g. vp8, h264, opus"),
+];
+
+/// One loaded, checked template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// Its name (header `name`, or the file stem).
+    pub name: String,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// One line saying what it does.
+    pub description: String,
+    /// Where it sits in the call.
+    pub scope: Scope,
+    /// The media types it accepts, e.g. `video/x-vp8`.
+    pub media: Vec<String>,
+    /// Input element per kind (`None` key: one element for all kinds).
+    pub inputs: BTreeMap<Option<Kind>, String>,
+    /// The pipeline text, with `${variables}`.
+    pub body: String,
+    /// Line number of the first body line.
+    pub body_line: usize,
+}
+
+impl Template {
+    /// Parses a template file's text (does not check it with GStreamer; see [`Template::check`]).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, TemplateError> {
+        let syntax = |line: usize, message: String| TemplateError::Syntax {
+            path: path.to_owned(),
+            line,
+            message,
+        };
+        let mut fields: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        let mut body_lines = Vec::new();
+        let mut body_line = 0;
+        for (i, raw) in text.lines().enumerate() {
+            let line_no = i + 1;
+            let line = raw.trim();
+            if let Some(comment) = line.strip_prefix('#') {
+                if body_lines.is_empty() {
+                    if let Some((key, value)) = comment.split_once(':') {
+                        let key = key.trim().to_ascii_lowercase();
+                        if !key.contains(' ') {
+                            fields.insert(key, (line_no, value.trim().to_owned()));
+                        }
+                    }
+                }
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            if body_lines.is_empty() {
+                body_line = line_no;
+            }
+            body_lines.push(line.trim_end_matches('\\').trim().to_owned());
+        }
+        if body_lines.is_empty() {
+            return Err(syntax(1, "no pipeline text after the header".into()));
+        }
+        let known = ["name", "description", "scope", "media", "inputs"];
+        for (key, (line, _)) in &fields {
+            if !known.contains(&key.as_str()) {
+                return Err(syntax(
+                    *line,
+                    format!("unknown header field `{key}` (known: {})", known.join(", ")),
+                ));
+            }
+        }
+        let field = |key: &str| fields.get(key).map(|(l, v)| (*l, v.as_str()));
+        let name = match field("name") {
+            Some((_, v)) => v.to_owned(),
+            None => path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("template")
+                .to_owned(),
+        };
+        let scope = match field("scope") {
+            Some((_, "track")) => Scope::Track,
+            Some((_, "participant")) => Scope::Participant,
+            Some((line, other)) => {
+                return Err(syntax(
+                    line,
+                    format!("unknown scope `{other}` (use track or participant)"),
+                ))
+            }
+            None => return Err(syntax(1, "header has no `# scope:` line".into())),
+        };
+        let media: Vec<String> = field("media")
+            .map(|(_, v)| {
+                v.split(',')
+                    .map(|m| m.trim().to_owned())
+                    .filter(|m| !m.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if media.is_empty() {
+            return Err(syntax(
+                1,
+                "header has no `# media:` line listing accepted caps, e.g. video/x-vp8".into(),
+            ));
+        }
+        let (inputs_line, inputs_text) = field("inputs").ok_or_else(|| {
+            syntax(
+                1,
+                "header has no `# inputs:` line naming the input element".into(),
+            )
+        })?;
+        let mut inputs = BTreeMap::new();
+        for item in inputs_text.split([',', ' ']).filter(|s| !s.is_empty()) {
+            let (kind, element) = match item.split_once('=') {
+                Some(("audio", e)) => (Some(Kind::Audio), e),
+                Some(("video", e)) => (Some(Kind::Video), e),
+                Some((other, _)) => {
+                    return Err(syntax(
+                        inputs_line,
+                        format!("unknown input kind `{other}` (use audio= or video=)"),
+                    ))
+                }
+                None => (None, item),
+            };
+            inputs.insert(kind, element.to_owned());
+        }
+        let template = Template {
+            name,
+            path: path.to_owned(),
+            description: field("description")
+                .map(|(_, v)| v.to_owned())
+                .unwrap_or_default(),
+            scope,
+            media,
+            inputs,
+            body: body_lines.join(" "),
+            body_line,
+        };
+        template.check_variables(text)?;
+        Ok(template)
+    }
+
+    /// Rejects `${...}` references the template's scope does not provide.
+    fn check_variables(&self, text: &str) -> Result<(), TemplateError> {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with('#') {
+                continue;
+            }
+            let mut rest = line;
+            while let Some(start) = rest.find("${") {
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else {
+                    return Err(TemplateError::Syntax {
+                        path: self.path.clone(),
+                        line: i + 1,
+                        message: "unclosed `${`".into(),
+                    });
+                };
+                let var = &after[..end];
+                let provided = VARIABLES
+                    .iter()
+                    .any(|(name, scopes, _)| *name == var && scopes.contains(&self.scope));
+                if !provided {
+                    let names: Vec<&str> = VARIABLES
+                        .iter()
+                        .filter(|(_, scopes, _)| scopes.contains(&self.scope))
+                        .map(|(n, _, _)| *n)
+                        .collect();
+                    return Err(TemplateError::Syntax {
+                        path: self.path.clone(),
+                        line: i + 1,
+                        message: format!(
+                            "unknown variable ${{{var}}} for scope {} (available: {})",
+                            self.scope,
+                            names.join(", ")
+                        ),
+                    });
+                }
+                rest = &after[end + 1..];
+            }
+        }
+        Ok(())
+    }
+
+    /// True if the template records streams with these caps (media type only).
+    pub fn accepts(&self, media_type: &str) -> bool {
+        self.media.iter().any(|m| m == media_type)
+    }
+
+    /// The input element for a kind of track.
+    pub fn input_for(&self, kind: Kind) -> Option<&str> {
+        self.inputs
+            .get(&Some(kind))
+            .or_else(|| self.inputs.get(&None))
+            .map(String::as_str)
+    }
+
+    /// Substitutes checked values into the body.
+    pub fn render(&self, vars: &BTreeMap<&str, String>) -> Result<String, TemplateError> {
+        let mut out = self.body.clone();
+        for (name, value) in vars {
+            let safe = if *name == "call_dir" {
+                names::is_pipeline_safe_path(value)
+            } else {
+                names::is_safe_component(value)
+            };
+            if !safe {
+                return Err(TemplateError::UnsafeValue {
+                    template: self.name.clone(),
+                    variable: (*name).to_owned(),
+                    value: value.chars().take(80).collect(),
+                });
+            }
+            out = out.replace(&format!("${{{name}}}"), value);
+        }
+        Ok(out)
+    }
+
+    /// Builds one instance: the rendered text parsed into a bin (no ghost pads; callers
+    /// request and ghost the input pads they need).
+    pub fn instantiate(
+        &self,
+        vars: &BTreeMap<&str, String>,
+    ) -> Result<(gst::Bin, String), TemplateError> {
+        let text = self.render(vars)?;
+        let bin = self.parse_bin(&text)?;
+        Ok((bin, text))
+    }
+
+    fn parse_bin(&self, text: &str) -> Result<gst::Bin, TemplateError> {
+        let mut ctx = gst::ParseContext::new();
+        let parsed = gst::parse::bin_from_description_full(
+            text,
+            false,
+            Some(&mut ctx),
+            gst::ParseFlags::FATAL_ERRORS | gst::ParseFlags::NO_SINGLE_ELEMENT_BINS,
+        );
+        let element = parsed.map_err(|e| {
+            let missing = ctx.missing_elements();
+            let message = if missing.is_empty() {
+                e.to_string()
+            } else {
+                format!(
+                    "{e}; missing GStreamer elements: {} (install the plugin package that provides them)",
+                    missing.join(", ")
+                )
+            };
+            TemplateError::Parse {
+                path: self.path.clone(),
+                line: self.body_line,
+                message,
+            }
+        })?;
+        element
+            .downcast::<gst::Bin>()
+            .map_err(|_| TemplateError::Parse {
+                path: self.path.clone(),
+                line: self.body_line,
+                message: "did not produce a bin".into(),
+            })
+    }
+
+    /// Sample values for checking and rendering.
+    pub fn sample_vars(&self) -> BTreeMap<&'static str, String> {
+        let mut vars = BTreeMap::new();
+        vars.insert("call_dir", "/tmp/callrec-check".to_owned());
+        vars.insert("call", "call".to_owned());
+        vars.insert("participant", "participant".to_owned());
+        if self.scope == Scope::Track {
+            vars.insert("track", "video0".to_owned());
+            vars.insert("kind", "video".to_owned());
+            vars.insert("codec", "vp8".to_owned());
+        }
+        vars
+    }
+
+    /// Checks the template with GStreamer's parser: elements exist, properties are valid,
+    /// and the input elements are there.
+    pub fn check(&self) -> Result<(), TemplateError> {
+        let text = self.render(&self.sample_vars())?;
+        let bin = self.parse_bin(&text)?;
+        for element in self.inputs.values() {
+            if bin.by_name(element).is_none() {
+                return Err(TemplateError::Syntax {
+                    path: self.path.clone(),
+                    line: self.body_line,
+                    message: format!(
+                        "the input element `{element}` named in `# inputs:` is not in the pipeline (give an element name={element})"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// All templates of a pipelines directory.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateSet {
+    templates: Vec<Template>,
+}
+
+impl TemplateSet {
+    /// Loads every `*.pipeline` file in `dir`; any broken file is an error.
+    pub fn load_dir(dir: &Path) -> Result<Self, Vec<TemplateError>> {
+        let entries = std::fs::read_dir(dir).map_err(|source| {
+            vec![TemplateError::Read {
+                path: dir.to_owned(),
+                source,
+            }]
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "pipeline"))
+            .collect();
+        paths.sort();
+        let mut templates = Vec::new();
+        let mut errors = Vec::new();
+        for path in paths {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match Template::parse(&path, &text) {
+                    Ok(t) => templates.push(t),
+                    Err(e) => errors.push(e),
+                },
+                Err(source) => errors.push(TemplateError::Read { path, source }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { templates })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Checks every template with GStreamer.
+    pub fn check_all(&self) -> Vec<TemplateError> {
+        self.templates
+            .iter()
+            .filter_map(|t| t.check().err())
+            .collect()
+    }
+
+    /// Looks up templates by name, in the given order.
+    pub fn select(&self, names: &[String]) -> Result<Vec<Template>, TemplateError> {
+        names
+            .iter()
+            .map(|n| self.get(n).cloned().ok_or_else(|| TemplateError::Unknown(n.clone())))
+            .collect()
+    }
+
+    /// One template by name.
+    pub fn get(&self, name: &str) -> Option<&Template> {
+        self.templates.iter().find(|t| t.name == name)
+    }
+
+    /// All templates.
+    pub fn all(&self) -> &[Template] {
+        &self.templates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Template, TemplateError> {
+        Template::parse(Path::new("t.pipeline"), text)
+    }
+
+    const GOOD: &str = "# callrec-template\n# description: test\n# scope: track\n# media: video/x-vp8, audio/x-opus\n# inputs: mux\nmatroskamux name=mux ! filesink location=${call_dir}/${participant}-${track}.mkv\n";
+
+    #[test]
+    fn header_and_body_are_parsed() {
+        let t = parse(GOOD).unwrap();
+        assert_eq!(t.name, "t");
+        assert_eq!(t.scope, Scope::Track);
+        assert!(t.accepts("video/x-vp8") && t.accepts("audio/x-opus"));
+        assert!(!t.accepts("video/x-h264"));
+        assert_eq!(t.input_for(Kind::Audio), Some("mux"));
+        assert_eq!(t.body_line, 6);
+    }
+
+    #[test]
+    fn per_kind_inputs() {
+        let text = GOOD.replace("# inputs: mux", "# inputs: video=v, audio=a");
+        let t = parse(&text).unwrap();
+        assert_eq!(t.input_for(Kind::Video), Some("v"));
+        assert_eq!(t.input_for(Kind::Audio), Some("a"));
+    }
+
+    #[test]
+    fn unknown_variables_name_the_line() {
+        let text = GOOD.replace("${track}", "${nope}");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("t.pipeline:6:"), "{err}");
+        assert!(err.contains("${nope}"), "{err}");
+        // track-only variables are unknown to participant templates
+        let text = GOOD.replace("scope: track", "scope: participant");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("${track}"), "{err}");
+    }
+
+    #[test]
+    fn missing_header_fields_are_errors() {
+        for (from, to) in [
+            ("# scope: track\n", ""),
+            ("# media: video/x-vp8, audio/x-opus\n", ""),
+            ("# inputs: mux\n", ""),
+            ("scope: track", "scope: galaxy"),
+            ("# description: test", "# colour: blue"),
+        ] {
+            assert!(parse(&GOOD.replace(from, to)).is_err(), "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn render_refuses_unsafe_values() {
+        let t = parse(GOOD).unwrap();
+        let mut vars = t.sample_vars();
+        assert!(t.render(&vars).unwrap().contains("/tmp/callrec-check/participant-video0.mkv"));
+        for bad in ["../x", "a b", "a!b", "\"q\"", "x\ny", ""] {
+            vars.insert("participant", bad.to_owned());
+            assert!(t.render(&vars).is_err(), "{bad:?}");
+        }
+        let mut vars = t.sample_vars();
+        vars.insert("call_dir", "/tmp/a b".into());
+        assert!(t.render(&vars).is_err());
+    }
+
+    #[test]
+    fn shipped_templates_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let set = TemplateSet::load_dir(&dir).unwrap();
+        let p = set.get("participant-mkv").expect("participant-mkv ships");
+        assert_eq!(p.scope, Scope::Participant);
+        assert!(p.accepts("video/x-vp8") && p.accepts("audio/x-opus"));
+        let t = set.get("track-mkv").expect("track-mkv ships");
+        assert_eq!(t.scope, Scope::Track);
+        assert!(set.select(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn check_names_missing_elements_and_bad_inputs() {
+        gst::init().unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let set = TemplateSet::load_dir(&dir).unwrap();
+        assert!(set.check_all().is_empty(), "{:?}", set.check_all());
+        let t = parse(&GOOD.replace("matroskamux", "nosuchmux")).unwrap();
+        let err = t.check().unwrap_err().to_string();
+        assert!(err.contains("nosuchmux") && err.contains("t.pipeline:6"), "{err}");
+        let t = parse(&GOOD.replace("name=mux", "name=other")).unwrap();
+        let err = t.check().unwrap_err().to_string();
+        assert!(err.contains("`mux`"), "{err}");
+        let t = parse(&GOOD.replace("filesink", "filesink no-such-prop=1")).unwrap();
+        assert!(t.check().is_err());
+    }
+}
