@@ -484,6 +484,7 @@ impl Call {
         for (mline, candidate) in session.pending_ice.drain(..) {
             webrtcbin.emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
         }
+        debug!(call = %self.settings.name, session = %session_id, ?offered, "offer");
         session.offered = offered;
         let _ = self
             .signal_tx
@@ -969,8 +970,12 @@ impl Call {
         let deadline = tokio::time::Instant::now() + EOS_TIMEOUT;
         let _ = tokio::time::timeout_at(deadline, futures::future::join_all(sends)).await;
         let mut unfinished = 0;
-        while let Some(session) = self.sessions.get(session_id) {
-            unfinished = session.outputs.iter().filter(|o| !o.finished()).count();
+        while let Some(session) = self.sessions.get_mut(session_id) {
+            unfinished = 0;
+            for out in session.outputs.iter_mut().filter(|o| o.eos_sent) {
+                out.completed = out.finished();
+                unfinished += usize::from(!out.completed);
+            }
             if unfinished == 0 || tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -1037,7 +1042,7 @@ impl Call {
                         let start_in_file = first.nseconds().saturating_sub(base.nseconds());
                         entry.duration_ms = Some(end.saturating_sub(start_in_file) / 1_000_000);
                         entry.bytes = Some(bytes);
-                        entry.status = if out.eos_sent && out.finished() {
+                        entry.status = if out.completed {
                             "complete".into()
                         } else {
                             "interrupted".into()

@@ -76,6 +76,8 @@ pub struct Output {
     pub eos_sent: bool,
     /// The running time its file starts at.
     pub base: Option<gst::ClockTime>,
+    /// Every sink saw EOS before the bin was stopped.
+    pub completed: bool,
 }
 
 impl Output {
@@ -157,6 +159,7 @@ impl Output {
             files,
             eos_sent: false,
             base: None,
+            completed: false,
         })
     }
 

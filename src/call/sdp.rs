@@ -36,7 +36,8 @@ pub fn offered_tracks(sdp: &str) -> Result<(gst_sdp::SDPMessage, Vec<OfferedTrac
             Some("video") => Kind::Video,
             _ => continue,
         };
-        if media.port() == 0 {
+        // Port 0 rejects an m-line, unless it is bundle-only (JSEP's max-bundle offers).
+        if media.port() == 0 && !media.attributes().any(|a| a.key() == "bundle-only") {
             continue;
         }
         let dir = direction(media.attributes().map(|a| a.key())).or(session_dir);
@@ -74,8 +75,9 @@ mod tests {
 
     const OFFER: &str = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE video0 audio1\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 0.0.0.0\r\na=mid:video0\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 H264/90000\r\n\
-m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:audio1\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 98\r\nc=IN IP4 0.0.0.0\r\na=mid:video2\r\na=recvonly\r\na=rtpmap:98 VP8/90000\r\n\
+m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=bundle-only\r\na=mid:audio1\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 98\r\nc=IN IP4 0.0.0.0\r\na=mid:video2\r\na=recvonly\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 99\r\nc=IN IP4 0.0.0.0\r\na=mid:video3\r\na=sendonly\r\na=rtpmap:99 VP8/90000\r\na=rtpmap:98 VP8/90000\r\n\
 m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:data\r\n";
 
     #[test]
