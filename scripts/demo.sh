@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The demo: a real signalling server, callrec, and two synthetic participants in one call
+# (VP8 + Opus, and H.264 + Opus) for about 10 s. Leaves the recording in ./demo-out/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-debian.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --locked --release --bins
+
+out="$PWD/demo-out"
+rm -rf "$out"; mkdir -p "$out"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+gst-webrtc-signalling-server --host 127.0.0.1 --port "$port" >"$out/signalling.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+
+cat >"$out/callrec.toml" <<TOML
+[signalling]
+url = "ws://127.0.0.1:$port"
+[recording]
+dir = "$out/recordings"
+pipelines_dir = "$PWD/pipelines"
+templates = ["participant-mkv"]
+linger_secs = 2
+TOML
+./target/release/callrec check --config "$out/callrec.toml"
+./target/release/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
+callrec=$!
+pids+=($callrec)
+sleep 1
+
+./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --meta '{"call":"demo","name":"alice"}' \
+  --video vp8 --pattern smpte --freq 440 --duration 10 >"$out/alice.log" 2>&1 &
+alice=$!
+./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --meta '{"call":"demo","name":"bob"}' \
+  --video h264 --pattern ball --freq 660 --duration 10 >"$out/bob.log" 2>&1 &
+bob=$!
+wait "$alice" "$bob"
+sleep 4   # the call's linger, then finalisation
+kill -TERM "$callrec"; wait "$callrec" || true
+
+echo
+echo "Recording: $out/recordings"
+for f in "$out"/recordings/*/*.mkv; do
+  echo "== $f"
+  ffprobe -v error -show_entries format=duration:stream=codec_name,width,height -of compact "$f"
+done
+echo "== manifest"
+cat "$out"/recordings/*/manifest.json

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what callrec needs on Debian 12 to build, run its tests and its demo:
+# GStreamer (dev packages and plugins), ffmpeg (ffprobe, for verifying recordings) and the
+# real gst-webrtc-signalling-server. Idempotent: skips what is already there.
+set -euo pipefail
+export PATH="$HOME/.cargo/bin:$PATH"
+
+PACKAGES=(
+  pkg-config libssl-dev
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
+  ffmpeg
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ] || [ "${CALLREC_FORCE_APT:-}" = 1 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+fi
+
+if ! command -v gst-webrtc-signalling-server >/dev/null 2>&1; then
+  cargo install --locked gst-plugin-webrtc-signalling --version '^0.15'
+fi
