@@ -247,7 +247,10 @@ impl Config {
                 self.signalling.negotiation_timeout_secs,
             ),
             ("recording.stop_grace_secs", self.recording.stop_grace_secs),
-            ("recording.media_timeout_secs", self.recording.media_timeout_secs),
+            (
+                "recording.media_timeout_secs",
+                self.recording.media_timeout_secs,
+            ),
         ];
         for (key, value) in positive {
             if !(value.is_finite() && value > 0.0 && value < 86_400.0) {

@@ -51,7 +51,8 @@ impl StartError {
 pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let config = Config::load(config_path)?;
     gst::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
-    let set = TemplateSet::load_dir(&config.recording.pipelines_dir).map_err(StartError::Templates)?;
+    let set =
+        TemplateSet::load_dir(&config.recording.pipelines_dir).map_err(StartError::Templates)?;
     let mut errors = vec![];
     for name in &config.recording.templates {
         match set.get(name) {
@@ -91,7 +92,11 @@ fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Records until `shutdown` fires, then finalises every call within the grace period.
-pub async fn run(settings: SupervisorSettings, notifier: Notifier, shutdown: CancellationToken) -> Drained {
+pub async fn run(
+    settings: SupervisorSettings,
+    notifier: Notifier,
+    shutdown: CancellationToken,
+) -> Drained {
     let dir = &settings.config.recording.dir;
     for call in recording::mark_interrupted(dir) {
         warn!(dir = %call.display(), "marked a call left unfinished by a previous run as interrupted");
@@ -107,7 +112,12 @@ pub async fn run(settings: SupervisorSettings, notifier: Notifier, shutdown: Can
     let (event_tx, event_rx) = mpsc::channel(256);
     let (command_tx, command_rx) = mpsc::channel(1024);
     let client_stop = CancellationToken::new();
-    let client = tokio::spawn(client::run(client_settings, event_tx, command_rx, client_stop.clone()));
+    let client = tokio::spawn(client::run(
+        client_settings,
+        event_tx,
+        command_rx,
+        client_stop.clone(),
+    ));
     let supervisor = Supervisor::new(settings, command_tx);
     let mut ready = false;
     let drained = supervisor

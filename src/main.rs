@@ -18,7 +18,10 @@ const EX_USAGE: u8 = 64;
 const EX_SOFTWARE: u8 = 70;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "WebRTC call recorder: joins calls through your signalling server and records them")]
+#[command(
+    version,
+    about = "WebRTC call recorder: joins calls through your signalling server and records them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +84,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(e.exit_code() as u8);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     error!("cannot start the async runtime: {e}");

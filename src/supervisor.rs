@@ -34,11 +34,7 @@ impl SupervisorSettings {
     /// Selects the configured templates from a loaded set.
     pub fn new(config: Config, set: &TemplateSet) -> Result<Self, crate::templates::TemplateError> {
         let templates = set.select(&config.recording.templates)?;
-        let late_track_template = set
-            .all()
-            .iter()
-            .find(|t| t.scope == Scope::Track)
-            .cloned();
+        let late_track_template = set.all().iter().find(|t| t.scope == Scope::Track).cloned();
         Ok(Self {
             config,
             templates: Arc::new(templates),
@@ -168,8 +164,14 @@ impl Supervisor {
                 });
             }
             SignalEvent::Offer { session_id, sdp } => {
-                self.route(&session_id, CallCmd::Offer { session_id: session_id.clone(), sdp })
-                    .await;
+                self.route(
+                    &session_id,
+                    CallCmd::Offer {
+                        session_id: session_id.clone(),
+                        sdp,
+                    },
+                )
+                .await;
             }
             SignalEvent::Answer { session_id, .. } => {
                 warn!(%session_id, "unexpected SDP answer (callrec does not offer); ending the session");
@@ -294,7 +296,11 @@ impl Supervisor {
     }
 
     async fn route(&mut self, session_id: &str, cmd: CallCmd) {
-        let Some(call) = self.sessions.get(session_id).and_then(|k| self.calls.get(k)) else {
+        let Some(call) = self
+            .sessions
+            .get(session_id)
+            .and_then(|k| self.calls.get(k))
+        else {
             debug!(%session_id, "signalling message for a session callrec does not have; ignoring");
             return;
         };
@@ -389,7 +395,11 @@ impl Supervisor {
     async fn drain(mut self) -> Drained {
         self.draining = true;
         let grace = config::secs(self.settings.config.recording.stop_grace_secs);
-        info!(calls = self.calls.len(), grace_s = grace.as_secs_f64(), "stopping: finalising every call");
+        info!(
+            calls = self.calls.len(),
+            grace_s = grace.as_secs_f64(),
+            "stopping: finalising every call"
+        );
         for call in self.calls.values() {
             let _ = call.tx.send(CallCmd::Finish {
                 reason: "callrec is shutting down".into(),
@@ -440,7 +450,7 @@ pub fn call_key(peer_id: &str, meta: &Value, group_key: &str) -> (String, String
 pub fn matches_filter(meta: &Value, filter: &std::collections::BTreeMap<String, String>) -> bool {
     filter.iter().all(|(k, want)| match meta.get(k) {
         Some(Value::String(s)) => s == want,
-        Some(v) => v.to_string() == *want,
+        Some(v) => *v == serde_json::from_str::<Value>(want).unwrap_or(Value::Null),
         None => false,
     })
 }

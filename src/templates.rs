@@ -94,7 +94,9 @@ pub enum TemplateError {
         value: String,
     },
     /// No template has this name.
-    #[error("no template named `{0}` in the pipelines directory; `callrec check` lists what is there")]
+    #[error(
+        "no template named `{0}` in the pipelines directory; `callrec check` lists what is there"
+    )]
     Unknown(String),
 }
 
@@ -461,7 +463,11 @@ impl TemplateSet {
     pub fn select(&self, names: &[String]) -> Result<Vec<Template>, TemplateError> {
         names
             .iter()
-            .map(|n| self.get(n).cloned().ok_or_else(|| TemplateError::Unknown(n.clone())))
+            .map(|n| {
+                self.get(n)
+                    .cloned()
+                    .ok_or_else(|| TemplateError::Unknown(n.clone()))
+            })
             .collect()
     }
 
@@ -534,7 +540,10 @@ mod tests {
     fn render_refuses_unsafe_values() {
         let t = parse(GOOD).unwrap();
         let mut vars = t.sample_vars();
-        assert!(t.render(&vars).unwrap().contains("/tmp/callrec-check/participant-video0.mkv"));
+        assert!(t
+            .render(&vars)
+            .unwrap()
+            .contains("/tmp/callrec-check/participant-video0.mkv"));
         for bad in ["../x", "a b", "a!b", "\"q\"", "x\ny", ""] {
             vars.insert("participant", bad.to_owned());
             assert!(t.render(&vars).is_err(), "{bad:?}");
@@ -564,7 +573,10 @@ mod tests {
         assert!(set.check_all().is_empty(), "{:?}", set.check_all());
         let t = parse(&GOOD.replace("matroskamux", "nosuchmux")).unwrap();
         let err = t.check().unwrap_err().to_string();
-        assert!(err.contains("nosuchmux") && err.contains("t.pipeline:6"), "{err}");
+        assert!(
+            err.contains("nosuchmux") && err.contains("t.pipeline:6"),
+            "{err}"
+        );
         let t = parse(&GOOD.replace("name=mux", "name=other")).unwrap();
         let err = t.check().unwrap_err().to_string();
         assert!(err.contains("`mux`"), "{err}");

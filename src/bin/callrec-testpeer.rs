@@ -23,8 +23,9 @@
 //! (`welcome`, `session`, `connected`, `media`, `media_stopped`,
 //! `session_ended`, `done`); logs go to stderr (`RUST_LOG` is honoured).
 //!
-//! Exit status: 0 on success, 1 on errors (bad arguments, pipeline or signalling
-//! failures), 2 when a peer got no connected session within 30 seconds.
+//! Exit status: 0 on success (also after SIGTERM/SIGINT), 1 on errors (bad
+//! arguments, pipeline or signalling failures), 2 when a peer got no connected
+//! session within 30 seconds (or lost the signalling before any).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -639,8 +640,7 @@ impl Session {
 
     /// Applies the consumer's offer, then answers it.
     fn answer_offer(&self, sdp: &str, tx: &EventTx) -> Result<()> {
-        let sdp = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
-            .map_err(|e| anyhow!("unparsable SDP offer: {e}"))?;
+        let sdp = parse_sdp(sdp, "offer")?;
         let offer = WebRTCSessionDescription::new(WebRTCSDPType::Offer, sdp);
         let weak = self.webrtc.downgrade();
         let (sid, etx) = (self.id.clone(), tx.clone());
@@ -668,8 +668,7 @@ impl Session {
 
     /// Applies the consumer's answer.
     fn apply_answer(&self, sdp: &str, tx: &EventTx) -> Result<()> {
-        let sdp = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
-            .map_err(|e| anyhow!("unparsable SDP answer: {e}"))?;
+        let sdp = parse_sdp(sdp, "answer")?;
         let answer = WebRTCSessionDescription::new(WebRTCSDPType::Answer, sdp);
         let (sid, etx) = (self.id.clone(), tx.clone());
         let promise = gst::Promise::with_change_func(move |reply| {
@@ -752,6 +751,16 @@ impl Session {
             Err(e) => warn!(session_id = %id, "session teardown task failed: {e}"),
         }
     }
+}
+
+/// Parses a remote SDP, rejecting text without any media section.
+fn parse_sdp(text: &str, what: &str) -> Result<gst_sdp::SDPMessage> {
+    let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes())
+        .map_err(|e| anyhow!("unparsable SDP {what}: {e}"))?;
+    if sdp.medias_len() == 0 {
+        bail!("SDP {what} without any media section: {:?}", excerpt(text));
+    }
+    Ok(sdp)
 }
 
 /// Fails if a promise reply is missing or carries an error.
@@ -1096,7 +1105,8 @@ impl Peer {
             warn!(peer = self.index, %session_id, "duplicate startSession; ignoring");
             return;
         }
-        info!(peer = self.index, %session_id, %consumer_id, with_offer = offer.is_some(), "session requested");
+        let with_offer = offer.is_some();
+        info!(peer = self.index, %session_id, %consumer_id, with_offer, "session requested");
         self.session_counter += 1;
         let name = format!("session-{}-{}", self.index, self.session_counter);
         let mut session = match Session::start(&self.shared.media, &name, &session_id, &self.tx) {
@@ -1166,7 +1176,7 @@ impl Peer {
     async fn on_event(&mut self, event: SessionEvent) {
         let sid = event.session_id;
         if !self.sessions.contains_key(&sid) {
-            debug!(peer = self.index, session_id = %sid, ?event.what, "event for a finished session");
+            debug!(session_id = %sid, ?event.what, "event for a finished session");
             return;
         }
         match event.what {
@@ -1176,7 +1186,7 @@ impl Peer {
                 } else {
                     proto::SdpMessage::Offer { sdp }
                 };
-                debug!(peer = self.index, session_id = %sid, "sending {}", if answer { "answer" } else { "offer" });
+                debug!(peer = self.index, session_id = %sid, answer, "sending local SDP");
                 let msg = proto::PeerMessage {
                     session_id: sid,
                     peer_message: proto::PeerMessageInner::Sdp(sdp),
@@ -1343,7 +1353,8 @@ impl Peer {
             }
             Exit::SignallingLost => {
                 eprintln!(
-                    "callrec-testpeer: error: peer {} ({}) lost the signalling connection before any session connected",
+                    "callrec-testpeer: error: peer {} ({}) lost the signalling \
+                     connection before any session connected",
                     self.index,
                     self.id()
                 );
@@ -1529,7 +1540,18 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    // Usage errors exit with 1: status 2 means "no session connected".
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match run(args).await {
         Ok(code) => code,
         Err(e) => {

@@ -93,9 +93,9 @@ impl Output {
     ) -> Result<Self, String> {
         let mut inputs = vec![];
         for &(mline, kind) in tracks {
-            let element_name = template
-                .input_for(kind)
-                .ok_or_else(|| format!("template {} has no {} input", template.name, kind.as_str()))?;
+            let element_name = template.input_for(kind).ok_or_else(|| {
+                format!("template {} has no {} input", template.name, kind.as_str())
+            })?;
             let element = bin.by_name(element_name).ok_or_else(|| {
                 format!(
                     "template {}: input element `{element_name}` not found",
@@ -329,7 +329,11 @@ fn release_input(bin: &gst::Bin, input: &mut Input) {
     let _ = input.ghost.set_target(None::<&gst::Pad>);
     let _ = bin.remove_pad(&input.ghost);
     if let Some(element) = input.target.parent_element() {
-        if input.target.pad_template().is_some_and(|t| t.presence() == gst::PadPresence::Request) {
+        if input
+            .target
+            .pad_template()
+            .is_some_and(|t| t.presence() == gst::PadPresence::Request)
+        {
             element.release_request_pad(&input.target);
         }
     }

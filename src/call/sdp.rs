@@ -105,7 +105,12 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:da
     fn rejects_garbage_and_empty_offers() {
         gst::init().unwrap();
         assert!(offered_tracks("v=0\r\n").is_err());
-        let recv_only = OFFER.replace("a=sendonly", "a=recvonly").replace("a=sendrecv", "a=inactive");
-        assert!(matches!(offered_tracks(&recv_only), Err(SdpError::NothingSent)));
+        let recv_only = OFFER
+            .replace("a=sendonly", "a=recvonly")
+            .replace("a=sendrecv", "a=inactive");
+        assert!(matches!(
+            offered_tracks(&recv_only),
+            Err(SdpError::NothingSent)
+        ));
     }
 }

@@ -53,8 +53,7 @@ pub async fn run(
         if shutdown.is_cancelled() || events.is_closed() {
             return;
         }
-        let mut ws_config =
-            tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        let mut ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
         ws_config.max_message_size = Some(MAX_MESSAGE_SIZE);
         ws_config.max_frame_size = Some(MAX_MESSAGE_SIZE);
         let connect = tokio_tungstenite::connect_async_with_config(
@@ -91,7 +90,10 @@ pub async fn run(
         }
         failures = failures.saturating_add(1);
         let delay = backoff(failures, settings.reconnect_min, settings.reconnect_max);
-        debug!(delay_ms = delay.as_millis() as u64, "waiting before reconnecting");
+        debug!(
+            delay_ms = delay.as_millis() as u64,
+            "waiting before reconnecting"
+        );
         // Commands for the dead connection are stale; drop them while we wait.
         let deadline = Instant::now() + delay;
         loop {
@@ -115,9 +117,8 @@ pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
     step.mul_f64(jitter).max(Duration::from_millis(10))
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Serves one connection; returns why it ended.
 async fn serve_connection(

@@ -212,7 +212,9 @@ mod tests {
             }
         );
         assert_eq!(
-            one(r#"{"type":"peer","sessionId":"s","ice":{"candidate":"candidate:1","sdpMLineIndex":1}}"#),
+            one(
+                r#"{"type":"peer","sessionId":"s","ice":{"candidate":"candidate:1","sdpMLineIndex":1}}"#
+            ),
             SignalEvent::Ice {
                 session_id: "s".into(),
                 candidate: "candidate:1".into(),

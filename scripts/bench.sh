@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Benchmark: N producers (720p30 VP8 ~1.5 Mbit/s + Opus, encoded once, sent as N sessions,
+# each its own call) recorded by callrec for SECS seconds. Reports callrec's CPU time per
+# recorded participant-second and RSS growth per call into bench-out/results.txt.
+# Usage: bash scripts/bench.sh [N=4] [SECS=60]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-4}
+SECS=${2:-60}
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --locked --release --bins >/dev/null
+
+out="$PWD/bench-out"
+rm -rf "$out/recordings"; mkdir -p "$out"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+gst-webrtc-signalling-server --host 127.0.0.1 --port "$port" >"$out/signalling.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+cat >"$out/callrec.toml" <<TOML
+[signalling]
+url = "ws://127.0.0.1:$port"
+[recording]
+dir = "$out/recordings"
+pipelines_dir = "$PWD/pipelines"
+linger_secs = 1
+TOML
+./target/release/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
+callrec=$!
+pids+=($callrec)
+sleep 1
+
+stat() {  # utime+stime in clock ticks, and RSS in kB
+  python3 - "$1" <<'PY'
+import sys
+pid = sys.argv[1]
+f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+ticks = int(f[11]) + int(f[12])
+rss = [l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1]
+print(ticks, rss)
+PY
+}
+read -r _ rss0 < <(stat "$callrec")
+./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --peers "$N" --width 1280 --height 720 \
+  --fps 30 --bitrate 1500 --duration $((SECS + 10)) >"$out/peers.log" 2>&1 &
+peers=$!
+pids+=($peers)
+sleep 8   # negotiation and first keyframes
+read -r t1 _ < <(stat "$callrec")
+start=$(date +%s.%N)
+sleep "$SECS"
+read -r t2 rss1 < <(stat "$callrec")
+end=$(date +%s.%N)
+wait "$peers" || true
+sleep 3
+kill -TERM "$callrec"; wait "$callrec" || true
+
+hz=$(getconf CLK_TCK)
+python3 - "$N" "$t1" "$t2" "$start" "$end" "$rss0" "$rss1" "$hz" "$out" <<'PY' | tee "$out/results.txt"
+import sys, glob, subprocess, json
+n, t1, t2, start, end, rss0, rss1, hz, out = sys.argv[1:]
+n = int(n); wall = float(end) - float(start)
+cpu = (int(t2) - int(t1)) / int(hz)
+files = glob.glob(f"{out}/recordings/*/*.mkv")
+print(f"participants: {n}, window: {wall:.1f} s, recorded files: {len(files)}")
+print(f"callrec CPU: {100*cpu/wall:.2f} % of one core in all, {100*cpu/wall/n:.2f} % per participant")
+print(f"CPU time per recorded participant-second: {1000*cpu/wall/n:.2f} ms")
+print(f"RSS: {int(rss0)/1024:.1f} MB idle, {int(rss1)/1024:.1f} MB recording, {(int(rss1)-int(rss0))/1024/n:.1f} MB per call")
+PY

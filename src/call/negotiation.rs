@@ -1,0 +1,250 @@
+//! Joining a participant: a webrtcbin per session, its signals wired to the call's event
+//! channel, and the answer to the producer's offer.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::{media, sdp, Call, CallEvent, Session, SessionState};
+use crate::names;
+use crate::recording::{self, ParticipantEntry};
+use crate::signalling::SignalCommand;
+
+impl Call {
+    pub(super) fn start_session(
+        &mut self,
+        session_id: &str,
+        peer_id: &str,
+        meta: serde_json::Value,
+    ) -> Result<(), String> {
+        if self.sessions.contains_key(session_id) {
+            return Err("duplicate session id".into());
+        }
+        let base = names::safe_name(peer_id);
+        let mut name = base.clone();
+        let mut n = 2;
+        while self.used_names.contains(&name) {
+            name = format!("{base}+{n}");
+            n += 1;
+        }
+        self.used_names.insert(name.clone());
+        let webrtcbin = gst::ElementFactory::make("webrtcbin")
+            .name(format!("webrtc-{name}"))
+            .property_from_str("bundle-policy", "max-bundle")
+            .build()
+            .map_err(|e| format!("cannot create webrtcbin: {e}"))?;
+        if let Some(stun) = &self.settings.ice.stun_server {
+            webrtcbin.set_property("stun-server", stun);
+        }
+        for turn in &self.settings.ice.turn_servers {
+            webrtcbin.emit_by_name::<bool>("add-turn-server", &[turn]);
+        }
+        self.connect_signals(&webrtcbin, session_id);
+        self.pipeline
+            .add(&webrtcbin)
+            .map_err(|e| format!("cannot add webrtcbin: {e}"))?;
+        webrtcbin
+            .sync_state_with_parent()
+            .map_err(|e| format!("cannot start webrtcbin: {e}"))?;
+        self.manifest.participants.push(ParticipantEntry {
+            id: peer_id.to_owned(),
+            name: name.clone(),
+            meta,
+            session: session_id.to_owned(),
+            joined_at: recording::now_rfc3339(),
+            left_at: None,
+            end_reason: None,
+        });
+        let manifest_index = self.manifest.participants.len() - 1;
+        info!(call = %self.settings.name, session = %session_id, participant = %name, "participant joined");
+        self.sessions.insert(
+            session_id.to_owned(),
+            Session {
+                id: session_id.to_owned(),
+                peer_id: peer_id.to_owned(),
+                name,
+                state: SessionState::AwaitingOffer,
+                created: Instant::now(),
+                connected_at: None,
+                webrtcbin,
+                remote_set: false,
+                pending_ice: vec![],
+                offered: vec![],
+                tracks: BTreeMap::new(),
+                discarded: vec![],
+                outputs: vec![],
+                manifest_index,
+            },
+        );
+        self.save_manifest();
+        Ok(())
+    }
+
+    /// Wires webrtcbin's signals to the call's event channel (weak references only).
+    pub(super) fn connect_signals(&self, webrtcbin: &gst::Element, session_id: &str) {
+        let tx = self.events_tx.clone();
+        let session = session_id.to_owned();
+        webrtcbin.connect("on-ice-candidate", false, move |values| {
+            let mline = values.get(1).and_then(|v| v.get::<u32>().ok())?;
+            let candidate = values.get(2).and_then(|v| v.get::<String>().ok())?;
+            let _ = tx.send(CallEvent::LocalIce {
+                session: session.clone(),
+                mline,
+                candidate,
+            });
+            None
+        });
+        let tx = self.events_tx.clone();
+        let session = session_id.to_owned();
+        webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
+            let state = bin.property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state");
+            let _ = tx.send(CallEvent::Connection {
+                session: session.clone(),
+                state,
+            });
+        });
+        let tx = self.events_tx.clone();
+        let session = session_id.to_owned();
+        let pipeline = self.pipeline.downgrade();
+        webrtcbin.connect_pad_added(move |_, pad| {
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            let Some(pipeline) = pipeline.upgrade() else {
+                return;
+            };
+            on_pad_added(&pipeline, pad, &session, &tx);
+        });
+    }
+
+    pub(super) async fn on_offer(
+        &mut self,
+        session_id: &str,
+        sdp_text: &str,
+    ) -> Result<(), String> {
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return Err("unknown session".into());
+        };
+        if session.state != SessionState::AwaitingOffer {
+            return Err("a second offer (renegotiation is not supported)".into());
+        }
+        let (msg, offered) = sdp::offered_tracks(sdp_text).map_err(|e| e.to_string())?;
+        let offer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, msg);
+        let webrtcbin = session.webrtcbin.clone();
+        let (promise, fut) = gst::Promise::new_future();
+        webrtcbin.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
+        await_promise(fut, "set-remote-description").await?;
+        let (promise, fut) = gst::Promise::new_future();
+        webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+        let reply = await_promise(fut, "create-answer").await?;
+        let answer = reply
+            .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
+            .ok_or("webrtcbin gave no answer (the offer has nothing callrec can receive)")?;
+        let (promise, fut) = gst::Promise::new_future();
+        webrtcbin.emit_by_name::<()>("set-local-description", &[&answer, &promise]);
+        await_promise(fut, "set-local-description").await?;
+        let sdp_answer = answer
+            .sdp()
+            .as_text()
+            .map_err(|e| format!("cannot serialise the answer: {e}"))?;
+
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return Err("session ended while negotiating".into());
+        };
+        session.remote_set = true;
+        session.state = SessionState::Answered;
+        for (mline, candidate) in session.pending_ice.drain(..) {
+            webrtcbin.emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+        }
+        debug!(call = %self.settings.name, session = %session_id, ?offered, "offer");
+        session.offered = offered;
+        let _ = self
+            .signal_tx
+            .send(SignalCommand::Answer {
+                session_id: session_id.to_owned(),
+                sdp: sdp_answer,
+            })
+            .await;
+        self.create_participant_outputs(session_id);
+        self.save_manifest();
+        Ok(())
+    }
+}
+
+/// webrtcbin's pad-added: build the track's chain right here (a src pad must be linked before
+/// data flows), then tell the call task.
+pub(super) fn on_pad_added(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    session: &str,
+    tx: &mpsc::UnboundedSender<CallEvent>,
+) {
+    let mline = pad
+        .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+        .map(|t| t.mlineindex())
+        .unwrap_or(u32::MAX);
+    let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
+    let encoding = caps
+        .as_ref()
+        .and_then(|c| c.structure(0))
+        .and_then(|s| s.get::<String>("encoding-name").ok())
+        .unwrap_or_default();
+    let discard = |reason: String| {
+        let sink = media::discard(pipeline, pad).ok();
+        let _ = tx.send(CallEvent::TrackDiscarded {
+            session: session.to_owned(),
+            mline,
+            encoding: encoding.clone(),
+            reason,
+            sink,
+        });
+    };
+    let Some(codec) = media::codec_for(&encoding) else {
+        discard(format!("callrec cannot record RTP encoding {encoding:?}"));
+        return;
+    };
+    if !codec.available() {
+        discard(format!(
+            "{} needs {} and {}, which are not installed",
+            codec.name,
+            codec.depay,
+            codec.parse.unwrap_or("nothing else")
+        ));
+        return;
+    }
+    match media::build_chain(pipeline, pad, codec) {
+        Ok(chain) => {
+            let _ = tx.send(CallEvent::TrackReady {
+                session: session.to_owned(),
+                mline,
+                codec,
+                chain,
+            });
+        }
+        Err(e) => discard(format!("cannot build the {} chain: {e}", codec.name)),
+    }
+}
+
+pub(super) async fn await_promise(
+    fut: gst::promise::PromiseFuture,
+    what: &str,
+) -> Result<Option<gst::Structure>, String> {
+    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+        Ok(Ok(reply)) => {
+            let reply = reply.map(|r| r.to_owned());
+            if let Some(err) = reply
+                .as_ref()
+                .and_then(|r| r.get::<glib::Error>("error").ok())
+            {
+                return Err(format!("{what}: {err}"));
+            }
+            Ok(reply)
+        }
+        Ok(Err(e)) => Err(format!("{what}: {e:?}")),
+        Err(_) => Err(format!("{what} timed out")),
+    }
+}

@@ -1,0 +1,366 @@
+//! Routing tracks to template instances: which outputs a track feeds, when an output
+//! starts, keyframe requests, and the manifest entries that follow.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use gst::prelude::*;
+use tracing::{debug, info, warn};
+
+use super::output::Output;
+use super::{media, Call, Track};
+use crate::recording::{PipelineEntry, TrackEntry};
+use crate::templates::{Kind, Scope, Template};
+
+impl Call {
+    /// Creates the participant-scope outputs with an input per offered track they accept.
+    pub(super) fn create_participant_outputs(&mut self, session_id: &str) {
+        let templates = self.settings.templates.clone();
+        for template in templates.iter().filter(|t| t.scope == Scope::Participant) {
+            let Some(session) = self.sessions.get(session_id) else {
+                return;
+            };
+            let tracks: Vec<(u32, Kind)> = session
+                .offered
+                .iter()
+                .filter(|t| template.input_for(t.kind).is_some())
+                .filter(|t| {
+                    t.encodings.iter().any(|enc| {
+                        media::codec_for(enc)
+                            .is_some_and(|c| c.available() && template.accepts(c.media_type))
+                    })
+                })
+                .map(|t| (t.mline, t.kind))
+                .collect();
+            if tracks.is_empty() {
+                continue;
+            }
+            let name = session.name.clone();
+            let vars = self.vars(&name, None);
+            if let Err(e) = self.add_output(session_id, template, &vars, &tracks, None) {
+                self.warn(format!(
+                    "participant {name}: template {} could not start: {e}",
+                    template.name
+                ));
+            }
+        }
+    }
+
+    pub(super) fn vars(
+        &self,
+        participant: &str,
+        track: Option<(&str, Kind, &str)>,
+    ) -> BTreeMap<&'static str, String> {
+        let mut vars = BTreeMap::new();
+        vars.insert("call_dir", self.dir.to_string_lossy().into_owned());
+        vars.insert("call", self.manifest.dir.clone());
+        vars.insert("participant", participant.to_owned());
+        if let Some((track, kind, codec)) = track {
+            vars.insert("track", track.to_owned());
+            vars.insert("kind", kind.as_str().to_owned());
+            vars.insert("codec", codec.to_owned());
+        }
+        vars
+    }
+
+    pub(super) fn add_output(
+        &mut self,
+        session_id: &str,
+        template: &Template,
+        vars: &BTreeMap<&'static str, String>,
+        tracks: &[(u32, Kind)],
+        track_name: Option<String>,
+    ) -> Result<usize, String> {
+        let (bin, text) = template.instantiate(vars).map_err(|e| e.to_string())?;
+        let id = self.next_output;
+        self.next_output += 1;
+        let output = Output::create(id, template, bin, &self.pipeline, tracks, &self.dir)?;
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return Err("session gone".into());
+        };
+        self.manifest.pipelines.push(PipelineEntry {
+            template: template.name.clone(),
+            scope: template.scope.to_string(),
+            participant: session.peer_id.clone(),
+            track: track_name,
+            files: output.files.clone(),
+            pipeline: text,
+        });
+        debug!(call = %self.settings.name, template = %template.name, files = ?output.files, "output created");
+        session.outputs.push(output);
+        Ok(id)
+    }
+
+    pub(super) fn on_track(
+        &mut self,
+        session_id: &str,
+        mline: u32,
+        codec: &'static media::Codec,
+        chain: media::TrackChain,
+    ) {
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
+        info!(call = %self.settings.name, participant = %session.name, mline, codec = codec.name, "track arrived");
+        let track_name = format!("{}{mline}", codec.kind.as_str());
+        let participant = session.name.clone();
+        let peer_id = session.peer_id.clone();
+        session.tracks.insert(
+            mline,
+            Track {
+                kind: codec.kind,
+                chain: chain.clone(),
+                last_keyframe_request: None,
+            },
+        );
+        let mut recorded = false;
+        // Participant outputs that expect this m-line.
+        let mut attach_errors = vec![];
+        let mut wrong_codec = vec![];
+        for out in session
+            .outputs
+            .iter_mut()
+            .filter(|o| o.scope() == Scope::Participant)
+        {
+            let expects = out.inputs.iter().any(|i| i.mline == mline && !i.released);
+            if !expects {
+                continue;
+            }
+            if !out.template.accepts(codec.media_type) {
+                out.release(mline);
+                wrong_codec.push(out.template.name.clone());
+                continue;
+            }
+            match out.attach(mline, &chain.tee, session_id, &self.events_tx) {
+                Ok(()) => {
+                    recorded = true;
+                    let entry = TrackEntry {
+                        participant: peer_id.clone(),
+                        kind: codec.kind.as_str().into(),
+                        codec: codec.name.into(),
+                        mline,
+                        template: Some(out.template.name.clone()),
+                        file: out.files.first().cloned(),
+                        status: "recording".into(),
+                        start_offset_ms: None,
+                        duration_ms: None,
+                        bytes: None,
+                        note: None,
+                    };
+                    self.manifest.tracks.push(entry);
+                    if let Some(input) = out.inputs.iter_mut().find(|i| i.mline == mline) {
+                        input.manifest_track = Some(self.manifest.tracks.len() - 1);
+                    }
+                }
+                Err(e) => attach_errors.push(format!("{}: {e}", out.template.name)),
+            }
+        }
+        // Track outputs: every configured track template, plus the late-track fallback when
+        // no participant output could take it because it started without this track.
+        let mut track_templates: Vec<Template> = self
+            .settings
+            .templates
+            .iter()
+            .filter(|t| t.scope == Scope::Track && t.accepts(codec.media_type))
+            .cloned()
+            .collect();
+        let participant_started_without = session.outputs.iter().any(|o| {
+            o.scope() == Scope::Participant
+                && o.inputs.iter().any(|i| i.mline == mline && i.released)
+                && o.template.accepts(codec.media_type)
+        });
+        if !recorded && track_templates.is_empty() && participant_started_without {
+            if let Some(t) = &self.settings.late_track_template {
+                if t.accepts(codec.media_type) {
+                    self.manifest.warnings.push(format!(
+                        "participant {participant}: {track_name} arrived after their file started; recorded to its own file with {}",
+                        t.name
+                    ));
+                    track_templates.push(t.clone());
+                }
+            }
+        }
+        for template in track_templates {
+            let vars = self.vars(&participant, Some((&track_name, codec.kind, codec.name)));
+            let result = self
+                .add_output(
+                    session_id,
+                    &template,
+                    &vars,
+                    &[(mline, codec.kind)],
+                    Some(track_name.clone()),
+                )
+                .and_then(|id| {
+                    let session = self.sessions.get_mut(session_id).ok_or("session gone")?;
+                    let out = session
+                        .outputs
+                        .iter_mut()
+                        .find(|o| o.id == id)
+                        .ok_or("output gone")?;
+                    out.attach(mline, &chain.tee, session_id, &self.events_tx)?;
+                    Ok(out).map(|out| (out.template.name.clone(), out.files.first().cloned(), id))
+                });
+            match result {
+                Ok((name, file, id)) => {
+                    recorded = true;
+                    self.manifest.tracks.push(TrackEntry {
+                        participant: peer_id.clone(),
+                        kind: codec.kind.as_str().into(),
+                        codec: codec.name.into(),
+                        mline,
+                        template: Some(name),
+                        file,
+                        status: "recording".into(),
+                        start_offset_ms: None,
+                        duration_ms: None,
+                        bytes: None,
+                        note: None,
+                    });
+                    let idx = self.manifest.tracks.len() - 1;
+                    if let Some(input) = self
+                        .sessions
+                        .get_mut(session_id)
+                        .and_then(|s| s.outputs.iter_mut().find(|o| o.id == id))
+                        .and_then(|o| o.inputs.first_mut())
+                    {
+                        input.manifest_track = Some(idx);
+                    }
+                }
+                Err(e) => attach_errors.push(format!("{}: {e}", template.name)),
+            }
+        }
+        for e in attach_errors {
+            self.warn(format!("participant {participant}: {track_name}: {e}"));
+        }
+        if !recorded {
+            let reason = if wrong_codec.is_empty() {
+                format!(
+                    "no configured template accepts {} ({})",
+                    codec.media_type,
+                    self.settings
+                        .templates
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                format!(
+                    "templates {} do not accept {}",
+                    wrong_codec.join(", "),
+                    codec.media_type
+                )
+            };
+            self.skip_track(&peer_id, mline, codec.kind.as_str(), codec.name, reason);
+        }
+        self.request_keyframe(session_id, mline);
+        self.check_outputs(session_id);
+        self.save_manifest();
+    }
+
+    pub(super) fn skip_track(
+        &mut self,
+        peer_id: &str,
+        mline: u32,
+        kind: &str,
+        codec: &str,
+        reason: String,
+    ) {
+        warn!(call = %self.settings.name, participant = %peer_id, mline, codec, "track skipped: {reason}");
+        self.manifest.warnings.push(format!(
+            "participant {peer_id}: track m-line {mline} ({codec}) skipped: {reason}"
+        ));
+        self.manifest.tracks.push(TrackEntry {
+            participant: peer_id.to_owned(),
+            kind: kind.to_owned(),
+            codec: codec.to_lowercase(),
+            mline,
+            template: None,
+            file: None,
+            status: "skipped".into(),
+            start_offset_ms: None,
+            duration_ms: None,
+            bytes: None,
+            note: Some(reason),
+        });
+        self.save_manifest();
+    }
+
+    pub(super) fn on_first_buffer(
+        &mut self,
+        session_id: &str,
+        output: usize,
+        mline: u32,
+        running: gst::ClockTime,
+    ) {
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
+        if let Some(out) = session.outputs.iter_mut().find(|o| o.id == output) {
+            out.first_input_at.get_or_insert_with(Instant::now);
+            if let Some(input) = out.inputs.iter_mut().find(|i| i.mline == mline) {
+                input.first = Some(running);
+                if let Some(idx) = input.manifest_track {
+                    if let Some(t) = self.manifest.tracks.get_mut(idx) {
+                        t.start_offset_ms = Some((running.mseconds()) as i64);
+                    }
+                }
+            }
+        }
+        self.check_outputs(session_id);
+        self.save_manifest();
+    }
+
+    /// Starts outputs whose inputs are all there, or whose wait is over.
+    pub(super) fn check_outputs(&mut self, session_id: &str) {
+        let wait = self.settings.track_wait;
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
+        let mut notes = vec![];
+        for out in &mut session.outputs {
+            if out.started {
+                continue;
+            }
+            let waited = out.first_input_at.is_some_and(|t| t.elapsed() >= wait);
+            if out.ready() || waited {
+                for mline in out.start() {
+                    notes.push(format!(
+                        "participant {}: m-line {mline} sent nothing within {:.1}s; {} started without it",
+                        session.name,
+                        wait.as_secs_f64(),
+                        out.template.name
+                    ));
+                }
+                info!(call = %self.settings.name, participant = %session.name, template = %out.template.name, "recording");
+            }
+        }
+        for n in notes {
+            self.warn(n);
+        }
+    }
+
+    /// Asks the sender for a keyframe (PLI) on a video track, at most once per interval.
+    pub(super) fn request_keyframe(&mut self, session_id: &str, mline: u32) {
+        let interval = self.settings.keyframe_interval;
+        let Some(track) = self
+            .sessions
+            .get_mut(session_id)
+            .and_then(|s| s.tracks.get_mut(&mline))
+        else {
+            return;
+        };
+        if track.kind != Kind::Video
+            || track
+                .last_keyframe_request
+                .is_some_and(|t| t.elapsed() < interval)
+        {
+            return;
+        }
+        track.last_keyframe_request = Some(Instant::now());
+        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        track.chain.depay.send_event(event);
+    }
+}
