@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo test --locked -- --test-threads=2
+cargo test --locked -- --test-threads=1
