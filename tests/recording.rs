@@ -515,3 +515,45 @@ fn hostile_meta_stays_inside_the_recordings_directory() {
     assert_eq!(seen, want, "the manifest keeps the original names");
     assert!(!Path::new("/tmp/pwned").exists());
 }
+
+#[test]
+fn a_participant_who_returns_within_the_linger_rejoins_the_call() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let cfg = config(&server.url(), rec.path(), "").replace("linger_secs = 1", "linger_secs = 6");
+    let _daemon = Daemon::start(&cfg);
+    let meta = r#"{"call":"rejoin","name":"alice"}"#;
+    let mut first = TestPeer::spawn(&server.url(), &["--duration", "3", "--meta", meta]);
+    let id1 = peer_id(&mut first);
+    let sent1 = sent_secs(&mut first);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut second = TestPeer::spawn(&server.url(), &["--duration", "3", "--meta", meta]);
+    let id2 = peer_id(&mut second);
+    let sent2 = sent_secs(&mut second);
+    let dir = only_call_dir(rec.path());
+    let m = wait_complete(&dir);
+    check_manifest_basics(&m);
+    assert_eq!(m["participants"].as_array().unwrap().len(), 2, "{m:#}");
+    for (id, sent) in [(&id1, sent1), (&id2, sent2)] {
+        let files = files_of(&m, id);
+        assert_eq!(files.len(), 1, "{m:#}");
+        common::assert_playable(
+            &dir.join(&files[0]),
+            &Expect {
+                video_codec: Some("vp8"),
+                audio_codec: Some("opus"),
+                duration_s: sent,
+                tolerance_s: 0.5,
+            },
+        );
+    }
+    // The second session joined later, and the manifest's offsets say so.
+    let offsets: Vec<i64> = m["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "audio")
+        .map(|t| t["start_offset_ms"].as_i64().unwrap())
+        .collect();
+    assert!(offsets[1] - offsets[0] >= 3000, "{offsets:?}");
+}
