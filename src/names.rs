@@ -43,6 +43,20 @@ pub fn safe_name(original: &str) -> String {
     format!("{}_{hash}", &out[..KEPT_PREFIX_LEN])
 }
 
+/// The file-name stem for a participant: their meta `name` (when it is a string) and the
+/// start of their peer id, so files say who they are and still differ per peer; or the safe
+/// peer id alone. Callers add `+N` if a call already has the stem.
+pub fn participant_name(peer_id: &str, meta: &serde_json::Value) -> String {
+    let id = safe_name(peer_id);
+    match meta.get("name").and_then(|n| n.as_str()) {
+        Some(name) if !name.is_empty() => {
+            let short: String = id.chars().take(8).collect();
+            format!("{}+{short}", safe_name(name))
+        }
+        _ => id,
+    }
+}
+
 /// True if `name` is made only of characters a safe name may contain (for values that are
 /// built by callrec itself and substituted into pipelines, such as track names).
 pub fn is_safe_component(name: &str) -> bool {
@@ -134,6 +148,17 @@ mod tests {
         // Hostile long values made of escapes stay bounded too.
         let n = safe_name(&"/".repeat(10_000));
         assert_eq!(n.len(), KEPT_PREFIX_LEN + 17);
+    }
+
+    #[test]
+    fn participant_names_carry_the_display_name() {
+        let meta = serde_json::json!({"name": "Alice Ö"});
+        let name = participant_name("3f2a77b1-9c0d", &meta);
+        assert_eq!(name, "Alice_20_c3_96+3f2a77b1");
+        assert!(is_safe_component(&name));
+        assert_eq!(participant_name("p/1", &serde_json::Value::Null), "p_2f1");
+        let hostile = serde_json::json!({"name": "../../x ! y".repeat(1000)});
+        assert!(is_safe_component(&participant_name("id", &hostile)));
     }
 
     #[test]

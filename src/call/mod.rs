@@ -34,7 +34,7 @@ const EOS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one state change to NULL may take before the element is abandoned.
 const NULL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the call's timers run.
-const TICK: Duration = Duration::from_millis(50);
+const TICK: Duration = Duration::from_millis(100);
 
 /// What a call needs to know, fixed when it starts.
 #[derive(Debug, Clone)]

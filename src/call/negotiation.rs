@@ -23,7 +23,7 @@ impl Call {
         if self.sessions.contains_key(session_id) {
             return Err("duplicate session id".into());
         }
-        let base = names::safe_name(peer_id);
+        let base = names::participant_name(peer_id, &meta);
         let mut name = base.clone();
         let mut n = 2;
         while self.used_names.contains(&name) {
