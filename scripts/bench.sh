@@ -27,6 +27,8 @@ url = "ws://127.0.0.1:$port"
 dir = "$out/recordings"
 pipelines_dir = "$PWD/pipelines"
 linger_secs = 1
+[ice]
+local_addresses = ["127.0.0.1"]
 TOML
 ./target/release/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
 callrec=$!
@@ -44,7 +46,7 @@ print(ticks, rss)
 PY
 }
 read -r _ rss0 < <(stat "$callrec")
-./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --peers "$N" --width 1280 --height 720 \
+./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --peers "$N" --width 1280 --height 720 \
   --fps 30 --bitrate 1500 --duration $((SECS + 10)) >"$out/peers.log" 2>&1 &
 peers=$!
 pids+=($peers)

@@ -26,6 +26,8 @@ dir = "$out/recordings"
 pipelines_dir = "$PWD/pipelines"
 templates = ["participant-mkv"]
 linger_secs = 2
+[ice]
+local_addresses = ["127.0.0.1"]
 TOML
 ./target/release/callrec check --config "$out/callrec.toml"
 ./target/release/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
@@ -33,10 +35,10 @@ callrec=$!
 pids+=($callrec)
 sleep 1
 
-./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --meta '{"call":"demo","name":"alice"}' \
+./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --meta '{"call":"demo","name":"alice"}' \
   --video vp8 --pattern smpte --freq 440 --duration 10 >"$out/alice.log" 2>&1 &
 alice=$!
-./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --meta '{"call":"demo","name":"bob"}' \
+./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --meta '{"call":"demo","name":"bob"}' \
   --video h264 --pattern ball --freq 660 --duration 10 >"$out/bob.log" 2>&1 &
 bob=$!
 wait "$alice" "$bob"

@@ -138,6 +138,9 @@ pub struct IceConfig {
     /// `turn://user:password@host:port` (or `turns://`).
     #[serde(default)]
     pub turn_servers: Vec<String>,
+    /// Local IP addresses ICE may use (empty: every interface).
+    #[serde(default)]
+    pub local_addresses: Vec<String>,
 }
 
 fn default_protocol() -> Protocol {
@@ -279,6 +282,14 @@ impl Config {
                     "`{dir}` must use only letters, digits and . _ + - / (it is put into pipeline text)"
                 ),
             });
+        }
+        for address in &self.ice.local_addresses {
+            if address.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::Value {
+                    key: "ice.local_addresses",
+                    message: format!("`{address}` is not an IP address"),
+                });
+            }
         }
         if self.recording.templates.is_empty() {
             return Err(ConfigError::Value {

@@ -72,6 +72,8 @@ negotiation_timeout_secs = 3
 dir = "{dir}"
 pipelines_dir = "{PIPELINES}"
 linger_secs = 1
+[ice]
+local_addresses = ["127.0.0.1"]
 "#,
         url = server.url(),
         dir = rec.path().display()

@@ -25,6 +25,8 @@ pipelines_dir = "{PIPELINES}"
 linger_secs = 1
 media_timeout_secs = 4
 {extra}
+[ice]
+local_addresses = ["127.0.0.1"]
 "#,
         dir = recordings.display()
     )

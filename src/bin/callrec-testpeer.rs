@@ -132,6 +132,9 @@ struct Args {
     /// Keep running after the duration, until killed
     #[arg(long)]
     keep_alive: bool,
+    /// Local IP address ICE may use (repeat for several; default: every interface)
+    #[arg(long = "ice-address")]
+    ice_addresses: Vec<String>,
 }
 
 /// Parses `--meta`: any JSON object.
@@ -492,13 +495,21 @@ struct Session {
 
 impl Session {
     /// Builds the session bin, adds it to the pipeline and links it to the tees.
-    fn start(media: &Media, name: &str, session_id: &str, tx: &EventTx) -> Result<Self> {
+    fn start(
+        media: &Media,
+        ice_addresses: &[String],
+        name: &str,
+        session_id: &str,
+        tx: &EventTx,
+    ) -> Result<Self> {
         let bin = gst::Bin::with_name(name);
         let webrtc = gst::ElementFactory::make("webrtcbin")
             .name(format!("{name}-webrtcbin"))
             .property("bundle-policy", WebRTCBundlePolicy::MaxBundle)
             .build()
             .context("cannot create `webrtcbin`")?;
+        callrec::call::restrict_ice_addresses(&webrtc, ice_addresses)
+            .map_err(anyhow::Error::msg)?;
         bin.add(&webrtc)?;
 
         let mut branches = Vec::new();
@@ -1109,7 +1120,13 @@ impl Peer {
         info!(peer = self.index, %session_id, %consumer_id, with_offer, "session requested");
         self.session_counter += 1;
         let name = format!("session-{}-{}", self.index, self.session_counter);
-        let mut session = match Session::start(&self.shared.media, &name, &session_id, &self.tx) {
+        let mut session = match Session::start(
+            &self.shared.media,
+            &self.shared.args.ice_addresses,
+            &name,
+            &session_id,
+            &self.tx,
+        ) {
             Ok(session) => session,
             Err(e) => {
                 error!(peer = self.index, %session_id, "cannot start session: {e:#}");

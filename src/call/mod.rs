@@ -560,6 +560,30 @@ impl Call {
     }
 }
 
+/// Limits a webrtcbin's ICE candidates to the given local addresses (none given: every
+/// interface). Operators use it to keep media on one interface; tests keep it on loopback.
+pub fn restrict_ice_addresses(
+    webrtcbin: &gst::Element,
+    addresses: &[String],
+) -> Result<(), String> {
+    if addresses.is_empty() {
+        return Ok(());
+    }
+    let agent = webrtcbin.property::<glib::Object>("ice-agent");
+    if glib::subclass::signal::SignalId::lookup("add-local-ip-address", agent.type_()).is_none() {
+        return Err(
+            "this GStreamer's ICE agent cannot limit local addresses ([ice] local_addresses)"
+                .into(),
+        );
+    }
+    for address in addresses {
+        if !agent.emit_by_name::<bool>("add-local-ip-address", &[address]) {
+            return Err(format!("the ICE agent refused local address {address}"));
+        }
+    }
+    Ok(())
+}
+
 /// True if `src` is `element` or inside it.
 fn owns(src: &gst::Object, element: &impl IsA<gst::Object>) -> bool {
     src == element.upcast_ref::<gst::Object>() || src.has_as_ancestor(element)

@@ -39,6 +39,7 @@ impl Call {
         if let Some(stun) = &self.settings.ice.stun_server {
             webrtcbin.set_property("stun-server", stun);
         }
+        super::restrict_ice_addresses(&webrtcbin, &self.settings.ice.local_addresses)?;
         for turn in &self.settings.ice.turn_servers {
             webrtcbin.emit_by_name::<bool>("add-turn-server", &[turn]);
         }

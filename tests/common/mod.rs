@@ -163,6 +163,7 @@ impl TestPeer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_callrec-testpeer"))
             .arg("--url")
             .arg(url)
+            .args(["--ice-address", "127.0.0.1"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(log)
