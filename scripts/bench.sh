@@ -26,6 +26,7 @@ url = "ws://127.0.0.1:$port"
 [recording]
 dir = "$out/recordings"
 pipelines_dir = "$PWD/pipelines"
+templates = ["${CALLREC_BENCH_TEMPLATE:-participant-mkv}"]
 linger_secs = 1
 [ice]
 local_addresses = ["127.0.0.1"]
