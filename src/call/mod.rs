@@ -190,6 +190,7 @@ enum SessionState {
 #[derive(Debug)]
 struct Track {
     kind: Kind,
+    codec: &'static media::Codec,
     chain: media::TrackChain,
     last_keyframe_request: Option<Instant>,
 }
@@ -379,10 +380,20 @@ impl Call {
             } => {
                 let participant = self.sessions.get_mut(&session).map(|s| {
                     s.discarded.extend(sink);
+                    // Outputs waiting for this track need not wait any longer.
+                    for out in &mut s.outputs {
+                        out.release(mline);
+                    }
                     s.peer_id.clone()
                 });
                 if let Some(participant) = participant {
-                    self.skip_track(&participant, mline, "unknown", &encoding, reason);
+                    let kind = self
+                        .sessions
+                        .get(&session)
+                        .and_then(|s| s.offered.iter().find(|t| t.mline == mline))
+                        .map_or("unknown", |t| t.kind.as_str());
+                    self.skip_track(&participant, mline, kind, &encoding, reason);
+                    self.check_outputs(&session);
                 }
             }
             CallEvent::FirstBuffer {
@@ -522,7 +533,13 @@ impl Call {
         };
         self.manifest.ended_at = Some(recording::now_rfc3339());
         self.manifest.end_reason = Some(reason.to_owned());
-        self.save_manifest();
+        if self.manifest.participants.is_empty() && self.failed.is_none() {
+            // Nobody joined (the session never started): leave no empty directory behind.
+            let _ = std::fs::remove_file(self.dir.join(recording::MANIFEST_FILE));
+            let _ = std::fs::remove_dir(&self.dir);
+        } else {
+            self.save_manifest();
+        }
         let pipeline = self.pipeline.clone();
         let stopped = tokio::time::timeout(
             NULL_TIMEOUT,

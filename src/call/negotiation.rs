@@ -129,9 +129,9 @@ impl Call {
         let Some(session) = self.sessions.get_mut(session_id) else {
             return Err("unknown session".into());
         };
-        if session.state != SessionState::AwaitingOffer {
-            return Err("a second offer (renegotiation is not supported)".into());
-        }
+        // A later offer renegotiates: tracks it adds are recorded as they arrive (into their own
+        // files if the participant's file has started), and nothing recorded so far changes.
+        let renegotiating = session.state != SessionState::AwaitingOffer;
         let (msg, offered) = sdp::offered_tracks(sdp_text).map_err(|e| e.to_string())?;
         let offer =
             gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, msg);
@@ -157,11 +157,13 @@ impl Call {
             return Err("session ended while negotiating".into());
         };
         session.remote_set = true;
-        session.state = SessionState::Answered;
+        if session.state < SessionState::Answered {
+            session.state = SessionState::Answered;
+        }
         for (mline, candidate) in session.pending_ice.drain(..) {
             webrtcbin.emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
         }
-        debug!(call = %self.settings.name, session = %session_id, ?offered, "offer");
+        debug!(call = %self.settings.name, session = %session_id, renegotiating, ?offered, "offer");
         session.offered = offered;
         let _ = self
             .signal_tx
@@ -170,7 +172,9 @@ impl Call {
                 sdp: sdp_answer,
             })
             .await;
-        self.create_participant_outputs(session_id);
+        if !renegotiating {
+            self.create_participant_outputs(session_id);
+        }
         self.save_manifest();
         Ok(())
     }

@@ -320,10 +320,12 @@ impl Output {
 fn release_input(bin: &gst::Bin, input: &mut Input) {
     input.released = true;
     if let (Some(tee_pad), Some(tee)) = (input.tee_pad.take(), input.tee.take()) {
+        // Unlink before unblocking: a buffer held by the probe must go nowhere (the tee allows
+        // unlinked pads), not into a muxer pad that is being released.
+        let _ = tee_pad.unlink(&input.ghost);
         if let Some(probe) = input.block.take() {
             tee_pad.remove_probe(probe);
         }
-        let _ = tee_pad.unlink(&input.ghost);
         tee.release_request_pad(&tee_pad);
     }
     let _ = input.ghost.set_target(None::<&gst::Pad>);

@@ -109,6 +109,7 @@ impl Call {
             mline,
             Track {
                 kind: codec.kind,
+                codec,
                 chain: chain.clone(),
                 last_keyframe_request: None,
             },
@@ -134,20 +135,9 @@ impl Call {
             match out.attach(mline, &chain.tee, session_id, &self.events_tx) {
                 Ok(()) => {
                     recorded = true;
-                    let entry = TrackEntry {
-                        participant: peer_id.clone(),
-                        kind: codec.kind.as_str().into(),
-                        codec: codec.name.into(),
-                        mline,
-                        template: Some(out.template.name.clone()),
-                        file: out.files.first().cloned(),
-                        status: "recording".into(),
-                        start_offset_ms: None,
-                        duration_ms: None,
-                        bytes: None,
-                        note: None,
-                    };
-                    self.manifest.tracks.push(entry);
+                    self.manifest
+                        .tracks
+                        .push(track_entry(&peer_id, codec, mline, out));
                     if let Some(input) = out.inputs.iter_mut().find(|i| i.mline == mline) {
                         input.manifest_track = Some(self.manifest.tracks.len() - 1);
                     }
@@ -155,79 +145,26 @@ impl Call {
                 Err(e) => attach_errors.push(format!("{}: {e}", out.template.name)),
             }
         }
-        // Track outputs: every configured track template, plus the late-track fallback when
-        // no participant output could take it because it started without this track.
-        let mut track_templates: Vec<Template> = self
+        // A participant file that would take this track but has started without it (the track
+        // came late, or with a renegotiation) leaves it to a file of its own.
+        let participant_started_without = session.outputs.iter().any(|o| {
+            o.scope() == Scope::Participant && o.started && o.template.accepts(codec.media_type)
+        });
+        let track_templates: Vec<Template> = self
             .settings
             .templates
             .iter()
             .filter(|t| t.scope == Scope::Track && t.accepts(codec.media_type))
             .cloned()
             .collect();
-        let participant_started_without = session.outputs.iter().any(|o| {
-            o.scope() == Scope::Participant
-                && o.inputs.iter().any(|i| i.mline == mline && i.released)
-                && o.template.accepts(codec.media_type)
-        });
-        if !recorded && track_templates.is_empty() && participant_started_without {
-            if let Some(t) = &self.settings.late_track_template {
-                if t.accepts(codec.media_type) {
-                    self.manifest.warnings.push(format!(
-                        "participant {participant}: {track_name} arrived after their file started; recorded to its own file with {}",
-                        t.name
-                    ));
-                    track_templates.push(t.clone());
-                }
-            }
-        }
-        for template in track_templates {
-            let vars = self.vars(&participant, Some((&track_name, codec.kind, codec.name)));
-            let result = self
-                .add_output(
-                    session_id,
-                    &template,
-                    &vars,
-                    &[(mline, codec.kind)],
-                    Some(track_name.clone()),
-                )
-                .and_then(|id| {
-                    let session = self.sessions.get_mut(session_id).ok_or("session gone")?;
-                    let out = session
-                        .outputs
-                        .iter_mut()
-                        .find(|o| o.id == id)
-                        .ok_or("output gone")?;
-                    out.attach(mline, &chain.tee, session_id, &self.events_tx)?;
-                    Ok(out).map(|out| (out.template.name.clone(), out.files.first().cloned(), id))
-                });
-            match result {
-                Ok((name, file, id)) => {
-                    recorded = true;
-                    self.manifest.tracks.push(TrackEntry {
-                        participant: peer_id.clone(),
-                        kind: codec.kind.as_str().into(),
-                        codec: codec.name.into(),
-                        mline,
-                        template: Some(name),
-                        file,
-                        status: "recording".into(),
-                        start_offset_ms: None,
-                        duration_ms: None,
-                        bytes: None,
-                        note: None,
-                    });
-                    let idx = self.manifest.tracks.len() - 1;
-                    if let Some(input) = self
-                        .sessions
-                        .get_mut(session_id)
-                        .and_then(|s| s.outputs.iter_mut().find(|o| o.id == id))
-                        .and_then(|o| o.inputs.first_mut())
-                    {
-                        input.manifest_track = Some(idx);
-                    }
-                }
+        for template in &track_templates {
+            match self.add_track_output(session_id, mline, template) {
+                Ok(()) => recorded = true,
                 Err(e) => attach_errors.push(format!("{}: {e}", template.name)),
             }
+        }
+        if !recorded && participant_started_without {
+            recorded = self.record_late_track(session_id, mline);
         }
         for e in attach_errors {
             self.warn(format!("participant {participant}: {track_name}: {e}"));
@@ -256,6 +193,77 @@ impl Call {
         self.request_keyframe(session_id, mline);
         self.check_outputs(session_id);
         self.save_manifest();
+    }
+
+    /// Records a track with a new instance of a track-scope template.
+    fn add_track_output(
+        &mut self,
+        session_id: &str,
+        mline: u32,
+        template: &Template,
+    ) -> Result<(), String> {
+        let session = self.sessions.get(session_id).ok_or("session gone")?;
+        let track = session.tracks.get(&mline).ok_or("track gone")?;
+        let (codec, tee) = (track.codec, track.chain.tee.clone());
+        let (participant, peer_id) = (session.name.clone(), session.peer_id.clone());
+        let track_name = format!("{}{mline}", codec.kind.as_str());
+        let vars = self.vars(&participant, Some((&track_name, codec.kind, codec.name)));
+        let id = self.add_output(
+            session_id,
+            template,
+            &vars,
+            &[(mline, codec.kind)],
+            Some(track_name),
+        )?;
+        let session = self.sessions.get_mut(session_id).ok_or("session gone")?;
+        let out = session
+            .outputs
+            .iter_mut()
+            .find(|o| o.id == id)
+            .ok_or("output gone")?;
+        out.attach(mline, &tee, session_id, &self.events_tx)?;
+        self.manifest
+            .tracks
+            .push(track_entry(&peer_id, codec, mline, out));
+        if let Some(input) = out.inputs.first_mut() {
+            input.manifest_track = Some(self.manifest.tracks.len() - 1);
+        }
+        Ok(())
+    }
+
+    /// Records a track its participant's file could not take (it came after the file started)
+    /// into a file of its own, with the late-track template. Returns whether it could.
+    pub(super) fn record_late_track(&mut self, session_id: &str, mline: u32) -> bool {
+        let Some(template) = self.settings.late_track_template.clone() else {
+            return false;
+        };
+        let Some(session) = self.sessions.get(session_id) else {
+            return false;
+        };
+        let Some(codec) = session.tracks.get(&mline).map(|t| t.codec) else {
+            return false;
+        };
+        if !template.accepts(codec.media_type) {
+            return false;
+        }
+        let participant = session.name.clone();
+        match self.add_track_output(session_id, mline, &template) {
+            Ok(()) => {
+                self.warn(format!(
+                    "participant {participant}: {}{mline} arrived after their file started; recorded to its own file with {}",
+                    codec.kind.as_str(),
+                    template.name
+                ));
+                true
+            }
+            Err(e) => {
+                self.warn(format!(
+                    "participant {participant}: {}{mline}: {e}",
+                    codec.kind.as_str()
+                ));
+                false
+            }
+        }
     }
 
     pub(super) fn skip_track(
@@ -298,7 +306,11 @@ impl Call {
         };
         if let Some(out) = session.outputs.iter_mut().find(|o| o.id == output) {
             out.first_input_at.get_or_insert_with(Instant::now);
-            if let Some(input) = out.inputs.iter_mut().find(|i| i.mline == mline) {
+            if let Some(input) = out
+                .inputs
+                .iter_mut()
+                .find(|i| i.mline == mline && !i.released)
+            {
                 input.first = Some(running);
                 if let Some(idx) = input.manifest_track {
                     if let Some(t) = self.manifest.tracks.get_mut(idx) {
@@ -318,6 +330,7 @@ impl Call {
             return;
         };
         let mut notes = vec![];
+        let mut late = vec![];
         for out in &mut session.outputs {
             if out.started {
                 continue;
@@ -325,18 +338,27 @@ impl Call {
             let waited = out.first_input_at.is_some_and(|t| t.elapsed() >= wait);
             if out.ready() || waited {
                 for mline in out.start() {
-                    notes.push(format!(
-                        "participant {}: m-line {mline} sent nothing within {:.1}s; {} started without it",
-                        session.name,
-                        wait.as_secs_f64(),
-                        out.template.name
-                    ));
+                    if session.tracks.contains_key(&mline) {
+                        // It arrived but had no keyframe yet: it gets a file of its own.
+                        late.push(mline);
+                    } else {
+                        notes.push(format!(
+                            "participant {}: m-line {mline} sent nothing within {:.1}s; {} started without it",
+                            session.name,
+                            wait.as_secs_f64(),
+                            out.template.name
+                        ));
+                    }
                 }
                 info!(call = %self.settings.name, participant = %session.name, template = %out.template.name, "recording");
             }
         }
         for n in notes {
             self.warn(n);
+        }
+        late.dedup();
+        for mline in late {
+            self.record_late_track(session_id, mline);
         }
     }
 
@@ -362,5 +384,22 @@ impl Call {
             .all_headers(true)
             .build();
         track.chain.depay.send_event(event);
+    }
+}
+
+/// The manifest entry for a track recorded by an output.
+fn track_entry(peer_id: &str, codec: &media::Codec, mline: u32, out: &Output) -> TrackEntry {
+    TrackEntry {
+        participant: peer_id.to_owned(),
+        kind: codec.kind.as_str().into(),
+        codec: codec.name.into(),
+        mline,
+        template: Some(out.template.name.clone()),
+        file: out.files.first().cloned(),
+        status: "recording".into(),
+        start_offset_ms: None,
+        duration_ms: None,
+        bytes: None,
+        note: None,
     }
 }
