@@ -51,6 +51,7 @@ impl StartError {
 pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let config = Config::load(config_path)?;
     gst::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
+    crate::gstlog::bridge();
     let set =
         TemplateSet::load_dir(&config.recording.pipelines_dir).map_err(StartError::Templates)?;
     let mut errors = vec![];

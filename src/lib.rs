@@ -9,6 +9,7 @@
 pub mod call;
 pub mod config;
 pub mod daemon;
+pub mod gstlog;
 pub mod names;
 pub mod notify;
 pub mod recording;

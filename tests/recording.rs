@@ -559,3 +559,67 @@ fn a_participant_who_returns_within_the_linger_rejoins_the_call() {
         .collect();
     assert!(offsets[1] - offsets[0] >= 3000, "{offsets:?}");
 }
+
+#[test]
+fn a_track_later_than_the_wait_gets_a_file_of_its_own() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start(&config(&server.url(), rec.path(), "track_wait_secs = 1"));
+    let mut peer = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--video-delay",
+            "3",
+            "--duration",
+            "7",
+            "--meta",
+            r#"{"call":"later"}"#,
+        ],
+    );
+    let id = peer_id(&mut peer);
+    let sent = sent_secs(&mut peer);
+    let dir = rec.path().join("later");
+    let m = wait_complete(&dir);
+    check_manifest_basics(&m);
+    let track = |kind: &str| {
+        m["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["kind"] == kind && t["status"] == "complete")
+            .cloned()
+            .unwrap_or_else(|| panic!("no complete {kind} track: {m:#}"))
+    };
+    let (audio, video) = (track("audio"), track("video"));
+    assert_eq!(audio["template"], "participant-mkv");
+    assert_eq!(video["template"], "track-mkv", "{m:#}");
+    assert_ne!(audio["file"], video["file"]);
+    common::assert_playable(
+        &dir.join(audio["file"].as_str().unwrap()),
+        &Expect {
+            video_codec: None,
+            audio_codec: Some("opus"),
+            duration_s: sent,
+            tolerance_s: 0.5,
+        },
+    );
+    common::assert_playable(
+        &dir.join(video["file"].as_str().unwrap()),
+        &Expect {
+            video_codec: Some("vp8"),
+            audio_codec: None,
+            duration_s: sent - 3.0,
+            tolerance_s: 0.6,
+        },
+    );
+    let gap =
+        video["start_offset_ms"].as_i64().unwrap() - audio["start_offset_ms"].as_i64().unwrap();
+    assert!((2500..=4000).contains(&gap), "{gap} ms: {m:#}");
+    assert!(
+        m["warnings"]
+            .to_string()
+            .contains("arrived after their file started"),
+        "{m:#}"
+    );
+    assert_eq!(files_of(&m, &id).len(), 2);
+}

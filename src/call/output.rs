@@ -26,6 +26,37 @@ pub struct InputStats {
     pub last_end_ns: AtomicU64,
     /// Buffers seen.
     pub buffers: AtomicU64,
+    /// PTS of the last buffer, in ns (0: none yet).
+    pub last_pts_ns: AtomicU64,
+}
+
+/// Smallest step between two frames of a track: containers such as Matroska keep millisecond
+/// timestamps, so closer frames would share one.
+const MIN_FRAME_STEP_NS: u64 = 1_000_000;
+
+/// Keeps a track's timestamps increasing. rtpbin's lip-sync moves a stream's timestamps back
+/// when the first RTCP sender report arrives, and a burst after a stall can leave frames closer
+/// than a millisecond; either would put frames with equal or decreasing times in the file.
+/// Streams with reordered frames (a DTS that differs from the PTS) are left alone.
+fn keep_monotonic(buffer: &mut gst::Buffer, last_pts_ns: &AtomicU64) {
+    let Some(pts) = buffer.pts() else {
+        return;
+    };
+    if buffer.dts().is_some_and(|dts| dts != pts) {
+        return;
+    }
+    let last = last_pts_ns.load(Ordering::Relaxed);
+    let mut pts = pts.nseconds();
+    if last != 0 && pts < last + MIN_FRAME_STEP_NS {
+        pts = last + MIN_FRAME_STEP_NS;
+        let fixed = gst::ClockTime::from_nseconds(pts);
+        let buffer = buffer.make_mut();
+        buffer.set_pts(fixed);
+        if buffer.dts().is_some() {
+            buffer.set_dts(fixed);
+        }
+    }
+    last_pts_ns.store(pts, Ordering::Relaxed);
 }
 
 /// One track feeding an output.
@@ -257,7 +288,8 @@ impl Output {
             let stats = input.stats.clone();
             let offset = base.map(|b| b.nseconds()).unwrap_or(0);
             tee_pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-                if let Some(buffer) = info.buffer() {
+                if let Some(buffer) = info.buffer_mut() {
+                    keep_monotonic(buffer, &stats.last_pts_ns);
                     if let Some(rt) = running_time(pad, buffer) {
                         let end = rt.nseconds() + buffer.duration().map_or(0, |d| d.nseconds());
                         stats
@@ -347,4 +379,42 @@ fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::ClockTim
     let segment = pad.sticky_event::<gst::event::Segment>(0)?;
     let segment = segment.segment().downcast_ref::<gst::ClockTime>()?;
     segment.to_running_time(pts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer(pts_ms: u64) -> gst::Buffer {
+        let mut b = gst::Buffer::new();
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(pts_ms));
+        b
+    }
+
+    #[test]
+    fn timestamps_never_go_back_or_collide() {
+        gst::init().unwrap();
+        let last = AtomicU64::new(0);
+        let mut out = vec![];
+        for pts in [100, 133, 133, 120, 166, 166] {
+            let mut b = buffer(pts);
+            keep_monotonic(&mut b, &last);
+            out.push(b.pts().unwrap().mseconds());
+        }
+        assert_eq!(out, vec![100, 133, 134, 135, 166, 167]);
+    }
+
+    #[test]
+    fn reordered_streams_are_left_alone() {
+        gst::init().unwrap();
+        let last = AtomicU64::new(gst::ClockTime::from_mseconds(200).nseconds());
+        let mut b = buffer(100);
+        b.get_mut()
+            .unwrap()
+            .set_dts(gst::ClockTime::from_mseconds(90));
+        keep_monotonic(&mut b, &last);
+        assert_eq!(b.pts().unwrap().mseconds(), 100);
+    }
 }
