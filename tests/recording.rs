@@ -98,7 +98,7 @@ fn peer_id(peer: &mut TestPeer) -> String {
 }
 
 #[test]
-fn records_vp8_opus_and_h264_opus_participants() {
+fn records_vp8_h264_and_vp9_participants_with_opus() {
     let server = SignallingServer::start();
     let rec = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&config(&server.url(), rec.path(), ""));
@@ -124,11 +124,27 @@ fn records_vp8_opus_and_h264_opus_participants() {
             r#"{"call":"b"}"#,
         ],
     );
-    let (id_vp8, id_h264) = (peer_id(&mut vp8), peer_id(&mut h264));
-    let (sent_vp8, sent_h264) = (sent_secs(&mut vp8), sent_secs(&mut h264));
+    let mut vp9 = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--video",
+            "vp9",
+            "--duration",
+            "5",
+            "--meta",
+            r#"{"call":"c"}"#,
+        ],
+    );
+    let (id_vp8, id_h264, id_vp9) = (peer_id(&mut vp8), peer_id(&mut h264), peer_id(&mut vp9));
+    let (sent_vp8, sent_h264, sent_vp9) = (
+        sent_secs(&mut vp8),
+        sent_secs(&mut h264),
+        sent_secs(&mut vp9),
+    );
     for (call, id, codec, sent) in [
         ("a", &id_vp8, "vp8", sent_vp8),
         ("b", &id_h264, "h264", sent_h264),
+        ("c", &id_vp9, "vp9", sent_vp9),
     ] {
         let dir = rec.path().join(call);
         let m = wait_complete(&dir);
@@ -622,4 +638,45 @@ fn a_track_later_than_the_wait_gets_a_file_of_its_own() {
         "{m:#}"
     );
     assert_eq!(files_of(&m, &id).len(), 2);
+}
+
+#[test]
+fn records_only_producers_matching_the_filter() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &server.url(),
+        rec.path(),
+        "[recording.filter]\nrecord = \"yes\"",
+    );
+    let daemon = Daemon::start(&cfg);
+    let mut yes = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--duration",
+            "3",
+            "--meta",
+            r#"{"call":"yes","record":"yes"}"#,
+        ],
+    );
+    let mut no = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--duration",
+            "3",
+            "--meta",
+            r#"{"call":"no","record":"no"}"#,
+        ],
+    );
+    sent_secs(&mut yes);
+    // The unmatched producer never gets a session, so it gives up (exit 2) on its own.
+    let status = no.wait_exit(Duration::from_secs(60));
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "the filtered producer must not be consumed"
+    );
+    wait_complete(&rec.path().join("yes"));
+    assert_eq!(common::find_call_dirs(rec.path()).len(), 1);
+    assert!(daemon.log().contains("does not match"), "the log says why");
 }

@@ -207,6 +207,14 @@ impl TestPeer {
         }
     }
 
+    /// Every event received so far (without waiting).
+    pub fn events(&mut self) -> Vec<Value> {
+        while let Ok(v) = self.events.try_recv() {
+            self.seen.push(v);
+        }
+        self.seen.clone()
+    }
+
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         wait_child(&mut self.child, timeout)
