@@ -75,6 +75,8 @@ pub struct SignallingConfig {
     /// The `meta` callrec announces for itself (as a listener), so the app can tell it apart.
     #[serde(default = "default_own_meta")]
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// PEM file of the CAs to trust for `wss://` (default: the public web roots).
+    pub ca_file: Option<PathBuf>,
     /// Seconds allowed for the TCP/TLS/WebSocket handshake.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: f64,
@@ -211,6 +213,9 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.recording.dir = base.join(&config.recording.dir);
         config.recording.pipelines_dir = base.join(&config.recording.pipelines_dir);
+        if let Some(ca) = &mut config.signalling.ca_file {
+            *ca = base.join(&*ca);
+        }
         config.validate()?;
         Ok(config)
     }

@@ -23,6 +23,9 @@ pub enum StartError {
     /// Templates are broken (EX_CONFIG).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Templates(Vec<TemplateError>),
+    /// The `wss://` trust setting is unusable (EX_CONFIG).
+    #[error(transparent)]
+    Tls(#[from] client::TlsError),
     /// GStreamer is missing or broken (EX_UNAVAILABLE).
     #[error("cannot initialise GStreamer: {0} (install the GStreamer runtime and plugins)")]
     Gstreamer(String),
@@ -40,7 +43,7 @@ impl StartError {
     /// The sysexits code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Config(_) | StartError::Templates(_) => 78,
+            StartError::Config(_) | StartError::Templates(_) | StartError::Tls(_) => 78,
             StartError::Gstreamer(_) => 69,
             StartError::Recordings { .. } => 73,
         }
@@ -50,6 +53,7 @@ impl StartError {
 /// Loads and checks everything `run` needs, without touching the network.
 pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let config = Config::load(config_path)?;
+    client::tls_connector(config.signalling.ca_file.as_deref())?;
     gst::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
     crate::gstlog::bridge();
     let set =
@@ -109,6 +113,7 @@ pub async fn run(
         reconnect_min: config::secs(sig.reconnect_min_secs),
         reconnect_max: config::secs(sig.reconnect_max_secs),
         meta: sig.meta.clone(),
+        ca_file: sig.ca_file.clone(),
     };
     let (event_tx, event_rx) = mpsc::channel(256);
     let (command_tx, command_rx) = mpsc::channel(1024);

@@ -132,6 +132,9 @@ struct Args {
     /// Keep running after the duration, until killed
     #[arg(long)]
     keep_alive: bool,
+    /// PEM file of the CAs to trust for wss:// (default: the public web roots)
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
     /// Local IP address ICE may use (repeat for several; default: every interface)
     #[arg(long = "ice-address")]
     ice_addresses: Vec<String>,
@@ -880,10 +883,18 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 /// Connects to the signalling server, retrying briefly while it starts up.
-async fn connect_ws(url: &str, stop: &mut watch::Receiver<Stop>) -> Result<Option<Ws>> {
+async fn connect_ws(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    stop: &mut watch::Receiver<Stop>,
+) -> Result<Option<Ws>> {
     let give_up = Instant::now() + WS_CONNECT_RETRY;
     loop {
-        match tokio_tungstenite::connect_async(url).await {
+        let connector =
+            callrec::signalling::client::tls_connector(ca_file).map_err(anyhow::Error::msg)?;
+        match tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+            .await
+        {
             Ok((ws, _)) => return Ok(Some(ws)),
             Err(e) if Instant::now() < give_up => {
                 debug!("cannot connect to {url}: {e}; retrying");
@@ -900,7 +911,8 @@ async fn connect_ws(url: &str, stop: &mut watch::Receiver<Stop>) -> Result<Optio
 impl Peer {
     /// Runs one producer until the duration is over or the process is stopped.
     async fn run(shared: Arc<Shared>, index: u32, mut stop: watch::Receiver<Stop>) -> Outcome {
-        let ws = match connect_ws(&shared.args.url, &mut stop).await {
+        let ws = match connect_ws(&shared.args.url, shared.args.ca_file.as_deref(), &mut stop).await
+        {
             Ok(Some(ws)) => ws,
             Ok(None) => return Outcome::Completed,
             Err(e) => return Outcome::Failed(e),

@@ -5,6 +5,8 @@
 //! over. Commands issued while disconnected are dropped (with a log line): the server forgets
 //! our sessions when we disconnect anyway, and the supervisor asks again after `Connected`.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -39,6 +41,56 @@ pub struct ClientSettings {
     pub reconnect_max: Duration,
     /// The meta callrec registers with.
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// PEM file of the CAs trusted for `wss://` (instead of the public web roots).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A `wss://` trust setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use the CA file {path}: {message} (give a PEM file with one or more certificates)")]
+pub struct TlsError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The TLS connector for `wss://`: the CAs of `ca_file` if given, else the public web roots.
+/// Also makes sure rustls has its crypto provider.
+pub fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_tungstenite::Connector, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Harmless when already installed; other rustls users in the process need one too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let error = |message: String| TlsError {
+                path: path.to_owned(),
+                message,
+            };
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| error(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(error("no certificate in it".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| error(e.to_string()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError {
+            path: ca_file.map(Path::to_owned).unwrap_or_default(),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
 }
 
 /// Runs the client until `shutdown` is cancelled or the event receiver is gone.
@@ -48,6 +100,14 @@ pub async fn run(
     mut commands: mpsc::Receiver<SignalCommand>,
     shutdown: CancellationToken,
 ) {
+    let connector = match tls_connector(settings.ca_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            // `callrec check` and start-up validate this; reaching here means the file changed.
+            tracing::error!("{e}");
+            return;
+        }
+    };
     let mut failures: u32 = 0;
     loop {
         if shutdown.is_cancelled() || events.is_closed() {
@@ -56,10 +116,11 @@ pub async fn run(
         let mut ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
         ws_config.max_message_size = Some(MAX_MESSAGE_SIZE);
         ws_config.max_frame_size = Some(MAX_MESSAGE_SIZE);
-        let connect = tokio_tungstenite::connect_async_with_config(
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
             settings.url.as_str(),
             Some(ws_config),
             false,
+            Some(connector.clone()),
         );
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,

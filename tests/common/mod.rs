@@ -78,15 +78,26 @@ pub struct SignallingServer {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl SignallingServer {
     /// Starts it on a free port and waits until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts it with TLS (`wss://`), using a PEM certificate chain and key.
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with(Some((cert.to_owned(), key.to_owned())))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Self {
         let mut server = SignallingServer {
             port: free_port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            tls,
         };
         server.spawn();
         server
@@ -96,12 +107,18 @@ impl SignallingServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
-            let mut child = Command::new(tool("gst-webrtc-signalling-server"))
-                .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            let mut cmd = Command::new(tool("gst-webrtc-signalling-server"));
+            cmd.args(["--host", "127.0.0.1", "--port", &self.port.to_string()]);
+            if let Some((cert, key)) = &self.tls {
+                cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+            }
+            let mut child = cmd
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
-                .expect("start gst-webrtc-signalling-server (cargo install gst-plugin-webrtc-signalling)");
+                .expect(
+                "start gst-webrtc-signalling-server (cargo install gst-plugin-webrtc-signalling)",
+            );
             while Instant::now() < deadline {
                 if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                     self.child = Some(child);
@@ -124,7 +141,8 @@ impl SignallingServer {
 
     /// `ws://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills it.
