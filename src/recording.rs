@@ -55,8 +55,41 @@ pub struct Manifest {
     pub tracks: Vec<TrackEntry>,
     /// The exact pipeline text each template bin ran.
     pub pipelines: Vec<PipelineEntry>,
+    /// Live mixes of the call.
+    #[serde(default)]
+    pub mixes: Vec<MixEntry>,
     /// Things an operator should know (skipped codecs, late tracks...).
     pub warnings: Vec<String>,
+}
+
+/// One live mix output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MixEntry {
+    /// The template.
+    pub template: String,
+    /// Files it writes, relative to the call directory.
+    pub files: Vec<String>,
+    /// `grid` or `speaker`.
+    pub layout: crate::templates::LayoutKind,
+    /// `WIDTHxHEIGHT@FPS`.
+    pub canvas: String,
+    /// `recording`, `complete`, `interrupted` or `failed`.
+    pub status: String,
+    /// When each participant was on screen, in ms from the call's start.
+    pub on_screen: Vec<OnScreen>,
+    /// The exact pipeline text.
+    pub pipeline: String,
+}
+
+/// A participant's time on a mix's screen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OnScreen {
+    /// The participant's peer id.
+    pub participant: String,
+    /// From, ms since the call started.
+    pub from_ms: u64,
+    /// To, ms since the call started.
+    pub to_ms: u64,
 }
 
 /// One participant session.
@@ -145,6 +178,7 @@ impl Manifest {
             participants: vec![],
             tracks: vec![],
             pipelines: vec![],
+            mixes: vec![],
             warnings: vec![],
         }
     }

@@ -21,6 +21,8 @@ pub enum Scope {
     Track,
     /// One instance per participant session, fed each of its tracks' encoded streams.
     Participant,
+    /// One instance per call (a live mix), fed every participant's decoded audio and video.
+    Call,
 }
 
 impl fmt::Display for Scope {
@@ -28,6 +30,7 @@ impl fmt::Display for Scope {
         f.write_str(match self {
             Scope::Track => "track",
             Scope::Participant => "participant",
+            Scope::Call => "call",
         })
     }
 }
@@ -104,12 +107,12 @@ pub enum TemplateError {
 pub const VARIABLES: &[(&str, &[Scope], &str)] = &[
     (
         "call_dir",
-        &[Scope::Track, Scope::Participant],
+        &[Scope::Track, Scope::Participant, Scope::Call],
         "absolute path of the call's directory",
     ),
     (
         "call",
-        &[Scope::Track, Scope::Participant],
+        &[Scope::Track, Scope::Participant, Scope::Call],
         "the call's safe name",
     ),
     (
@@ -117,10 +120,81 @@ pub const VARIABLES: &[(&str, &[Scope], &str)] = &[
         &[Scope::Track, Scope::Participant],
         "the participant's safe name (unique in the call)",
     ),
+    (
+        "template",
+        &[Scope::Track, Scope::Participant, Scope::Call],
+        "the template's own name",
+    ),
     ("track", &[Scope::Track], "the track's name, e.g. video0"),
     ("kind", &[Scope::Track], "audio or video"),
     ("codec", &[Scope::Track], "the codec, e.g. vp8, h264, opus"),
 ];
+
+/// How a mix template places participants on its canvas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayoutKind {
+    /// Equal tiles: 1, 2 side by side, then 2×2, 3×3...
+    Grid,
+    /// The active speaker large, the others as thumbnails.
+    Speaker,
+}
+
+/// The canvas of a mix template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Canvas {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Background colour, 0xRRGGBB.
+    pub background: u32,
+    /// How participants are placed.
+    pub layout: LayoutKind,
+}
+
+impl Default for Canvas {
+    fn default() -> Self {
+        Canvas {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            background: 0x000000,
+            layout: LayoutKind::Grid,
+        }
+    }
+}
+
+/// Parses `WIDTHxHEIGHT@FPS` (the `@FPS` part is optional).
+fn parse_canvas(text: &str) -> Option<(u32, u32, Option<u32>)> {
+    let (size, fps) = match text.split_once('@') {
+        Some((size, fps)) => (size, Some(fps.trim().parse().ok()?)),
+        None => (text, None),
+    };
+    let (w, h) = size.trim().split_once('x')?;
+    let (w, h): (u32, u32) = (w.parse().ok()?, h.parse().ok()?);
+    let ok = (16..=7680).contains(&w)
+        && (16..=4320).contains(&h)
+        && fps.is_none_or(|f| (1..=120).contains(&f));
+    ok.then_some((w, h, fps))
+}
+
+/// Parses a colour: `black`, `white`, `grey`, or `0xRRGGBB`/`#RRGGBB`.
+fn parse_colour(text: &str) -> Option<u32> {
+    match text {
+        "black" => Some(0x000000),
+        "white" => Some(0xffffff),
+        "grey" | "gray" => Some(0x808080),
+        _ => {
+            let hex = text.strip_prefix("0x").or_else(|| text.strip_prefix('#'))?;
+            (hex.len() == 6)
+                .then(|| u32::from_str_radix(hex, 16).ok())
+                .flatten()
+        }
+    }
+}
 
 /// One loaded, checked template.
 #[derive(Debug, Clone)]
@@ -141,6 +215,8 @@ pub struct Template {
     pub body: String,
     /// Line number of the first body line.
     pub body_line: usize,
+    /// Canvas, background and layout (mix templates).
+    pub canvas: Canvas,
 }
 
 impl Template {
@@ -179,7 +255,16 @@ impl Template {
         if body_lines.is_empty() {
             return Err(syntax(1, "no pipeline text after the header".into()));
         }
-        let known = ["name", "description", "scope", "media", "inputs"];
+        let known = [
+            "name",
+            "description",
+            "scope",
+            "media",
+            "inputs",
+            "canvas",
+            "background",
+            "layout",
+        ];
         for (key, (line, _)) in &fields {
             if !known.contains(&key.as_str()) {
                 return Err(syntax(
@@ -200,10 +285,11 @@ impl Template {
         let scope = match field("scope") {
             Some((_, "track")) => Scope::Track,
             Some((_, "participant")) => Scope::Participant,
+            Some((_, "call")) => Scope::Call,
             Some((line, other)) => {
                 return Err(syntax(
                     line,
-                    format!("unknown scope `{other}` (use track or participant)"),
+                    format!("unknown scope `{other}` (use track, participant or call)"),
                 ))
             }
             None => return Err(syntax(1, "header has no `# scope:` line".into())),
@@ -243,8 +329,38 @@ impl Template {
             };
             inputs.insert(kind, element.to_owned());
         }
+        let mut canvas = Canvas::default();
+        if let Some((line, text)) = field("canvas") {
+            let (w, h, fps) = parse_canvas(text).ok_or_else(|| {
+                syntax(line, format!("bad canvas `{text}` (use e.g. 1280x720@30)"))
+            })?;
+            canvas.width = w;
+            canvas.height = h;
+            canvas.fps = fps.unwrap_or(canvas.fps);
+        }
+        if let Some((line, text)) = field("background") {
+            canvas.background = parse_colour(text).ok_or_else(|| {
+                syntax(
+                    line,
+                    format!("bad background `{text}` (use black, white, grey or 0xRRGGBB)"),
+                )
+            })?;
+        }
+        if let Some((line, text)) = field("layout") {
+            canvas.layout = match text {
+                "grid" => LayoutKind::Grid,
+                "speaker" => LayoutKind::Speaker,
+                other => {
+                    return Err(syntax(
+                        line,
+                        format!("unknown layout `{other}` (use grid or speaker)"),
+                    ))
+                }
+            };
+        }
         let template = Template {
             name,
+            canvas,
             path: path.to_owned(),
             description: field("description")
                 .map(|(_, v)| v.to_owned())
@@ -352,7 +468,7 @@ impl Template {
             text,
             false,
             Some(&mut ctx),
-            gst::ParseFlags::FATAL_ERRORS | gst::ParseFlags::NO_SINGLE_ELEMENT_BINS,
+            gst::ParseFlags::FATAL_ERRORS,
         );
         let element = parsed.map_err(|e| {
             let missing = ctx.missing_elements();
@@ -384,7 +500,10 @@ impl Template {
         let mut vars = BTreeMap::new();
         vars.insert("call_dir", "/tmp/callrec-check".to_owned());
         vars.insert("call", "call".to_owned());
-        vars.insert("participant", "participant".to_owned());
+        vars.insert("template", self.name.clone());
+        if self.scope != Scope::Call {
+            vars.insert("participant", "participant".to_owned());
+        }
         if self.scope == Scope::Track {
             vars.insert("track", "video0".to_owned());
             vars.insert("kind", "video".to_owned());
@@ -563,6 +682,18 @@ mod tests {
         let t = set.get("track-mkv").expect("track-mkv ships");
         assert_eq!(t.scope, Scope::Track);
         assert!(set.select(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn instances_are_plain_bins() {
+        // A nested GstPipeline would bring its own clock and state handling into the call.
+        gst::init().unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let set = TemplateSet::load_dir(&dir).unwrap();
+        for t in set.all() {
+            let (bin, _) = t.instantiate(&t.sample_vars()).unwrap();
+            assert!(!bin.is::<gst::Pipeline>(), "{}", t.name);
+        }
     }
 
     #[test]

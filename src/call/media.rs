@@ -20,6 +20,8 @@ pub struct Codec {
     pub parse: Option<&'static str>,
     /// Media type after depayloading (what templates list in `# media:`).
     pub media_type: &'static str,
+    /// Decoder, for live mixes.
+    pub decoder: &'static str,
 }
 
 /// Every codec callrec knows. Whether it can be used depends on the installed plugins.
@@ -31,6 +33,7 @@ pub const CODECS: &[Codec] = &[
         depay: "rtpvp8depay",
         parse: None,
         media_type: "video/x-vp8",
+        decoder: "vp8dec",
     },
     Codec {
         encoding: "VP9",
@@ -39,6 +42,7 @@ pub const CODECS: &[Codec] = &[
         depay: "rtpvp9depay",
         parse: Some("vp9parse"),
         media_type: "video/x-vp9",
+        decoder: "vp9dec",
     },
     Codec {
         encoding: "H264",
@@ -47,6 +51,7 @@ pub const CODECS: &[Codec] = &[
         depay: "rtph264depay",
         parse: Some("h264parse"),
         media_type: "video/x-h264",
+        decoder: "avdec_h264",
     },
     Codec {
         encoding: "H265",
@@ -55,6 +60,7 @@ pub const CODECS: &[Codec] = &[
         depay: "rtph265depay",
         parse: Some("h265parse"),
         media_type: "video/x-h265",
+        decoder: "avdec_h265",
     },
     Codec {
         encoding: "AV1",
@@ -63,6 +69,7 @@ pub const CODECS: &[Codec] = &[
         depay: "rtpav1depay",
         parse: Some("av1parse"),
         media_type: "video/x-av1",
+        decoder: "av1dec",
     },
     Codec {
         encoding: "OPUS",
@@ -71,6 +78,7 @@ pub const CODECS: &[Codec] = &[
         depay: "rtpopusdepay",
         parse: None,
         media_type: "audio/x-opus",
+        decoder: "opusdec",
     },
 ];
 
@@ -146,6 +154,104 @@ pub fn build_chain(
     })
 }
 
+/// A track decoded once for every mix that shows it.
+#[derive(Debug, Clone)]
+pub struct DecodeChain {
+    /// Every element, upstream first.
+    pub elements: Vec<gst::Element>,
+    /// The track tee's pad that feeds it.
+    pub tee_pad: gst::Pad,
+    /// Raw output: one request pad per mix.
+    pub raw_tee: gst::Element,
+    /// Audio level meter (audio only), for picking the active speaker.
+    pub level: Option<gst::Element>,
+}
+
+/// Builds `queue ! decoder ! … ! tee` off a track's tee. The queue is leaky so a slow decoder
+/// or a full mixer never holds up the passthrough recording on the same track.
+pub fn build_decoder(
+    pipeline: &gst::Pipeline,
+    tee: &gst::Element,
+    codec: &Codec,
+) -> Result<DecodeChain, glib::BoolError> {
+    let queue = gst::ElementFactory::make("queue")
+        .property("max-size-buffers", 0u32)
+        .property("max-size-bytes", 0u32)
+        .property("max-size-time", gst::ClockTime::SECOND)
+        .property_from_str("leaky", "downstream")
+        .build()?;
+    let mut elements = vec![queue, make(codec.decoder)?];
+    let mut level = None;
+    match codec.kind {
+        Kind::Video => elements.push(make("videoconvert")?),
+        Kind::Audio => {
+            elements.push(make("audioconvert")?);
+            elements.push(make("audioresample")?);
+            let meter = gst::ElementFactory::make("level")
+                .property("post-messages", true)
+                .property("interval", 100_000_000u64)
+                .build()?;
+            elements.push(meter.clone());
+            level = Some(meter);
+        }
+    }
+    let raw_tee = gst::ElementFactory::make("tee")
+        .property("allow-not-linked", true)
+        .build()?;
+    elements.push(raw_tee.clone());
+    pipeline.add_many(&elements)?;
+    gst::Element::link_many(&elements)?;
+    for e in &elements {
+        e.sync_state_with_parent()?;
+    }
+    let tee_pad = tee
+        .request_pad_simple("src_%u")
+        .ok_or_else(|| glib::bool_error!("tee gave no pad"))?;
+    let sink = elements[0]
+        .static_pad("sink")
+        .ok_or_else(|| glib::bool_error!("queue has no sink pad"))?;
+    tee_pad
+        .link(&sink)
+        .map_err(|e| glib::bool_error!("cannot link the decoder: {e:?}"))?;
+    isolate(&tee_pad);
+    Ok(DecodeChain {
+        elements,
+        tee_pad,
+        raw_tee,
+        level,
+    })
+}
+
+/// Keeps a branch's failure in that branch: buffers leaving `pad` are handed to its peer here,
+/// and whatever the peer returns (a muxer's not-negotiated, a full disk, a stopped mixer), the
+/// tee upstream sees OK. Without this, one broken output would stop the track for every other
+/// output, and the error would end the participant's session. Add it after any other buffer
+/// probe on the pad: it handles the buffer, so later probes would not see it.
+pub fn isolate(pad: &gst::Pad) {
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        |pad, info| {
+            let Some(peer) = pad.peer() else {
+                return gst::PadProbeReturn::Pass;
+            };
+            match info.data.take() {
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    let _ = peer.chain(buffer);
+                }
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    let _ = peer.chain_list(list);
+                }
+                other => {
+                    info.data = other;
+                    return gst::PadProbeReturn::Pass;
+                }
+            }
+            info.flow_res = Ok(gst::FlowSuccess::Ok);
+            gst::PadProbeReturn::Handled
+        },
+    );
+}
+
 /// Links a track callrec will not record into a fakesink, so webrtcbin never sees a
 /// not-linked error.
 pub fn discard(pipeline: &gst::Pipeline, src: &gst::Pad) -> Result<gst::Element, glib::BoolError> {
@@ -197,7 +303,9 @@ mod tests {
     fn common_codecs_are_available() {
         gst::init().unwrap();
         for name in ["VP8", "VP9", "H264", "OPUS"] {
-            assert!(codec_for(name).unwrap().available(), "{name}");
+            let codec = codec_for(name).unwrap();
+            assert!(codec.available(), "{name}");
+            assert!(gst::ElementFactory::find(codec.decoder).is_some(), "{name}");
         }
     }
 

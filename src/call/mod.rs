@@ -6,7 +6,9 @@
 //! Its state only moves forward (`Recording → Draining → Finished | Failed`); finishing is
 //! idempotent and every wait in it is bounded. A failure ends this call only.
 
+pub mod layout;
 pub mod media;
+pub mod mix;
 mod negotiation;
 pub mod output;
 mod routing;
@@ -26,7 +28,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::IceConfig;
 use crate::recording::{self, CallStatus, Manifest};
 use crate::signalling::SignalCommand;
-use crate::templates::{Kind, Template};
+use crate::templates::{Kind, Scope, Template};
 use output::Output;
 
 /// How long sinks get to see EOS before their bin is stopped anyway.
@@ -169,6 +171,13 @@ pub enum CallEvent {
         /// Its running time.
         running: gst::ClockTime,
     },
+    /// A decoded video track's size is known or changed.
+    VideoSize {
+        /// Session.
+        session: String,
+        /// Width / height.
+        aspect: f64,
+    },
     /// webrtcbin's peer connection state changed.
     Connection {
         /// Session.
@@ -200,6 +209,8 @@ struct Session {
     id: String,
     peer_id: String,
     name: String,
+    /// What the mix shows for them: their meta name, or their safe name.
+    label: String,
     state: SessionState,
     created: Instant,
     connected_at: Option<Instant>,
@@ -210,6 +221,7 @@ struct Session {
     tracks: BTreeMap<u32, Track>,
     discarded: Vec<gst::Element>,
     outputs: Vec<Output>,
+    decoders: BTreeMap<u32, media::DecodeChain>,
     manifest_index: usize,
 }
 
@@ -220,6 +232,7 @@ struct Call {
     dir: PathBuf,
     pipeline: gst::Pipeline,
     manifest: Manifest,
+    mixes: Vec<mix::Mix>,
     sessions: HashMap<String, Session>,
     used_names: HashSet<String>,
     next_output: usize,
@@ -253,6 +266,8 @@ pub fn spawn(
     recording::write_manifest(&dir, &manifest)
         .map_err(|e| format!("cannot write the manifest in {}: {e}", dir.display()))?;
     let pipeline = gst::Pipeline::with_name(&format!("call-{dir_name}"));
+    let mut manifest = manifest;
+    let mixes = create_mixes(&settings, &pipeline, &dir, &dir_name, &mut manifest);
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|e| format!("cannot start the call pipeline: {e}"))?;
@@ -264,6 +279,7 @@ pub fn spawn(
         dir,
         pipeline,
         manifest,
+        mixes,
         sessions: HashMap::new(),
         used_names: HashSet::new(),
         next_output: 0,
@@ -402,6 +418,12 @@ impl Call {
                 mline,
                 running,
             } => self.on_first_buffer(&session, output, mline, running),
+            CallEvent::VideoSize { session, aspect } => {
+                let now = self.now_ms();
+                for m in &mut self.mixes {
+                    m.set_aspect(&session, aspect, now);
+                }
+            }
             CallEvent::Connection { session, state } => {
                 use gst_webrtc::WebRTCPeerConnectionState as S;
                 debug!(call = %self.settings.name, %session, ?state, "connection state");
@@ -500,6 +522,16 @@ impl Call {
                         })
                     })
                     .map(|s| s.id.clone());
+                let mix = msg
+                    .src()
+                    .and_then(|src| self.mixes.iter_mut().find(|m| owns(src, &m.bin)));
+                if let Some(mix) = mix {
+                    // A broken mix ends only that mix; passthrough recordings go on.
+                    mix.entry.status = "failed".into();
+                    let message = format!("mix {} failed: {text}", mix.template.name);
+                    self.warn(message);
+                    return;
+                }
                 match owner {
                     Some(session) => {
                         warn!(call = %self.settings.name, %session, "pipeline error: {text}");
@@ -510,6 +542,11 @@ impl Call {
                         error!(call = %self.settings.name, "pipeline error: {text}");
                         self.failed = Some(format!("pipeline error: {text}"));
                     }
+                }
+            }
+            MessageView::Element(e) => {
+                if let Some(level) = e.structure().filter(|s| s.name() == "level") {
+                    self.on_level(msg, level);
                 }
             }
             MessageView::Warning(w) => {
@@ -526,6 +563,7 @@ impl Call {
             self.end_session(&id, reason).await;
         }
         while events.try_recv().is_ok() {}
+        self.finish_mixes().await;
         self.manifest.status = if self.failed.is_some() {
             CallStatus::Failed
         } else {
@@ -556,10 +594,65 @@ impl Call {
         });
     }
 
+    /// Ends every live mix: EOS from its sources, then a bounded wait for its files.
+    async fn finish_mixes(&mut self) {
+        let now = self.now_ms();
+        for m in &mut self.mixes {
+            m.send_eos(now);
+        }
+        let deadline = tokio::time::Instant::now() + EOS_TIMEOUT;
+        while self.mixes.iter().any(|m| !m.finished()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for m in &mut self.mixes {
+            if m.entry.status == "recording" {
+                m.entry.status = if m.finished() {
+                    "complete"
+                } else {
+                    "interrupted"
+                }
+                .into();
+            }
+        }
+    }
+
     async fn fail(mut self, reason: &str) {
         self.failed = Some(reason.to_owned());
         let (_tx, mut rx) = mpsc::unbounded_channel();
         self.finish(reason, &mut rx).await;
+    }
+
+    /// An audio level message: the loudest channel's RMS goes to the mixes' speaker choice.
+    fn on_level(&mut self, msg: &gst::Message, level: &gst::StructureRef) {
+        let Some(src) = msg.src() else { return };
+        let session = self.sessions.values().find(|s| {
+            s.decoders.values().any(|d| {
+                d.level
+                    .as_ref()
+                    .is_some_and(|l| src == l.upcast_ref::<gst::Object>())
+            })
+        });
+        let Some(session) = session.map(|s| s.id.clone()) else {
+            return;
+        };
+        let Ok(rms) = level.get::<glib::ValueArray>("rms") else {
+            return;
+        };
+        let db = rms
+            .iter()
+            .filter_map(|v| v.get::<f64>().ok())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let now = self.now_ms();
+        for m in &mut self.mixes {
+            m.on_level(&session, db, now);
+        }
+    }
+
+    /// The pipeline's running time in ms (the call's clock: 0 when the call started).
+    fn now_ms(&self) -> u64 {
+        self.pipeline
+            .current_running_time()
+            .map_or(0, |t| t.mseconds())
     }
 
     fn warn(&mut self, message: String) {
@@ -569,12 +662,45 @@ impl Call {
     }
 
     fn save_manifest(&self) {
+        let mut manifest = self.manifest.clone();
+        manifest.mixes = self.mixes.iter().map(|m| m.entry.clone()).collect();
         if let Err(e) =
-            tokio::task::block_in_place(|| recording::write_manifest(&self.dir, &self.manifest))
+            tokio::task::block_in_place(|| recording::write_manifest(&self.dir, &manifest))
         {
             error!(call = %self.settings.name, dir = %self.dir.display(), "cannot write manifest.json: {e}");
         }
     }
+}
+
+/// Builds the call's live mixes (its `call`-scope templates) into a pipeline that is not
+/// playing yet. A mix that cannot be built is a warning in the manifest; the call goes on.
+fn create_mixes(
+    settings: &CallSettings,
+    pipeline: &gst::Pipeline,
+    dir: &std::path::Path,
+    dir_name: &str,
+    manifest: &mut Manifest,
+) -> Vec<mix::Mix> {
+    let mut mixes = vec![];
+    for template in settings.templates.iter().filter(|t| t.scope == Scope::Call) {
+        let mut vars = BTreeMap::new();
+        vars.insert("call_dir", dir.to_string_lossy().into_owned());
+        vars.insert("call", dir_name.to_owned());
+        vars.insert("template", template.name.clone());
+        let built = template
+            .instantiate(&vars)
+            .map_err(|e| e.to_string())
+            .and_then(|(bin, text)| mix::Mix::create(template, bin, text, pipeline, dir));
+        match built {
+            Ok(m) => mixes.push(m),
+            Err(e) => {
+                let message = format!("mix {} could not start: {e}", template.name);
+                warn!(call = %settings.name, "{message}");
+                manifest.warnings.push(message);
+            }
+        }
+    }
+    mixes
 }
 
 /// Limits a webrtcbin's ICE candidates to the given local addresses (none given: every

@@ -31,6 +31,7 @@ impl Call {
             n += 1;
         }
         self.used_names.insert(name.clone());
+        let label = display_label(&meta).unwrap_or_else(|| name.clone());
         let webrtcbin = gst::ElementFactory::make("webrtcbin")
             .name(format!("webrtc-{name}"))
             .property_from_str("bundle-policy", "max-bundle")
@@ -66,6 +67,7 @@ impl Call {
             Session {
                 id: session_id.to_owned(),
                 peer_id: peer_id.to_owned(),
+                label,
                 name,
                 state: SessionState::AwaitingOffer,
                 created: Instant::now(),
@@ -77,6 +79,7 @@ impl Call {
                 tracks: BTreeMap::new(),
                 discarded: vec![],
                 outputs: vec![],
+                decoders: BTreeMap::new(),
                 manifest_index,
             },
         );
@@ -252,4 +255,12 @@ pub(super) async fn await_promise(
         Ok(Err(e)) => Err(format!("{what}: {e:?}")),
         Err(_) => Err(format!("{what} timed out")),
     }
+}
+
+/// A participant's meta `name`, made fit to draw: control characters dropped, 40 characters
+/// at most. It is only ever a property value, never pipeline text.
+fn display_label(meta: &serde_json::Value) -> Option<String> {
+    let name = meta.get("name")?.as_str()?;
+    let label: String = name.chars().filter(|c| !c.is_control()).take(40).collect();
+    (!label.trim().is_empty()).then_some(label)
 }

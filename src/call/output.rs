@@ -159,25 +159,7 @@ impl Output {
                 stats: Arc::default(),
             });
         }
-        // Dynamic sinks must not hold the live pipeline in an async state change, and
-        // recordings are written as fast as data comes.
-        let mut files = vec![];
-        for sink in bin.iterate_sinks().into_iter().flatten() {
-            for (prop, value) in [("async", false), ("sync", false)] {
-                if sink.find_property(prop).is_some() {
-                    sink.set_property(prop, value);
-                }
-            }
-            if sink.find_property("location").is_some() {
-                if let Some(location) = sink.property::<Option<String>>("location") {
-                    let rel = Path::new(&location)
-                        .strip_prefix(call_dir)
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or(location);
-                    files.push(rel);
-                }
-            }
-        }
+        let files = sink_files(&bin, call_dir);
         pipeline.add(&bin).map_err(|e| e.to_string())?;
         bin.sync_state_with_parent().map_err(|e| e.to_string())?;
         Ok(Output {
@@ -300,6 +282,7 @@ impl Output {
                 }
                 gst::PadProbeReturn::Ok
             });
+            media::isolate(tee_pad);
             if let Some(probe) = input.block.take() {
                 tee_pad.remove_probe(probe);
             }
@@ -323,10 +306,7 @@ impl Output {
 
     /// True once every sink in the bin has seen EOS.
     pub fn finished(&self) -> bool {
-        self.bin.iterate_sinks().into_iter().flatten().all(|sink| {
-            sink.static_pad("sink")
-                .is_none_or(|p| p.sticky_event::<gst::event::Eos>(0).is_some())
-        })
+        all_sinks_eos(&self.bin)
     }
 
     /// The ghost pads that should get EOS.
@@ -347,6 +327,40 @@ impl Output {
             }
         }
     }
+}
+
+/// Prepares a template bin's sinks to join a running live pipeline (no async state change,
+/// written as fast as data comes) and lists the files they write, relative to the call.
+pub fn sink_files(bin: &gst::Bin, call_dir: &Path) -> Vec<String> {
+    let mut files = vec![];
+    for sink in bin.iterate_sinks().into_iter().flatten() {
+        for (prop, value) in [("async", false), ("sync", false)] {
+            if sink.find_property(prop).is_some() {
+                sink.set_property(prop, value);
+            }
+        }
+        for prop in ["location", "playlist-location"] {
+            if sink.find_property(prop).is_some() {
+                if let Some(location) = sink.property::<Option<String>>(prop) {
+                    let rel = Path::new(&location)
+                        .strip_prefix(call_dir)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or(location);
+                    files.push(rel);
+                }
+            }
+        }
+    }
+    files
+}
+
+/// True once every sink element in a bin has seen EOS on all its sink pads (a sticky event).
+pub fn all_sinks_eos(bin: &gst::Bin) -> bool {
+    bin.iterate_sinks().into_iter().flatten().all(|sink| {
+        sink.sink_pads()
+            .iter()
+            .all(|p| p.sticky_event::<gst::event::Eos>(0).is_some())
+    })
 }
 
 fn release_input(bin: &gst::Bin, input: &mut Input) {

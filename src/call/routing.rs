@@ -8,7 +8,7 @@ use gst::prelude::*;
 use tracing::{debug, info, warn};
 
 use super::output::Output;
-use super::{media, Call, Track};
+use super::{media, Call, CallEvent, Track};
 use crate::recording::{PipelineEntry, TrackEntry};
 use crate::templates::{Kind, Scope, Template};
 
@@ -166,6 +166,7 @@ impl Call {
         if !recorded && participant_started_without {
             recorded = self.record_late_track(session_id, mline);
         }
+        recorded |= self.feed_mixes(session_id, mline);
         for e in attach_errors {
             self.warn(format!("participant {participant}: {track_name}: {e}"));
         }
@@ -193,6 +194,77 @@ impl Call {
         self.request_keyframe(session_id, mline);
         self.check_outputs(session_id);
         self.save_manifest();
+    }
+
+    /// Decodes a track (once) and links it into every live mix that takes its kind. Returns
+    /// whether any mix took it.
+    pub(super) fn feed_mixes(&mut self, session_id: &str, mline: u32) -> bool {
+        let Some(session) = self.sessions.get(session_id) else {
+            return false;
+        };
+        let Some(track) = session.tracks.get(&mline) else {
+            return false;
+        };
+        let (kind, codec, tee) = (track.kind, track.codec, track.chain.tee.clone());
+        if !self.mixes.iter().any(|m| m.takes(kind)) {
+            return false;
+        }
+        if gst::ElementFactory::find(codec.decoder).is_none() {
+            self.warn(format!(
+                "participant {}: {} is not in the mix: its decoder {} is not installed",
+                session.name, codec.name, codec.decoder
+            ));
+            return false;
+        }
+        let (peer_id, label) = (session.peer_id.clone(), session.label.clone());
+        let chain = match media::build_decoder(&self.pipeline, &tee, codec) {
+            Ok(c) => c,
+            Err(e) => {
+                self.warn(format!(
+                    "participant {}: cannot decode {}: {e}",
+                    session.name, codec.name
+                ));
+                return false;
+            }
+        };
+        if kind == Kind::Video {
+            // The layout keeps each participant's aspect ratio, so it follows their video size.
+            if let Some(pad) = chain.raw_tee.static_pad("sink") {
+                let tx = self.events_tx.clone();
+                let session = session_id.to_owned();
+                pad.connect_notify(Some("caps"), move |pad, _| {
+                    let Some(caps) = pad.current_caps() else {
+                        return;
+                    };
+                    let Ok(info) = gst_video::VideoInfo::from_caps(&caps) else {
+                        return;
+                    };
+                    let par = info.par();
+                    let aspect = info.width() as f64 * par.numer() as f64
+                        / (info.height().max(1) as f64 * par.denom().max(1) as f64);
+                    let _ = tx.send(CallEvent::VideoSize {
+                        session: session.clone(),
+                        aspect,
+                    });
+                });
+            }
+        }
+        let now = self.now_ms();
+        let mut fed = false;
+        let mut errors = vec![];
+        for m in self.mixes.iter_mut().filter(|m| m.takes(kind)) {
+            match m.attach(session_id, &peer_id, &label, kind, &chain.raw_tee, now) {
+                Ok(()) => fed = true,
+                Err(e) => errors.push(format!("mix {}: {e}", m.template.name)),
+            }
+        }
+        if let Some(session) = self.sessions.get_mut(session_id) {
+            session.decoders.insert(mline, chain);
+        }
+        for e in errors {
+            self.warn(e);
+        }
+        fed
     }
 
     /// Records a track with a new instance of a track-scope template.

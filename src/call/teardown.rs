@@ -44,6 +44,13 @@ impl Call {
         }
         session.state = SessionState::Ended;
         info!(call = %self.settings.name, participant = %session.name, %reason, "participant left");
+        let now = self.now_ms();
+        for m in &mut self.mixes {
+            m.detach_session(session_id, now);
+        }
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
         // Data that waited for a missing track goes out now.
         for out in &mut session.outputs {
             out.start();
@@ -89,6 +96,9 @@ impl Call {
         let mut elements = vec![session.webrtcbin.clone()];
         for track in session.tracks.values() {
             elements.extend(track.chain.elements.iter().cloned());
+        }
+        for decoder in session.decoders.values() {
+            elements.extend(decoder.elements.iter().cloned());
         }
         elements.extend(session.discarded.iter().cloned());
         for out in &mut session.outputs {

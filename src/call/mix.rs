@@ -1,0 +1,583 @@
+//! A live mix: one instance of a `call`-scope template, fed every participant's decoded video
+//! (into its compositor) and audio (into its audiomixer).
+//!
+//! callrec adds a live background source to each mixer, so the mix runs in real time from the
+//! call's start whether or not anyone sends anything, and never waits on a silent or frozen
+//! participant. Layout is callrec's job: it sets each compositor pad's position and size as
+//! people come and go, and picks the active speaker from audio levels for the speaker layout.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use super::layout::{self, Tile};
+use crate::recording::{MixEntry, OnScreen};
+use crate::templates::{Kind, LayoutKind, Template};
+
+/// Extra time the mixers wait for late participant data before producing a frame.
+const MIXER_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(200);
+/// Latency the mixers assume their (later) participant inputs have: webrtcbin's jitterbuffer
+/// (200 ms) plus depayloading, a queue and decoding.
+const UPSTREAM_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+/// Quietest level (dBFS) that counts as speaking.
+const SPEAKING_DB: f64 = -50.0;
+/// How much louder (dB) a challenger must be than the current speaker.
+const SWITCH_MARGIN_DB: f64 = 6.0;
+/// How long a challenger must stay louder before the view switches.
+const SWITCH_AFTER: Duration = Duration::from_millis(1200);
+/// Whether audio-only participants get a placeholder tile. Off: removing a placeholder's
+/// non-live source from a running compositor stalls it on GStreamer 1.22 (see the README).
+const PLACEHOLDERS: bool = false;
+/// Size of a placeholder tile's source; the compositor scales it.
+const PLACEHOLDER_SIZE: (i32, i32) = (320, 180);
+
+/// A participant's stream linked into a mixer.
+#[derive(Debug)]
+struct MixInput {
+    session: String,
+    kind: Kind,
+    /// The mixer's request pad.
+    pad: gst::Pad,
+    /// The bin's ghost pad for it.
+    ghost: gst::GhostPad,
+    /// The decoder tee's pad feeding it.
+    feed: gst::Pad,
+    feed_tee: gst::Element,
+}
+
+/// A placeholder tile for a participant heard but not seen.
+#[derive(Debug)]
+struct Placeholder {
+    elements: Vec<gst::Element>,
+    pad: gst::Pad,
+}
+
+/// One participant on the canvas.
+#[derive(Debug)]
+struct TileState {
+    session: String,
+    peer_id: String,
+    label: String,
+    aspect: f64,
+    placeholder: Option<Placeholder>,
+    on_screen_since: Option<u64>,
+    level_db: f64,
+}
+
+/// A running mix.
+#[derive(Debug)]
+pub struct Mix {
+    /// The template it runs.
+    pub template: Template,
+    /// Its bin in the call's pipeline.
+    pub bin: gst::Bin,
+    vmix: Option<gst::Element>,
+    amix: Option<gst::Element>,
+    sources: Vec<gst::Element>,
+    inputs: Vec<MixInput>,
+    tiles: Vec<TileState>,
+    speaker: Option<String>,
+    challenger: Option<(String, Instant)>,
+    /// Its manifest entry.
+    pub entry: MixEntry,
+    /// EOS was sent into it.
+    pub eos_sent: bool,
+}
+
+impl Mix {
+    /// Adds a mix template's bin, with its background sources, to a pipeline that is not
+    /// playing yet (so the live sources start with the call's clock).
+    pub fn create(
+        template: &Template,
+        bin: gst::Bin,
+        text: String,
+        pipeline: &gst::Pipeline,
+        call_dir: &Path,
+    ) -> Result<Self, String> {
+        let find = |kind| template.input_for(kind).and_then(|name| bin.by_name(name));
+        let (vmix, amix) = (find(Kind::Video), find(Kind::Audio));
+        if vmix.is_none() && amix.is_none() {
+            return Err(format!(
+                "template {}: no video or audio mixer input",
+                template.name
+            ));
+        }
+        let canvas = template.canvas;
+        let mut sources = vec![];
+        for mixer in vmix.iter().chain(amix.iter()) {
+            // Participants plug in later, with the jitterbuffer's latency and a decoder's: the
+            // mixer must plan for that from the start instead of finding their data late.
+            for (prop, value) in [
+                ("latency", MIXER_LATENCY.nseconds()),
+                ("min-upstream-latency", UPSTREAM_LATENCY.nseconds()),
+            ] {
+                if mixer.find_property(prop).is_some() {
+                    mixer.set_property(prop, value);
+                }
+            }
+        }
+        if let Some(vmix) = &vmix {
+            let src = gst::ElementFactory::make("videotestsrc")
+                .property("is-live", true)
+                .property_from_str("pattern", "solid-color")
+                .property("foreground-color", 0xff00_0000 | canvas.background)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let caps = gst::Caps::builder("video/x-raw")
+                .field("width", canvas.width as i32)
+                .field("height", canvas.height as i32)
+                .field("framerate", gst::Fraction::new(canvas.fps as i32, 1))
+                .build();
+            let filter = gst::ElementFactory::make("capsfilter")
+                .property("caps", caps)
+                .build()
+                .map_err(|e| e.to_string())?;
+            bin.add_many([&src, &filter]).map_err(|e| e.to_string())?;
+            src.link(&filter).map_err(|e| e.to_string())?;
+            let pad = request(vmix, Kind::Video)?;
+            filter
+                .static_pad("src")
+                .ok_or("capsfilter has no src pad")?
+                .link(&pad)
+                .map_err(|e| format!("cannot link the background: {e:?}"))?;
+            set_rect(
+                &pad,
+                layout::Rect {
+                    x: 0,
+                    y: 0,
+                    w: canvas.width as i32,
+                    h: canvas.height as i32,
+                },
+                0,
+            );
+            sources.push(src);
+        }
+        if let Some(amix) = &amix {
+            let src = gst::ElementFactory::make("audiotestsrc")
+                .property("is-live", true)
+                .property_from_str("wave", "silence")
+                .build()
+                .map_err(|e| e.to_string())?;
+            let caps = gst::Caps::builder("audio/x-raw")
+                .field("rate", 48_000i32)
+                .field("channels", 2i32)
+                .build();
+            let filter = gst::ElementFactory::make("capsfilter")
+                .property("caps", caps)
+                .build()
+                .map_err(|e| e.to_string())?;
+            bin.add_many([&src, &filter]).map_err(|e| e.to_string())?;
+            src.link(&filter).map_err(|e| e.to_string())?;
+            let pad = request(amix, Kind::Audio)?;
+            filter
+                .static_pad("src")
+                .ok_or("capsfilter has no src pad")?
+                .link(&pad)
+                .map_err(|e| format!("cannot link the silence: {e:?}"))?;
+            sources.push(src);
+        }
+        let files = super::output::sink_files(&bin, call_dir);
+        pipeline.add(&bin).map_err(|e| e.to_string())?;
+        let entry = MixEntry {
+            template: template.name.clone(),
+            files,
+            layout: canvas.layout,
+            canvas: format!("{}x{}@{}", canvas.width, canvas.height, canvas.fps),
+            status: "recording".into(),
+            on_screen: vec![],
+            pipeline: text,
+        };
+        Ok(Mix {
+            template: template.clone(),
+            bin,
+            vmix,
+            amix,
+            sources,
+            inputs: vec![],
+            tiles: vec![],
+            speaker: None,
+            challenger: None,
+            entry,
+            eos_sent: false,
+        })
+    }
+
+    /// True if this mix takes streams of `kind`.
+    pub fn takes(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Video => self.vmix.is_some(),
+            Kind::Audio => self.amix.is_some(),
+        }
+    }
+
+    /// Links a participant's decoded track (a pad of `raw_tee`) into the right mixer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attach(
+        &mut self,
+        session: &str,
+        peer_id: &str,
+        label: &str,
+        kind: Kind,
+        raw_tee: &gst::Element,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        let mixer = match kind {
+            Kind::Video => self.vmix.clone(),
+            Kind::Audio => self.amix.clone(),
+        }
+        .ok_or("this mix does not take that kind")?;
+        let pad = request(&mixer, kind)?;
+        let ghost = gst::GhostPad::builder_with_target(&pad)
+            .map_err(|e| e.to_string())?
+            .name(format!("in_{}_{}", kind.as_str(), pad.name()))
+            .build();
+        ghost.set_active(true).map_err(|e| e.to_string())?;
+        self.bin.add_pad(&ghost).map_err(|e| e.to_string())?;
+        let feed = raw_tee
+            .request_pad_simple("src_%u")
+            .ok_or("tee gave no pad")?;
+        feed.link(&ghost)
+            .map_err(|e| format!("cannot link into the mix: {e:?}"))?;
+        // A failing mix must not stop the decoder that other mixes share.
+        super::media::isolate(&feed);
+        if kind == Kind::Video {
+            // Hidden until the layout places it.
+            set_rect(
+                &pad,
+                layout::Rect {
+                    x: 0,
+                    y: 0,
+                    w: 2,
+                    h: 2,
+                },
+                1,
+            );
+            pad.set_property("alpha", 0.0f64);
+        }
+        self.inputs.push(MixInput {
+            session: session.to_owned(),
+            kind,
+            pad,
+            ghost,
+            feed,
+            feed_tee: raw_tee.clone(),
+        });
+        if !self.tiles.iter().any(|t| t.session == session) {
+            self.tiles.push(TileState {
+                session: session.to_owned(),
+                peer_id: peer_id.to_owned(),
+                label: label.to_owned(),
+                aspect: 16.0 / 9.0,
+                placeholder: None,
+                on_screen_since: None,
+                level_db: -100.0,
+            });
+        }
+        self.update_placeholders();
+        self.relayout(now_ms);
+        Ok(())
+    }
+
+    /// A participant's video changed size (caps on the decoded stream).
+    pub fn set_aspect(&mut self, session: &str, aspect: f64, now_ms: u64) {
+        if let Some(tile) = self.tiles.iter_mut().find(|t| t.session == session) {
+            if (tile.aspect - aspect).abs() > 0.01 {
+                tile.aspect = aspect;
+                self.relayout(now_ms);
+            }
+        }
+    }
+
+    /// Removes everything of a session from the mix; its tile leaves the layout.
+    pub fn detach_session(&mut self, session: &str, now_ms: u64) {
+        let (gone, kept): (Vec<MixInput>, Vec<MixInput>) =
+            self.inputs.drain(..).partition(|i| i.session == session);
+        self.inputs = kept;
+        for input in gone {
+            release(
+                &self.bin,
+                &input.feed,
+                &input.feed_tee,
+                &input.ghost,
+                &input.pad,
+            );
+        }
+        if let Some(pos) = self.tiles.iter().position(|t| t.session == session) {
+            let mut tile = self.tiles.remove(pos);
+            self.close_on_screen(&mut tile, now_ms);
+            if let Some(p) = tile.placeholder.take() {
+                self.remove_placeholder(p);
+            }
+        }
+        if self.speaker.as_deref() == Some(session) {
+            self.speaker = None;
+        }
+        self.relayout(now_ms);
+    }
+
+    /// Feeds an audio level (dBFS, loudest channel) for a session; switches the speaker view
+    /// when someone else has been clearly louder for a while.
+    pub fn on_level(&mut self, session: &str, db: f64, now_ms: u64) {
+        let Some(tile) = self.tiles.iter_mut().find(|t| t.session == session) else {
+            return;
+        };
+        // Smooth over ~0.3 s so single syllables and coughs weigh little.
+        tile.level_db = 0.7 * tile.level_db + 0.3 * db;
+        if self.template.canvas.layout != LayoutKind::Speaker {
+            return;
+        }
+        let Some(loudest) = self
+            .tiles
+            .iter()
+            .filter(|t| t.level_db > SPEAKING_DB)
+            .max_by(|a, b| a.level_db.total_cmp(&b.level_db))
+        else {
+            return;
+        };
+        let current_db = self
+            .speaker
+            .as_ref()
+            .and_then(|s| self.tiles.iter().find(|t| &t.session == s))
+            .map_or(f64::NEG_INFINITY, |t| t.level_db);
+        if self.speaker.as_deref() == Some(&loudest.session)
+            || loudest.level_db < current_db + SWITCH_MARGIN_DB
+        {
+            self.challenger = None;
+            return;
+        }
+        let candidate = loudest.session.clone();
+        match &self.challenger {
+            Some((who, since)) if *who == candidate => {
+                if since.elapsed() >= SWITCH_AFTER || self.speaker.is_none() {
+                    self.speaker = Some(candidate);
+                    self.challenger = None;
+                    self.relayout(now_ms);
+                }
+            }
+            _ => self.challenger = Some((candidate, Instant::now())),
+        }
+    }
+
+    /// The session shown large in the speaker layout.
+    pub fn speaker(&self) -> Option<&str> {
+        self.speaker.as_deref()
+    }
+
+    /// Participants heard but not seen get a placeholder tile; seen ones lose it.
+    fn update_placeholders(&mut self) {
+        if self.vmix.is_none() {
+            return;
+        }
+        for i in 0..self.tiles.len() {
+            let session = self.tiles[i].session.clone();
+            let has_video = self
+                .inputs
+                .iter()
+                .any(|x| x.session == session && x.kind == Kind::Video);
+            let has_audio = self
+                .inputs
+                .iter()
+                .any(|x| x.session == session && x.kind == Kind::Audio);
+            let wants = PLACEHOLDERS && has_audio && !has_video;
+            if wants && self.tiles[i].placeholder.is_none() {
+                match self.make_placeholder(&self.tiles[i].label.clone()) {
+                    Ok(p) => self.tiles[i].placeholder = Some(p),
+                    Err(e) => {
+                        tracing::warn!(template = %self.template.name, "no placeholder tile: {e}")
+                    }
+                }
+            } else if !wants {
+                if let Some(p) = self.tiles[i].placeholder.take() {
+                    self.remove_placeholder(p);
+                }
+            }
+        }
+    }
+
+    /// A grey tile with the participant's name. Its source is not live: it is timed from now
+    /// with a pad offset, and the mixer takes frames at its own pace.
+    fn make_placeholder(&self, label: &str) -> Result<Placeholder, String> {
+        let vmix = self.vmix.as_ref().ok_or("no video mixer")?;
+        let src = gst::ElementFactory::make("videotestsrc")
+            .property("is-live", false)
+            .property_from_str("pattern", "solid-color")
+            .property("foreground-color", 0xff40_4040u32)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("width", PLACEHOLDER_SIZE.0)
+            .field("height", PLACEHOLDER_SIZE.1)
+            .field(
+                "framerate",
+                gst::Fraction::new(self.template.canvas.fps as i32, 1),
+            )
+            .build();
+        let filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", caps)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut elements = vec![src, filter];
+        if let Ok(text) = gst::ElementFactory::make("textoverlay")
+            .property("text", label)
+            .property_from_str("valignment", "center")
+            .property_from_str("halignment", "center")
+            .build()
+        {
+            elements.push(text);
+        }
+        self.bin.add_many(&elements).map_err(|e| e.to_string())?;
+        gst::Element::link_many(&elements).map_err(|e| e.to_string())?;
+        let pad = request(vmix, Kind::Video)?;
+        let out = elements
+            .last()
+            .and_then(|e| e.static_pad("src"))
+            .ok_or("no src pad")?;
+        if let Some(now) = self.bin.current_running_time() {
+            out.set_offset(now.nseconds() as i64);
+        }
+        out.link(&pad)
+            .map_err(|e| format!("cannot link the placeholder: {e:?}"))?;
+        set_rect(
+            &pad,
+            layout::Rect {
+                x: 0,
+                y: 0,
+                w: 2,
+                h: 2,
+            },
+            1,
+        );
+        pad.set_property("alpha", 0.0f64);
+        for e in &elements {
+            e.sync_state_with_parent().map_err(|e| e.to_string())?;
+        }
+        Ok(Placeholder { elements, pad })
+    }
+
+    /// The source's output is dropped first (so unlinking it is no error), then the mixer pad
+    /// is released, which also frees a source thread blocked on it; then the source stops.
+    fn remove_placeholder(&self, p: Placeholder) {
+        if let Some(out) = p.elements.last().and_then(|e| e.static_pad("src")) {
+            out.add_probe(gst::PadProbeType::DATA_DOWNSTREAM, |_, _| {
+                gst::PadProbeReturn::Drop
+            });
+        }
+        if let Some(vmix) = &self.vmix {
+            vmix.release_request_pad(&p.pad);
+        }
+        for e in p.elements {
+            let _ = e.set_state(gst::State::Null);
+            let _ = self.bin.remove(&e);
+        }
+    }
+
+    /// The pad that shows a tile: its video, or its placeholder.
+    fn tile_pad(&self, tile: &TileState) -> Option<gst::Pad> {
+        self.inputs
+            .iter()
+            .find(|i| i.session == tile.session && i.kind == Kind::Video)
+            .map(|i| i.pad.clone())
+            .or_else(|| tile.placeholder.as_ref().map(|p| p.pad.clone()))
+    }
+
+    /// Places every shown tile, in join order.
+    fn relayout(&mut self, now_ms: u64) {
+        if self.vmix.is_none() {
+            return;
+        }
+        let shown: Vec<usize> = (0..self.tiles.len())
+            .filter(|&i| self.tile_pad(&self.tiles[i]).is_some())
+            .collect();
+        let tiles: Vec<Tile> = shown
+            .iter()
+            .map(|&i| Tile {
+                aspect: if self.tiles[i].placeholder.is_some() {
+                    PLACEHOLDER_SIZE.0 as f64 / PLACEHOLDER_SIZE.1 as f64
+                } else {
+                    self.tiles[i].aspect
+                },
+            })
+            .collect();
+        let speaker = self
+            .speaker
+            .as_ref()
+            .and_then(|s| shown.iter().position(|&i| &self.tiles[i].session == s));
+        let canvas = self.template.canvas;
+        let rects = layout::place(canvas.layout, canvas.width, canvas.height, &tiles, speaker);
+        for (k, &i) in shown.iter().enumerate() {
+            if let Some(pad) = self.tile_pad(&self.tiles[i]) {
+                set_rect(&pad, rects[k], 1);
+                pad.set_property("alpha", 1.0f64);
+            }
+            self.tiles[i].on_screen_since.get_or_insert(now_ms);
+        }
+    }
+
+    fn close_on_screen(&mut self, tile: &mut TileState, now_ms: u64) {
+        if let Some(from) = tile.on_screen_since.take() {
+            self.entry.on_screen.push(OnScreen {
+                participant: tile.peer_id.clone(),
+                from_ms: from,
+                to_ms: now_ms,
+            });
+        }
+    }
+
+    /// Ends the mix: the background (and any placeholder) sources send EOS, so the mixers and
+    /// then the muxers finish once every participant has been detached.
+    pub fn send_eos(&mut self, now_ms: u64) {
+        if self.eos_sent {
+            return;
+        }
+        self.eos_sent = true;
+        let mut tiles = std::mem::take(&mut self.tiles);
+        for tile in &mut tiles {
+            self.close_on_screen(tile, now_ms);
+            if let Some(p) = &tile.placeholder {
+                p.elements[0].send_event(gst::event::Eos::new());
+            }
+        }
+        self.tiles = tiles;
+        for src in &self.sources {
+            src.send_event(gst::event::Eos::new());
+        }
+    }
+
+    /// True once every sink of the mix has seen EOS.
+    pub fn finished(&self) -> bool {
+        super::output::all_sinks_eos(&self.bin)
+    }
+}
+
+/// Requests a mixer pad for `kind`.
+fn request(mixer: &gst::Element, kind: Kind) -> Result<gst::Pad, String> {
+    super::media::input_pad(mixer, kind).ok_or_else(|| format!("{} gave no pad", mixer.name()))
+}
+
+fn set_rect(pad: &gst::Pad, r: layout::Rect, zorder: u32) {
+    if pad.find_property("xpos").is_none() {
+        return;
+    }
+    pad.set_property("xpos", r.x);
+    pad.set_property("ypos", r.y);
+    pad.set_property("width", r.w);
+    pad.set_property("height", r.h);
+    pad.set_property("zorder", zorder);
+}
+
+fn release(
+    bin: &gst::Bin,
+    feed: &gst::Pad,
+    feed_tee: &gst::Element,
+    ghost: &gst::GhostPad,
+    pad: &gst::Pad,
+) {
+    let _ = feed.unlink(ghost);
+    feed_tee.release_request_pad(feed);
+    let _ = ghost.set_target(None::<&gst::Pad>);
+    let _ = bin.remove_pad(ghost);
+    if let Some(mixer) = pad.parent_element() {
+        mixer.release_request_pad(pad);
+    }
+}
