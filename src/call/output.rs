@@ -30,13 +30,14 @@ pub struct InputStats {
     pub last_pts_ns: AtomicU64,
 }
 
-/// Smallest step between two frames of a track: containers such as Matroska keep millisecond
-/// timestamps, so closer frames would share one.
-const MIN_FRAME_STEP_NS: u64 = 1_000_000;
+/// Smallest step between two frames of a track. Matroska keeps timestamps rounded to the
+/// millisecond, so frames less than 2 ms apart can round to the same value.
+const MIN_FRAME_STEP_NS: u64 = 2_000_000;
 
 /// Keeps a track's timestamps increasing. rtpbin's lip-sync moves a stream's timestamps back
-/// when the first RTCP sender report arrives, and a burst after a stall can leave frames closer
-/// than a millisecond; either would put frames with equal or decreasing times in the file.
+/// when the first RTCP sender report arrives, and the packets a sender queued while DTLS was
+/// being set up arrive in one burst with nearly equal times; either would put frames with
+/// equal or decreasing times in the file.
 /// Streams with reordered frames (a DTS that differs from the PTS) are left alone.
 fn keep_monotonic(buffer: &mut gst::Buffer, last_pts_ns: &AtomicU64) {
     let Some(pts) = buffer.pts() else {
@@ -417,7 +418,7 @@ mod tests {
             keep_monotonic(&mut b, &last);
             out.push(b.pts().unwrap().mseconds());
         }
-        assert_eq!(out, vec![100, 133, 134, 135, 166, 167]);
+        assert_eq!(out, vec![100, 133, 135, 137, 166, 168]);
     }
 
     #[test]
