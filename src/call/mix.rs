@@ -124,7 +124,10 @@ impl Mix {
                 .property("foreground-color", 0xff00_0000 | canvas.background)
                 .build()
                 .map_err(|e| e.to_string())?;
+            // I420 everywhere: left free, the compositor would pick the background source's
+            // richest format (64-bit RGBA) and could not keep up in real time.
             let caps = gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
                 .field("width", canvas.width as i32)
                 .field("height", canvas.height as i32)
                 .field("framerate", gst::Fraction::new(canvas.fps as i32, 1))
@@ -406,6 +409,7 @@ impl Mix {
             .build()
             .map_err(|e| e.to_string())?;
         let caps = gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
             .field("width", PLACEHOLDER_SIZE.0)
             .field("height", PLACEHOLDER_SIZE.1)
             .field(
