@@ -26,9 +26,6 @@ const SPEAKING_DB: f64 = -50.0;
 const SWITCH_MARGIN_DB: f64 = 6.0;
 /// How long a challenger must stay louder before the view switches.
 const SWITCH_AFTER: Duration = Duration::from_millis(1200);
-/// Whether audio-only participants get a placeholder tile. Off: removing a placeholder's
-/// non-live source from a running compositor stalls it on GStreamer 1.22 (see the README).
-const PLACEHOLDERS: bool = false;
 /// Size of a placeholder tile's source; the compositor scales it.
 const PLACEHOLDER_SIZE: (i32, i32) = (320, 180);
 
@@ -382,7 +379,7 @@ impl Mix {
                 .inputs
                 .iter()
                 .any(|x| x.session == session && x.kind == Kind::Audio);
-            let wants = PLACEHOLDERS && has_audio && !has_video;
+            let wants = has_audio && !has_video;
             if wants && self.tiles[i].placeholder.is_none() {
                 match self.make_placeholder(&self.tiles[i].label.clone()) {
                     Ok(p) => self.tiles[i].placeholder = Some(p),
