@@ -79,3 +79,245 @@ fn audio_mix_covers_the_whole_call() {
         "{report:?}"
     );
 }
+
+/// One decoded video frame, RGB.
+struct Frame {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+impl Frame {
+    /// Mean colour of the middle half of a grid cell.
+    fn cell(&self, cols: usize, rows: usize, col: usize, row: usize) -> [f64; 3] {
+        let (cw, ch) = (self.width / cols, self.height / rows);
+        let (x0, y0) = (col * cw + cw / 4, row * ch + ch / 4);
+        let mut sum = [0f64; 3];
+        let mut n = 0f64;
+        for y in y0..y0 + ch / 2 {
+            for x in x0..x0 + cw / 2 {
+                let i = (y * self.width + x) * 3;
+                for c in 0..3 {
+                    sum[c] += self.rgb[i + c] as f64;
+                }
+                n += 1.0;
+            }
+        }
+        sum.map(|s| s / n)
+    }
+}
+
+fn frame_at(path: &std::path::Path, t: f64) -> Frame {
+    let info = common::probe(path);
+    let v = info
+        .streams
+        .iter()
+        .find(|s| s.codec_type == "video")
+        .expect("video stream");
+    let (width, height) = (v.width.unwrap() as usize, v.height.unwrap() as usize);
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-ss", &format!("{t:.3}"), "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]);
+    let out = common::run_with_timeout(cmd, Duration::from_secs(30));
+    assert_eq!(
+        out.stdout.len(),
+        width * height * 3,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Frame {
+        width,
+        height,
+        rgb: out.stdout,
+    }
+}
+
+fn audio_at(path: &std::path::Path, t: f64, dur: f64) -> Vec<f32> {
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args([
+        "-v",
+        "error",
+        "-ss",
+        &format!("{t:.3}"),
+        "-t",
+        &format!("{dur:.3}"),
+        "-i",
+    ])
+    .arg(path)
+    .args(["-vn", "-ac", "1", "-ar", "48000", "-f", "f32le", "-"]);
+    let out = common::run_with_timeout(cmd, Duration::from_secs(30));
+    out.stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Goertzel power at `freq`, normalised: a sine of amplitude A gives about A²/4.
+fn tone_power(samples: &[f32], freq: f64) -> f64 {
+    let n = samples.len().max(1) as f64;
+    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for &x in samples {
+        let s0 = x as f64 + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) / (n * n)
+}
+
+fn close(a: [f64; 3], b: [f64; 3]) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 70.0)
+}
+
+#[test]
+fn grid_mix_shows_who_is_there_and_plays_their_tones() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[signalling]\nurl = \"{}\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{PIPELINES}\"\ntemplates = [\"mix-webm\", \"mix-mp4\"]\nlinger_secs = 1\n[ice]\nlocal_addresses = [\"127.0.0.1\"]\n",
+        server.url(),
+        rec.path().display()
+    );
+    let _daemon = Daemon::start(&config);
+    let people = [
+        ("red", "440", [255.0, 0.0, 0.0], 440.0),
+        ("green", "660", [0.0, 255.0, 0.0], 660.0),
+        ("blue", "880", [0.0, 0.0, 255.0], 880.0),
+    ];
+    let durations = ["9", "9", "6"];
+    let mut peers = vec![];
+    let mut ids = vec![];
+    for (i, (pattern, freq, _, _)) in people.iter().enumerate() {
+        let mut p = TestPeer::spawn(
+            &server.url(),
+            &[
+                "--pattern",
+                pattern,
+                "--freq",
+                freq,
+                "--width",
+                "320",
+                "--height",
+                "180",
+                "--duration",
+                durations[i],
+                "--meta",
+                r#"{"call":"grid"}"#,
+            ],
+        );
+        ids.push(
+            p.wait_event("welcome", Duration::from_secs(20))["peer_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        p.wait_event("connected", Duration::from_secs(20));
+        peers.push(p);
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    for p in &mut peers {
+        p.wait_event("done", Duration::from_secs(60));
+    }
+    let dir = rec.path().join("grid");
+    let m = common::wait_for(Duration::from_secs(40), Duration::from_millis(200), || {
+        let m = common::read_manifest(&dir);
+        (m["status"] == "complete").then_some(m)
+    });
+    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    for mix in m["mixes"].as_array().unwrap() {
+        assert_eq!(mix["status"], "complete", "{mix:#}");
+        let file = dir.join(mix["files"][0].as_str().unwrap());
+        let info = common::probe(&file);
+        assert!(
+            (info.duration_s - call_secs).abs() < 1.5,
+            "{}: {:.2} s vs call {call_secs:.2} s",
+            mix["template"],
+            info.duration_s
+        );
+        // Who is on screen when, in join order, from the manifest.
+        let spans: Vec<(usize, f64, f64)> = mix["on_screen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let who = ids
+                    .iter()
+                    .position(|id| s["participant"] == id.as_str())
+                    .expect("known participant");
+                (
+                    who,
+                    s["from_ms"].as_f64().unwrap() / 1000.0,
+                    s["to_ms"].as_f64().unwrap() / 1000.0,
+                )
+            })
+            .collect();
+        assert_eq!(spans.len(), 3, "{mix:#}");
+        // Sample the middle of every stretch where the same people are on screen.
+        let mut edges: Vec<f64> = spans.iter().flat_map(|s| [s.1, s.2]).collect();
+        edges.sort_by(f64::total_cmp);
+        let mut checked = 0;
+        for w in edges.windows(2) {
+            if w[1] - w[0] < 1.5 {
+                continue;
+            }
+            let t = (w[0] + w[1]) / 2.0;
+            let mut present: Vec<usize> = spans
+                .iter()
+                .filter(|s| s.1 <= t && t < s.2)
+                .map(|s| s.0)
+                .collect();
+            present.sort_by(|a, b| {
+                spans
+                    .iter()
+                    .find(|s| s.0 == *a)
+                    .unwrap()
+                    .1
+                    .total_cmp(&spans.iter().find(|s| s.0 == *b).unwrap().1)
+            });
+            if present.is_empty() {
+                continue;
+            }
+            let frame = frame_at(&file, t);
+            let (cols, rows) = match present.len() {
+                1 => (1, 1),
+                2 => (2, 1),
+                _ => (2, 2),
+            };
+            for (k, who) in present.iter().enumerate() {
+                let got = frame.cell(cols, rows, k % cols, k / cols);
+                assert!(
+                    close(got, people[*who].2),
+                    "{} at {t:.1} s: cell {k} should be {} but is {got:?}",
+                    mix["template"],
+                    people[*who].0
+                );
+            }
+            let samples = audio_at(&file, t - 0.4, 0.8);
+            for (who, person) in people.iter().enumerate() {
+                let power = tone_power(&samples, person.3);
+                if present.contains(&who) {
+                    assert!(
+                        power > 1e-4,
+                        "{} at {t:.1} s: {} Hz missing ({power:e})",
+                        mix["template"],
+                        person.3
+                    );
+                } else {
+                    assert!(
+                        power < 1e-5,
+                        "{} at {t:.1} s: {} Hz present but they left ({power:e})",
+                        mix["template"],
+                        person.3
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(
+            checked >= 3,
+            "{}: only {checked} stable stretches to check: {spans:?}",
+            mix["template"]
+        );
+    }
+}
