@@ -97,8 +97,8 @@ impl Frame {
         for y in y0..y0 + ch / 2 {
             for x in x0..x0 + cw / 2 {
                 let i = (y * self.width + x) * 3;
-                for c in 0..3 {
-                    sum[c] += self.rgb[i + c] as f64;
+                for (c, total) in sum.iter_mut().enumerate() {
+                    *total += self.rgb[i + c] as f64;
                 }
                 n += 1.0;
             }
