@@ -321,3 +321,197 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
         );
     }
 }
+
+fn mix_config(url: &str, rec: &std::path::Path, pipelines: &str, templates: &str) -> String {
+    format!(
+        "[signalling]\nurl = \"{url}\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{pipelines}\"\ntemplates = [{templates}]\nlinger_secs = 1\n[ice]\nlocal_addresses = [\"127.0.0.1\"]\n",
+        rec.display()
+    )
+}
+
+fn wait_complete(dir: &std::path::Path) -> serde_json::Value {
+    common::wait_for(Duration::from_secs(40), Duration::from_millis(200), || {
+        let m = common::read_manifest(dir);
+        (m["status"] == "complete").then_some(m)
+    })
+}
+
+#[test]
+fn speaker_layout_puts_the_loud_participant_in_the_large_tile() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let pipelines = tempfile::tempdir().unwrap();
+    let webm = std::fs::read_to_string(format!("{PIPELINES}/mix-webm.pipeline")).unwrap();
+    std::fs::write(
+        pipelines.path().join("speaker.pipeline"),
+        webm.replace("# layout: grid", "# layout: speaker"),
+    )
+    .unwrap();
+    let _daemon = Daemon::start(&mix_config(
+        &server.url(),
+        rec.path(),
+        &pipelines.path().display().to_string(),
+        "\"speaker\"",
+    ));
+    let args = |pattern: &'static str, audio: &'static str| {
+        vec![
+            "--pattern",
+            pattern,
+            "--audio",
+            audio,
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--duration",
+            "8",
+            "--meta",
+            r#"{"call":"talk"}"#,
+        ]
+    };
+    let mut peers = vec![
+        TestPeer::spawn(&server.url(), &args("red", "none")),
+        TestPeer::spawn(&server.url(), &args("green", "opus")),
+        TestPeer::spawn(&server.url(), &args("blue", "none")),
+    ];
+    for p in &mut peers {
+        p.wait_event("done", Duration::from_secs(60));
+    }
+    let dir = rec.path().join("talk");
+    let m = wait_complete(&dir);
+    let mix = &m["mixes"][0];
+    assert_eq!(mix["layout"], "speaker", "{mix:#}");
+    let file = dir.join(mix["files"][0].as_str().unwrap());
+    // Everyone is on screen from about 1.5 s; give the speaker choice a moment.
+    let latest_join = mix["on_screen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["from_ms"].as_f64().unwrap())
+        .fold(0.0, f64::max)
+        / 1000.0;
+    let frame = frame_at(&file, latest_join + 3.0);
+    // The large tile is the top four fifths, centred.
+    let big = frame.cell(3, 5, 1, 1);
+    assert!(
+        close(big, [0.0, 255.0, 0.0]),
+        "the speaker's tile should be green, got {big:?}"
+    );
+}
+
+#[test]
+fn a_frozen_camera_does_not_stall_the_mix() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start(&mix_config(
+        &server.url(),
+        rec.path(),
+        PIPELINES,
+        "\"mix-webm\"",
+    ));
+    let mut peer = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--video-stop-after",
+            "2",
+            "--duration",
+            "7",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--meta",
+            r#"{"call":"frozen"}"#,
+        ],
+    );
+    peer.wait_event("done", Duration::from_secs(60));
+    let dir = rec.path().join("frozen");
+    let m = wait_complete(&dir);
+    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    let file = dir.join(m["mixes"][0]["files"][0].as_str().unwrap());
+    let info = common::probe(&file);
+    assert!(
+        (info.duration_s - call_secs).abs() < 1.5,
+        "mix {:.2} s vs call {call_secs:.2} s",
+        info.duration_s
+    );
+    let report = common::decode_check(&file);
+    let fps = report.video_frames as f64 / info.duration_s;
+    assert!(
+        fps > 27.0,
+        "the mix must keep its frame rate: {fps:.1} fps ({report:?})"
+    );
+    // The participant stays on screen with their last frame after the camera stopped.
+    let left = m["mixes"][0]["on_screen"][0]["to_ms"].as_f64().unwrap() / 1000.0;
+    let frame = frame_at(&file, left - 1.0);
+    let c = frame.cell(1, 1, 0, 0);
+    assert!(
+        c.iter().any(|v| *v > 40.0),
+        "last frame kept, not black: {c:?}"
+    );
+}
+
+#[test]
+fn hls_mix_has_a_valid_playlist_covering_the_call() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start(&mix_config(
+        &server.url(),
+        rec.path(),
+        PIPELINES,
+        "\"mix-hls\"",
+    ));
+    let mut peer = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--duration",
+            "7",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--meta",
+            r#"{"call":"live"}"#,
+        ],
+    );
+    peer.wait_event("done", Duration::from_secs(60));
+    let dir = rec.path().join("live");
+    let m = wait_complete(&dir);
+    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    let playlist = std::fs::read_to_string(dir.join("mix-hls.m3u8")).unwrap();
+    assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
+    assert!(
+        playlist.contains("#EXT-X-ENDLIST"),
+        "finalised playlist: {playlist}"
+    );
+    let mut total = 0.0;
+    let mut segments = 0;
+    for line in playlist.lines() {
+        if let Some(d) = line.strip_prefix("#EXTINF:") {
+            total += d
+                .trim_end_matches(',')
+                .split(',')
+                .next()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap();
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let seg = dir.join(line);
+            let info = common::probe(&seg);
+            assert!(
+                info.streams.iter().any(|s| s.codec_name == "h264"),
+                "{line}: {info:?}"
+            );
+            assert!(
+                info.streams.iter().any(|s| s.codec_name == "aac"),
+                "{line}: {info:?}"
+            );
+            segments += 1;
+        }
+    }
+    assert!(segments >= 3, "{playlist}");
+    assert!(
+        (total - call_secs).abs() < 2.5,
+        "segments cover {total:.2} s of a {call_secs:.2} s call"
+    );
+}
