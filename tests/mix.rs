@@ -23,7 +23,7 @@ fn audio_mix_covers_the_whole_call() {
     let server = SignallingServer::start();
     let rec = tempfile::tempdir().unwrap();
     let config = format!(
-        "[signalling]\nurl = \"{}\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{PIPELINES}\"\ntemplates = [\"participant-mkv\", \"mix-audio\"]\nlinger_secs = 1\n[ice]\nlocal_addresses = [\"127.0.0.1\"]\n",
+        "[signalling]\nurl = \"{}\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{PIPELINES}\"\ntemplates = [\"mix-audio\"]\nlinger_secs = 1\nmedia_timeout_secs = 2\n[ice]\nlocal_addresses = [\"127.0.0.1\"]\n",
         server.url(),
         rec.path().display()
     );

@@ -108,6 +108,8 @@ pub struct TrackChain {
     pub elements: Vec<gst::Element>,
     /// Where consumers link: one request pad per consumer.
     pub tee: gst::Element,
+    /// Running time (ns) at which the track last delivered a buffer; 0 before the first.
+    pub last_seen_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn make(factory: &str) -> Result<gst::Element, glib::BoolError> {
@@ -147,10 +149,22 @@ pub fn build_chain(
         .ok_or_else(|| glib::bool_error!("depayloader has no sink pad"))?;
     src.link(&sink)
         .map_err(|e| glib::bool_error!("cannot link webrtcbin to {}: {e:?}", codec.depay))?;
+    // Whether media still arrives, whatever consumes it (a file, a mix, nothing).
+    let last_seen_ns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = last_seen_ns.clone();
+    if let Some(pad) = tee.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+            if let Some(now) = pad.parent_element().and_then(|e| e.current_running_time()) {
+                seen.store(now.nseconds().max(1), std::sync::atomic::Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
     Ok(TrackChain {
         depay,
         elements,
         tee,
+        last_seen_ns,
     })
 }
 

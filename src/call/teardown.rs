@@ -14,17 +14,11 @@ impl Call {
     pub(super) fn media_silent(&self, session: &Session) -> bool {
         let timeout = self.settings.media_timeout;
         let last = session
-            .outputs
-            .iter()
-            .flat_map(|o| o.inputs.iter().map(move |i| (o.base, i)))
-            .filter_map(|(base, i)| {
-                let end = i
-                    .stats
-                    .last_end_ns
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                (end > 0).then(|| end + base.map_or(0, |b| b.nseconds()))
-            })
-            .max();
+            .tracks
+            .values()
+            .map(|t| t.chain.last_seen_ns.load(std::sync::atomic::Ordering::Relaxed))
+            .max()
+            .filter(|&ns| ns > 0);
         match (last, self.pipeline.current_running_time()) {
             (Some(last), Some(now)) => {
                 now.nseconds().saturating_sub(last) > timeout.as_nanos() as u64
