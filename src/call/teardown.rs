@@ -16,7 +16,11 @@ impl Call {
         let last = session
             .tracks
             .values()
-            .map(|t| t.chain.last_seen_ns.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|t| {
+                t.chain
+                    .last_seen_ns
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
             .max()
             .filter(|&ns| ns > 0);
         match (last, self.pipeline.current_running_time()) {
