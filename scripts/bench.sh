@@ -14,14 +14,13 @@ cargo build --locked --release --bins >/dev/null
 
 out="$PWD/bench-out"
 rm -rf "$out/recordings"; mkdir -p "$out"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source scripts/lib.sh
+port=$(free_port)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-gst-webrtc-signalling-server --host 127.0.0.1 --port "$port" >"$out/signalling.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+start_signalling "$port" "$out/signalling.log"
 cat >"$out/callrec.toml" <<TOML
 [signalling]
 url = "ws://127.0.0.1:$port"

@@ -9,14 +9,13 @@ cargo build --locked --release --bins
 
 out="$PWD/demo-out"
 rm -rf "$out"; mkdir -p "$out"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source scripts/lib.sh
+port=$(free_port)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-gst-webrtc-signalling-server --host 127.0.0.1 --port "$port" >"$out/signalling.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+start_signalling "$port" "$out/signalling.log"
 
 cat >"$out/callrec.toml" <<TOML
 [signalling]
@@ -24,7 +23,7 @@ url = "ws://127.0.0.1:$port"
 [recording]
 dir = "$out/recordings"
 pipelines_dir = "$PWD/pipelines"
-templates = ["participant-mkv"]
+templates = ["participant-mkv", "mix-mp4"]
 linger_secs = 2
 [ice]
 local_addresses = ["127.0.0.1"]
@@ -47,7 +46,7 @@ kill -TERM "$callrec"; wait "$callrec" || true
 
 echo
 echo "Recording: $out/recordings"
-for f in "$out"/recordings/*/*.mkv; do
+for f in "$out"/recordings/*/*.mkv "$out"/recordings/*/*.mp4; do
   echo "== $f"
   ffprobe -v error -show_entries format=duration:stream=codec_name,width,height -of compact "$f"
 done

@@ -113,10 +113,7 @@ local_addresses = ["127.0.0.1"]
         .as_f64()
         .unwrap();
     let dir = rec.path().join("good");
-    let m = common::wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
-        let m = common::read_manifest(&dir);
-        (m["status"] == "complete").then_some(m)
-    });
+    let m = common::wait_complete(&dir);
     let file = m["tracks"][0]["file"].as_str().unwrap();
     common::assert_playable(
         &dir.join(file),

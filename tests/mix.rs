@@ -57,10 +57,7 @@ fn audio_mix_covers_the_whole_call() {
     b.wait_event("done", Duration::from_secs(60));
     a.wait_event("done", Duration::from_secs(60));
     let dir = rec.path().join("m");
-    let m = common::wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
-        let m = common::read_manifest(&dir);
-        (m["status"] == "complete").then_some(m)
-    });
+    let m = common::wait_complete(&dir);
     let mix = &m["mixes"][0];
     assert_eq!(mix["template"], "mix-audio", "{m:#}");
     assert_eq!(mix["status"], "complete", "{m:#}");
@@ -220,10 +217,7 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
         p.wait_event("done", Duration::from_secs(60));
     }
     let dir = rec.path().join("grid");
-    let m = common::wait_for(Duration::from_secs(40), Duration::from_millis(200), || {
-        let m = common::read_manifest(&dir);
-        (m["status"] == "complete").then_some(m)
-    });
+    let m = common::wait_complete(&dir);
     let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
     for mix in m["mixes"].as_array().unwrap() {
         assert_eq!(mix["status"], "complete", "{mix:#}");
@@ -329,13 +323,6 @@ fn mix_config(url: &str, rec: &std::path::Path, pipelines: &str, templates: &str
     )
 }
 
-fn wait_complete(dir: &std::path::Path) -> serde_json::Value {
-    common::wait_for(Duration::from_secs(40), Duration::from_millis(200), || {
-        let m = common::read_manifest(dir);
-        (m["status"] == "complete").then_some(m)
-    })
-}
-
 #[test]
 fn speaker_layout_puts_the_loud_participant_in_the_large_tile() {
     let server = SignallingServer::start();
@@ -378,7 +365,7 @@ fn speaker_layout_puts_the_loud_participant_in_the_large_tile() {
         p.wait_event("done", Duration::from_secs(60));
     }
     let dir = rec.path().join("talk");
-    let m = wait_complete(&dir);
+    let m = common::wait_complete(&dir);
     let mix = &m["mixes"][0];
     assert_eq!(mix["layout"], "speaker", "{mix:#}");
     let file = dir.join(mix["files"][0].as_str().unwrap());
@@ -426,7 +413,7 @@ fn a_frozen_camera_does_not_stall_the_mix() {
     );
     peer.wait_event("done", Duration::from_secs(60));
     let dir = rec.path().join("frozen");
-    let m = wait_complete(&dir);
+    let m = common::wait_complete(&dir);
     let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
     let file = dir.join(m["mixes"][0]["files"][0].as_str().unwrap());
     let info = common::probe(&file);
@@ -476,7 +463,7 @@ fn hls_mix_has_a_valid_playlist_covering_the_call() {
     );
     peer.wait_event("done", Duration::from_secs(60));
     let dir = rec.path().join("live");
-    let m = wait_complete(&dir);
+    let m = common::wait_complete(&dir);
     let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
     let playlist = std::fs::read_to_string(dir.join("mix-hls.m3u8")).unwrap();
     assert!(playlist.starts_with("#EXTM3U"), "{playlist}");

@@ -37,14 +37,6 @@ fn sent_secs(peer: &mut TestPeer) -> f64 {
     done["sent_secs"].as_f64().expect("done carries sent_secs")
 }
 
-/// Waits until the call directory's manifest says `complete`, and returns the manifest.
-fn wait_complete(dir: &Path) -> Value {
-    common::wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
-        let m = common::read_manifest(dir);
-        (m["status"] == "complete").then_some(m)
-    })
-}
-
 fn only_call_dir(recordings: &Path) -> PathBuf {
     let dirs = common::find_call_dirs(recordings);
     assert_eq!(dirs.len(), 1, "expected one call directory: {dirs:?}");
@@ -147,7 +139,7 @@ fn records_vp8_h264_and_vp9_participants_with_opus() {
         ("c", &id_vp9, "vp9", sent_vp9),
     ] {
         let dir = rec.path().join(call);
-        let m = wait_complete(&dir);
+        let m = common::wait_complete(&dir);
         check_manifest_basics(&m);
         assert_eq!(m["call"], call);
         assert_eq!(m["participants"][0]["id"], id.as_str());
@@ -192,7 +184,7 @@ fn groups_producers_into_calls() {
         sent_secs(p);
     }
     let team = rec.path().join("team");
-    let m = wait_complete(&team);
+    let m = common::wait_complete(&team);
     check_manifest_basics(&m);
     let participants: Vec<&str> = m["participants"]
         .as_array()
@@ -213,7 +205,7 @@ fn groups_producers_into_calls() {
     }
     // The ungrouped producer is a call of its own.
     let own = rec.path().join(format!("peer-{}", ids[2]));
-    let m = wait_complete(&own);
+    let m = common::wait_complete(&own);
     assert_eq!(m["participants"].as_array().unwrap().len(), 1);
     assert_eq!(common::find_call_dirs(rec.path()).len(), 2);
 }
@@ -269,7 +261,7 @@ fn records_audio_only_video_only_and_late_tracks() {
     ];
     for (i, (call, v, a, sent)) in cases.into_iter().enumerate() {
         let dir = rec.path().join(call);
-        let m = wait_complete(&dir);
+        let m = common::wait_complete(&dir);
         check_manifest_basics(&m);
         let files = files_of(&m, &ids[i]);
         assert_eq!(files.len(), 1, "{call}: {m:#}");
@@ -322,7 +314,7 @@ fn unaccepted_codec_is_skipped_with_a_warning() {
     let id = peer_id(&mut peer);
     let sent = sent_secs(&mut peer);
     let dir = rec.path().join("skip");
-    let m = wait_complete(&dir);
+    let m = common::wait_complete(&dir);
     let video = m["tracks"]
         .as_array()
         .unwrap()
@@ -365,7 +357,7 @@ fn abrupt_disconnect_finalises_the_file() {
     std::thread::sleep(Duration::from_secs(4));
     peer.kill();
     let dir = rec.path().join("abrupt");
-    let m = wait_complete(&dir);
+    let m = common::wait_complete(&dir);
     check_manifest_basics(&m);
     let files = files_of(&m, &id);
     common::assert_playable(
@@ -401,7 +393,7 @@ fn survives_a_signalling_server_restart() {
     let sent_after = sent_secs(&mut after);
     let sent_before = sent_secs(&mut before);
     let dir = rec.path().join("after");
-    let m = wait_complete(&dir);
+    let m = common::wait_complete(&dir);
     common::assert_playable(
         &dir.join(&files_of(&m, &id_after)[0]),
         &Expect {
@@ -413,7 +405,7 @@ fn survives_a_signalling_server_restart() {
     );
     // The recording in progress carried on through the outage.
     let dir = rec.path().join("before");
-    let m = wait_complete(&dir);
+    let m = common::wait_complete(&dir);
     common::assert_playable(
         &dir.join(&files_of(&m, &id_before)[0]),
         &Expect {
@@ -549,7 +541,7 @@ fn a_participant_who_returns_within_the_linger_rejoins_the_call() {
     let id2 = peer_id(&mut second);
     let sent2 = sent_secs(&mut second);
     let dir = only_call_dir(rec.path());
-    let m = wait_complete(&dir);
+    let m = common::wait_complete(&dir);
     check_manifest_basics(&m);
     assert_eq!(m["participants"].as_array().unwrap().len(), 2, "{m:#}");
     for (id, sent) in [(&id1, sent1), (&id2, sent2)] {
@@ -595,7 +587,7 @@ fn a_track_later_than_the_wait_gets_a_file_of_its_own() {
     let id = peer_id(&mut peer);
     let sent = sent_secs(&mut peer);
     let dir = rec.path().join("later");
-    let m = wait_complete(&dir);
+    let m = common::wait_complete(&dir);
     check_manifest_basics(&m);
     let track = |kind: &str| {
         m["tracks"]
@@ -676,7 +668,7 @@ fn records_only_producers_matching_the_filter() {
         Some(2),
         "the filtered producer must not be consumed"
     );
-    wait_complete(&rec.path().join("yes"));
+    common::wait_complete(&rec.path().join("yes"));
     assert_eq!(common::find_call_dirs(rec.path()).len(), 1);
     assert!(daemon.log().contains("does not match"), "the log says why");
 }

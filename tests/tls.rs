@@ -107,10 +107,7 @@ fn records_through_a_wss_signalling_server() {
         .as_f64()
         .unwrap();
     let dir = rec.path().join("tls");
-    let m = common::wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
-        let m = common::read_manifest(&dir);
-        (m["status"] == "complete").then_some(m)
-    });
+    let m = common::wait_complete(&dir);
     let file = m["tracks"][0]["file"].as_str().unwrap();
     common::assert_playable(
         &dir.join(file),

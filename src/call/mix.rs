@@ -129,28 +129,14 @@ impl Mix {
                 .field("height", canvas.height as i32)
                 .field("framerate", gst::Fraction::new(canvas.fps as i32, 1))
                 .build();
-            let filter = gst::ElementFactory::make("capsfilter")
-                .property("caps", caps)
-                .build()
-                .map_err(|e| e.to_string())?;
-            bin.add_many([&src, &filter]).map_err(|e| e.to_string())?;
-            src.link(&filter).map_err(|e| e.to_string())?;
-            let pad = request(vmix, Kind::Video)?;
-            filter
-                .static_pad("src")
-                .ok_or("capsfilter has no src pad")?
-                .link(&pad)
-                .map_err(|e| format!("cannot link the background: {e:?}"))?;
-            set_rect(
-                &pad,
-                layout::Rect {
-                    x: 0,
-                    y: 0,
-                    w: canvas.width as i32,
-                    h: canvas.height as i32,
-                },
-                0,
-            );
+            let pad = add_source(&bin, &src, caps, vmix, Kind::Video)?;
+            let full = layout::Rect {
+                x: 0,
+                y: 0,
+                w: canvas.width as i32,
+                h: canvas.height as i32,
+            };
+            set_rect(&pad, full, 0);
             sources.push(src);
         }
         if let Some(amix) = &amix {
@@ -163,18 +149,7 @@ impl Mix {
                 .field("rate", 48_000i32)
                 .field("channels", 2i32)
                 .build();
-            let filter = gst::ElementFactory::make("capsfilter")
-                .property("caps", caps)
-                .build()
-                .map_err(|e| e.to_string())?;
-            bin.add_many([&src, &filter]).map_err(|e| e.to_string())?;
-            src.link(&filter).map_err(|e| e.to_string())?;
-            let pad = request(amix, Kind::Audio)?;
-            filter
-                .static_pad("src")
-                .ok_or("capsfilter has no src pad")?
-                .link(&pad)
-                .map_err(|e| format!("cannot link the silence: {e:?}"))?;
+            add_source(&bin, &src, caps, amix, Kind::Audio)?;
             sources.push(src);
         }
         let files = super::output::sink_files(&bin, call_dir);
@@ -242,18 +217,7 @@ impl Mix {
         // A failing mix must not stop the decoder that other mixes share.
         super::media::isolate(&feed);
         if kind == Kind::Video {
-            // Hidden until the layout places it.
-            set_rect(
-                &pad,
-                layout::Rect {
-                    x: 0,
-                    y: 0,
-                    w: 2,
-                    h: 2,
-                },
-                1,
-            );
-            pad.set_property("alpha", 0.0f64);
+            hide(&pad);
         }
         self.inputs.push(MixInput {
             session: session.to_owned(),
@@ -439,17 +403,7 @@ impl Mix {
         }
         out.link(&pad)
             .map_err(|e| format!("cannot link the placeholder: {e:?}"))?;
-        set_rect(
-            &pad,
-            layout::Rect {
-                x: 0,
-                y: 0,
-                w: 2,
-                h: 2,
-            },
-            1,
-        );
-        pad.set_property("alpha", 0.0f64);
+        hide(&pad);
         for e in &elements {
             e.sync_state_with_parent().map_err(|e| e.to_string())?;
         }
@@ -551,9 +505,47 @@ impl Mix {
     }
 }
 
+/// Adds `src ! capsfilter` to the mix bin and links it to a new pad of `mixer`.
+fn add_source(
+    bin: &gst::Bin,
+    src: &gst::Element,
+    caps: gst::Caps,
+    mixer: &gst::Element,
+    kind: Kind,
+) -> Result<gst::Pad, String> {
+    let filter = gst::ElementFactory::make("capsfilter")
+        .property("caps", caps)
+        .build()
+        .map_err(|e| e.to_string())?;
+    bin.add_many([src, &filter]).map_err(|e| e.to_string())?;
+    src.link(&filter).map_err(|e| e.to_string())?;
+    let pad = request(mixer, kind)?;
+    filter
+        .static_pad("src")
+        .ok_or("capsfilter has no src pad")?
+        .link(&pad)
+        .map_err(|e| format!("cannot link the {} background: {e:?}", kind.as_str()))?;
+    Ok(pad)
+}
+
 /// Requests a mixer pad for `kind`.
 fn request(mixer: &gst::Element, kind: Kind) -> Result<gst::Pad, String> {
     super::media::input_pad(mixer, kind).ok_or_else(|| format!("{} gave no pad", mixer.name()))
+}
+
+/// Keeps a new compositor pad invisible until the layout places it.
+fn hide(pad: &gst::Pad) {
+    set_rect(
+        pad,
+        layout::Rect {
+            x: 0,
+            y: 0,
+            w: 2,
+            h: 2,
+        },
+        1,
+    );
+    pad.set_property("alpha", 0.0f64);
 }
 
 fn set_rect(pad: &gst::Pad, r: layout::Rect, zorder: u32) {

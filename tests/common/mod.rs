@@ -659,6 +659,14 @@ pub fn wait_for<T>(timeout: Duration, poll: Duration, mut f: impl FnMut() -> Opt
     }
 }
 
+/// Waits (up to 40 s) until a call directory's manifest says `complete`, and returns it.
+pub fn wait_complete(call_dir: &Path) -> Value {
+    wait_for(Duration::from_secs(40), Duration::from_millis(200), || {
+        let m = read_manifest(call_dir);
+        (m["status"] == "complete").then_some(m)
+    })
+}
+
 /// The call directories under a recordings directory.
 pub fn find_call_dirs(recordings: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(recordings)
