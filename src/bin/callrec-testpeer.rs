@@ -352,6 +352,10 @@ impl Media {
                 enc.set_property("cpu-used", 8i32);
                 enc.set_property("target-bitrate", (args.bitrate * 1000) as i32);
                 enc.set_property("keyframe-max-dist", keyframe_dist as i32);
+                // Real-time senders don't look ahead: libvpx's default lag of 25 frames adds
+                // most of a second of latency, which rtpbin's lip-sync then moves audio by.
+                enc.set_property("lag-in-frames", 0i32);
+                enc.set_property_from_str("end-usage", "cbr");
                 chain.push(enc);
                 payloading
             }

@@ -531,9 +531,12 @@ pub struct DecodeReport {
     pub errors: String,
 }
 
-/// Decodes every stream with ffprobe's frame counter and ffmpeg's error log.
+/// Decodes the first video and audio streams in full, counting frames and collecting errors.
 pub fn decode_check(path: &Path) -> DecodeReport {
-    let count = |sel: &str| -> u64 {
+    // ffprobe decodes every frame of the stream with -count_frames and reports decoder errors
+    // at -v error. (`ffmpeg -f null` would also complain about its own output muxer's
+    // timestamp rounding, which says nothing about the file.)
+    let count = |sel: &str| -> (u64, String) {
         let mut cmd = Command::new("ffprobe");
         cmd.args([
             "-v",
@@ -549,20 +552,18 @@ pub fn decode_check(path: &Path) -> DecodeReport {
         .arg(path);
         let out = run_with_timeout(cmd, Duration::from_secs(60));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v["streams"][0]["nb_read_frames"]
+        let frames = v["streams"][0]["nb_read_frames"]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        (frames, String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-nostdin", "-i"])
-        .arg(path)
-        .args(["-map", "0", "-f", "null", "-"]);
-    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    let (video_frames, video_errors) = count("v:0");
+    let (audio_frames, audio_errors) = count("a:0");
     DecodeReport {
-        video_frames: count("v:0"),
-        audio_frames: count("a:0"),
-        errors: String::from_utf8_lossy(&out.stderr).into_owned(),
+        video_frames,
+        audio_frames,
+        errors: video_errors + &audio_errors,
     }
 }
 
