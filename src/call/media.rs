@@ -133,7 +133,13 @@ pub fn build_chain(
     }
     let mut elements = vec![depay.clone()];
     if let Some(parse) = codec.parse {
-        elements.push(make(parse)?);
+        let parser = make(parse)?;
+        // Parameter sets before every keyframe, so a resolution change mid-call decodes from
+        // the stream alone (the container's header keeps the first ones).
+        if parser.find_property("config-interval").is_some() {
+            parser.set_property("config-interval", -1i32);
+        }
+        elements.push(parser);
     }
     let tee = gst::ElementFactory::make("tee")
         .property("allow-not-linked", true)

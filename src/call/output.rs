@@ -30,6 +30,68 @@ pub struct InputStats {
     pub last_pts_ns: AtomicU64,
 }
 
+/// A sender may change resolution or frame rate mid-call (a simulcast layer switch, a window
+/// resize). VP8, VP9, AV1 and H.264/H.265 with in-band parameter sets carry the new size in
+/// the stream itself, but muxers such as Matroska refuse new caps on a track and would stop
+/// the file. So a video input keeps the caps it started with, as long as only the picture's
+/// size or rate changes; a real format change still reaches the muxer.
+fn keep_first_video_caps(pad: &gst::Pad) {
+    let first: std::sync::Mutex<Option<gst::Caps>> = std::sync::Mutex::new(None);
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(caps) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let new = caps.caps_owned();
+        let Ok(mut first) = first.lock() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        match first.as_ref() {
+            Some(old) if same_stream_apart_from_size(old, &new) => gst::PadProbeReturn::Drop,
+            _ => {
+                *first = Some(new);
+                gst::PadProbeReturn::Ok
+            }
+        }
+    });
+}
+
+/// True if two encoded-video caps differ only in fields a stream carries in-band.
+fn same_stream_apart_from_size(old: &gst::CapsRef, new: &gst::CapsRef) -> bool {
+    const IN_BAND: &[&str] = &[
+        "width",
+        "height",
+        "framerate",
+        "pixel-aspect-ratio",
+        "codec_data",
+        "level",
+        "profile",
+        "chroma-format",
+        "bit-depth-luma",
+        "bit-depth-chroma",
+        "colorimetry",
+        "chroma-site",
+        "multiview-mode",
+        "multiview-flags",
+        "interlace-mode",
+        "streamheader",
+    ];
+    let (Some(a), Some(b)) = (old.structure(0), new.structure(0)) else {
+        return false;
+    };
+    if a.name() != b.name() || !a.name().starts_with("video/") {
+        return false;
+    }
+    let strip = |s: &gst::StructureRef| {
+        let mut s = s.to_owned();
+        s.remove_fields(IN_BAND.iter().copied());
+        s
+    };
+    strip(a) == strip(b)
+}
+
 /// Smallest step between two frames of a track. Matroska keeps timestamps rounded to the
 /// millisecond, so frames less than 2 ms apart can round to the same value.
 const MIN_FRAME_STEP_NS: u64 = 2_000_000;
@@ -225,6 +287,9 @@ impl Output {
                 gst::PadProbeReturn::Ok
             },
         );
+        if is_video {
+            keep_first_video_caps(&tee_pad);
+        }
         tee_pad
             .link(&input.ghost)
             .map_err(|e| format!("cannot link track to {}: {e:?}", self.template.name))?;
@@ -419,6 +484,23 @@ mod tests {
             out.push(b.pts().unwrap().mseconds());
         }
         assert_eq!(out, vec![100, 133, 135, 137, 166, 168]);
+    }
+
+    #[test]
+    fn size_changes_keep_the_track_but_format_changes_do_not() {
+        gst::init().unwrap();
+        let caps = |s: &str| s.parse::<gst::Caps>().unwrap();
+        let small = caps("video/x-vp8, width=(int)640, height=(int)360, framerate=(fraction)30/1");
+        let big = caps("video/x-vp8, width=(int)1280, height=(int)720, framerate=(fraction)15/1");
+        assert!(same_stream_apart_from_size(&small, &big));
+        let h264 = caps("video/x-h264, stream-format=(string)avc, alignment=(string)au, width=(int)640, height=(int)360");
+        let h264_big = caps("video/x-h264, stream-format=(string)avc, alignment=(string)au, width=(int)1280, height=(int)720, level=(string)3.1");
+        assert!(same_stream_apart_from_size(&h264, &h264_big));
+        assert!(!same_stream_apart_from_size(&small, &h264));
+        let bytestream = caps("video/x-h264, stream-format=(string)byte-stream, alignment=(string)au, width=(int)640, height=(int)360");
+        assert!(!same_stream_apart_from_size(&h264, &bytestream));
+        let opus = caps("audio/x-opus, channels=(int)2");
+        assert!(!same_stream_apart_from_size(&opus, &opus));
     }
 
     #[test]
