@@ -19,8 +19,14 @@
 //! request them with RTCP PLI/FIR, which reach the encoder as force-key-unit
 //! events.
 //!
+//! For tests of mixes, the video can be a solid colour (`--color`), video and
+//! audio can carry A/V sync markers (`--marker-interval`: white flashes and 1 kHz
+//! beeps painted on the raw media from buffer timestamps, so both start at the same
+//! PTS), and the video can change its size mid-stream (`--resize-after` and
+//! `--resize-to`: new caps on the raw caps filter, the encoder renegotiates).
+//!
 //! Machine-readable progress is printed on stdout, one JSON object per line
-//! (`welcome`, `session`, `connected`, `media`, `media_stopped`,
+//! (`welcome`, `session`, `connected`, `media`, `media_stopped`, `resized`,
 //! `session_ended`, `done`); logs go to stderr (`RUST_LOG` is honoured).
 //!
 //! Exit status: 0 on success (also after SIGTERM/SIGINT), 1 on errors (bad
@@ -30,7 +36,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -38,6 +45,7 @@ use clap::{Parser, ValueEnum};
 use futures::{SinkExt, StreamExt};
 use gst::prelude::*;
 use gst_plugin_webrtc_signalling_protocol as proto;
+use gst_video::prelude::VideoFrameExt;
 use gst_webrtc::{
     WebRTCBundlePolicy, WebRTCPeerConnectionState, WebRTCRTPTransceiver,
     WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
@@ -126,6 +134,27 @@ struct Args {
     /// Seconds after connection when video stops flowing (audio goes on)
     #[arg(long, value_parser = parse_secs)]
     video_stop_after: Option<Duration>,
+    /// Solid video colour instead of a test pattern, as 0xRRGGBB (e.g. 0xff0000 for red)
+    #[arg(long, value_name = "0xRRGGBB", value_parser = parse_color, conflicts_with = "pattern")]
+    color: Option<u32>,
+    /// A/V sync markers: video is black (or --color) with a white flash of the whole frame,
+    /// audio is silent with a 1 kHz beep (amplitude 0.8); flash and beep last ~100 ms (3
+    /// frames at 30 fps) and start together, at the same PTS, at every positive multiple of
+    /// SECS of the media timeline (buffer PTS), rounded up to the next video frame
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = parse_marker_interval,
+        conflicts_with_all = ["pattern", "freq"]
+    )]
+    marker_interval: Option<Duration>,
+    /// Seconds after the first session of the process connects when the video resolution
+    /// changes to --resize-to (prints a `resized` event once the encoder uses the new size)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "resize_to")]
+    resize_after: Option<Duration>,
+    /// New video size for --resize-after, as WIDTHxHEIGHT (e.g. 1280x720)
+    #[arg(long, value_name = "WxH", value_parser = parse_size, requires = "resize_after")]
+    resize_to: Option<Size>,
     /// Number of independent producer connections, all fed by one encode
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     peers: u32,
@@ -153,6 +182,48 @@ fn parse_meta(s: &str) -> Result<serde_json::Value, String> {
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
     Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration: {e}"))
+}
+
+/// Parses `--color`: `0xRRGGBB` (also `#RRGGBB` or bare `RRGGBB`).
+fn parse_color(s: &str) -> Result<u32, String> {
+    let hex = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .or_else(|| s.strip_prefix('#'))
+        .unwrap_or(s);
+    if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("expected 0xRRGGBB (six hex digits)".into());
+    }
+    u32::from_str_radix(hex, 16).map_err(|e| format!("invalid colour: {e}"))
+}
+
+/// Parses `--marker-interval`: seconds, long enough for one flash and a gap.
+fn parse_marker_interval(s: &str) -> Result<Duration, String> {
+    let interval = parse_secs(s)?;
+    if interval < Duration::from_millis(250) {
+        return Err("must be at least 0.25 seconds".into());
+    }
+    Ok(interval)
+}
+
+/// A video frame size.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Size {
+    width: u32,
+    height: u32,
+}
+
+/// Parses `--resize-to`: `WIDTHxHEIGHT`, within the limits of `--width`/`--height`.
+fn parse_size(s: &str) -> Result<Size, String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| "expected WIDTHxHEIGHT, e.g. 1280x720".to_owned())?;
+    let width: u32 = w.trim().parse().map_err(|e| format!("bad width: {e}"))?;
+    let height: u32 = h.trim().parse().map_err(|e| format!("bad height: {e}"))?;
+    if !(16..=7680).contains(&width) || !(16..=4320).contains(&height) {
+        return Err("width must be 16..=7680 and height 16..=4320".into());
+    }
+    Ok(Size { width, height })
 }
 
 /// Parses the sine frequency (audiotestsrc accepts 0..=20000 Hz).
@@ -290,6 +361,238 @@ struct Track {
 struct Media {
     pipeline: gst::Pipeline,
     tracks: Vec<Track>,
+    /// Raw video capsfilter (its caps set the size) and the encoder, for `--resize-to`.
+    video: Option<VideoControl>,
+}
+
+/// Handles on the shared video chain needed to change its size mid-stream.
+struct VideoControl {
+    filter: gst::Element,
+    encoder: gst::Element,
+    fps: u32,
+}
+
+impl VideoControl {
+    /// Raw video caps of the source chain.
+    fn caps(size: Size, fps: u32) -> gst::Caps {
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", size.width as i32)
+            .field("height", size.height as i32)
+            .field("framerate", gst::Fraction::new(fps as i32, 1))
+            .build()
+    }
+
+    /// Size of the encoder's current output, if negotiated.
+    fn encoded_size(&self) -> Option<Size> {
+        let caps = self.encoder.static_pad("src")?.current_caps()?;
+        let s = caps.structure(0)?;
+        let width = s.get::<i32>("width").ok()?;
+        let height = s.get::<i32>("height").ok()?;
+        Some(Size {
+            width: u32::try_from(width).ok()?,
+            height: u32::try_from(height).ok()?,
+        })
+    }
+
+    /// Switches the raw video to `size` and waits until the encoder outputs it.
+    async fn resize(&self, size: Size) -> Result<()> {
+        const MAX_WAIT: Duration = Duration::from_secs(10);
+        const POLL: Duration = Duration::from_millis(10);
+        info!("resizing video to {}x{}", size.width, size.height);
+        self.filter.set_property("caps", Self::caps(size, self.fps));
+        let give_up = Instant::now() + MAX_WAIT;
+        while self.encoded_size() != Some(size) {
+            if Instant::now() >= give_up {
+                bail!(
+                    "the encoder did not switch to {}x{} within {} s",
+                    size.width,
+                    size.height,
+                    MAX_WAIT.as_secs()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
+    }
+}
+
+/// A/V sync markers (`--marker-interval`), computed from buffer timestamps.
+///
+/// Marker `k` (`k >= 1`) starts at the PTS of the first video frame at or after `k *
+/// interval` and lasts `flash_frames` frames; the beep covers exactly the same span of the
+/// media timeline. Live sources start their timestamps at the running time they started
+/// at, so the video frame grid is anchored at the first video PTS, which the video probe
+/// records for the audio probe.
+#[derive(Clone, Debug)]
+struct Markers {
+    interval_ns: u128,
+    fps: u128,
+    flash_frames: u128,
+    /// PTS of the first video frame in ns ([`Markers::UNSET`] until it is seen).
+    origin: Arc<AtomicU64>,
+}
+
+impl Markers {
+    /// Flash/beep length in seconds (about 100 ms).
+    const LENGTH_SECS: f64 = 0.1;
+    /// Beep frequency in Hz.
+    const BEEP_HZ: f64 = 1000.0;
+    /// Beep amplitude (full scale is 1.0).
+    const BEEP_AMPLITUDE: f64 = 0.8;
+    const NS: u128 = 1_000_000_000;
+    const UNSET: u64 = u64::MAX;
+
+    /// Markers every `interval`; without video (`fps` is `None`) the grid is the PTS itself.
+    fn new(interval: Duration, fps: Option<u32>) -> Self {
+        let rate = fps.unwrap_or(30);
+        let flash_frames = (Self::LENGTH_SECS * f64::from(rate)).round().max(1.0) as u128;
+        let origin = if fps.is_some() { Self::UNSET } else { 0 };
+        Self {
+            interval_ns: interval.as_nanos().max(1),
+            fps: u128::from(rate),
+            flash_frames,
+            origin: Arc::new(AtomicU64::new(origin)),
+        }
+    }
+
+    /// PTS (ns) of the video frame grid's frame 0, once known.
+    fn origin(&self) -> Option<u128> {
+        match self.origin.load(Ordering::Acquire) {
+            Self::UNSET => None,
+            origin => Some(u128::from(origin)),
+        }
+    }
+
+    /// PTS (ns) of video frame `n` (videotestsrc rounds down the same way).
+    fn frame_time(&self, origin: u128, n: u128) -> u128 {
+        origin + n * Self::NS / self.fps
+    }
+
+    /// The marker windows `[start, end)` (ns of PTS) that overlap `[from, to)`.
+    fn windows(&self, from: u128, to: u128) -> Vec<(u128, u128)> {
+        let Some(origin) = self.origin() else {
+            return Vec::new();
+        };
+        // A window starts less than one frame after its multiple of the interval.
+        let span = (1 + self.flash_frames) * Self::NS / self.fps + 1;
+        let mut found = Vec::new();
+        let mut k = to / self.interval_ns;
+        while k >= 1 && k * self.interval_ns + span > from {
+            let due = (k * self.interval_ns).saturating_sub(origin);
+            let n = (due * self.fps).div_ceil(Self::NS);
+            let start = self.frame_time(origin, n);
+            let end = self.frame_time(origin, n + self.flash_frames);
+            if start < to && end > from {
+                found.push((start, end));
+            }
+            k -= 1;
+        }
+        found
+    }
+
+    /// Whether the video frame with this PTS is part of a flash.
+    fn is_flash(&self, pts: gst::ClockTime) -> bool {
+        let pts = u128::from(pts.nseconds());
+        let _ = self.origin.compare_exchange(
+            Self::UNSET,
+            pts as u64,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        let Some(origin) = self.origin() else {
+            return false;
+        };
+        let Some(since) = pts.checked_sub(origin) else {
+            return false;
+        };
+        // Snap to the frame grid (a size change may leave the PTS a nanosecond off it).
+        let n = (since * self.fps + Self::NS / 2) / Self::NS;
+        let t = self.frame_time(origin, n);
+        !self.windows(t, t + 1).is_empty()
+    }
+
+    /// Whole-frame white flashes on raw I420 video (probe on the raw video pad).
+    fn add_video_probe(self, pad: &gst::Pad) {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if !buffer.pts().is_some_and(|pts| self.is_flash(pts)) {
+                return gst::PadProbeReturn::Ok;
+            }
+            let Some(video_info) = pad
+                .current_caps()
+                .and_then(|caps| gst_video::VideoInfo::from_caps(&caps).ok())
+            else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let full_range =
+                video_info.colorimetry().range() == gst_video::VideoColorRange::Range0_255;
+            let white_y = if full_range { 255 } else { 235 };
+            let buffer = buffer.make_mut();
+            match gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &video_info) {
+                Ok(mut frame) => {
+                    for plane in 0..frame.n_planes() {
+                        let value = if plane == 0 { white_y } else { 128 };
+                        if let Ok(data) = frame.plane_data_mut(plane) {
+                            data.fill(value);
+                        }
+                    }
+                }
+                Err(e) => warn!("cannot map a video frame for a marker flash: {e}"),
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    /// 1 kHz beeps on raw S16LE audio (probe on the raw audio pad).
+    fn add_audio_probe(self, pad: &gst::Pad) {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(pts) = buffer.pts() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some((rate, channels)) = pad.current_caps().and_then(|caps| {
+                let s = caps.structure(0)?;
+                let rate = u128::try_from(s.get::<i32>("rate").ok()?).ok()?;
+                let channels = usize::try_from(s.get::<i32>("channels").ok()?).ok()?;
+                (rate > 0 && channels > 0).then_some((rate, channels))
+            }) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let start = u128::from(pts.nseconds());
+            let frames = buffer.size() / (2 * channels);
+            let sample_time = |i: usize| start + (i as u128 * Self::NS + rate / 2) / rate;
+            let windows = self.windows(start, sample_time(frames));
+            if windows.is_empty() {
+                return gst::PadProbeReturn::Ok;
+            }
+            let buffer = buffer.make_mut();
+            let Ok(mut map) = buffer.map_writable() else {
+                warn!("cannot map an audio buffer for a marker beep");
+                return gst::PadProbeReturn::Ok;
+            };
+            for (i, frame) in map.chunks_exact_mut(2 * channels).enumerate() {
+                let t = sample_time(i);
+                let beep = windows.iter().find(|(s, e)| (*s..*e).contains(&t));
+                let sample = match beep {
+                    Some((s, _)) => {
+                        let secs = (t - s) as f64 / Self::NS as f64;
+                        let v = (2.0 * std::f64::consts::PI * Self::BEEP_HZ * secs).sin();
+                        (v * Self::BEEP_AMPLITUDE * f64::from(i16::MAX)).round() as i16
+                    }
+                    None => 0,
+                };
+                for ch in frame.chunks_exact_mut(2) {
+                    ch.copy_from_slice(&sample.to_le_bytes());
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
 }
 
 impl Media {
@@ -297,16 +600,29 @@ impl Media {
     fn new(args: &Args) -> Result<Self> {
         let pipeline = gst::Pipeline::with_name("callrec-testpeer");
         let mut tracks = Vec::new();
-        if args.video != VideoCodec::None {
-            tracks.push(Self::build_video(&pipeline, args)?);
+        let has_video = args.video != VideoCodec::None;
+        let markers = args
+            .marker_interval
+            .map(|interval| Markers::new(interval, has_video.then_some(args.fps)));
+        let mut video = None;
+        if has_video {
+            let (track, control) = Self::build_video(&pipeline, args, markers.as_ref())?;
+            tracks.push(track);
+            video = Some(control);
+        } else if args.resize_after.is_some() {
+            bail!("--resize-after needs video (not --video none)");
         }
         if args.audio != AudioCodec::None {
-            tracks.push(Self::build_audio(&pipeline, args)?);
+            tracks.push(Self::build_audio(&pipeline, args, markers.as_ref())?);
         }
         if tracks.is_empty() {
             bail!("nothing to send: both --video and --audio are `none`");
         }
-        Ok(Self { pipeline, tracks })
+        Ok(Self {
+            pipeline,
+            tracks,
+            video,
+        })
     }
 
     /// Creates a tee that keeps running with no branch attached.
@@ -319,22 +635,39 @@ impl Media {
         Ok(tee)
     }
 
-    /// `videotestsrc ! caps ! timeoverlay ! videoconvert ! encoder ! tee`.
-    fn build_video(pipeline: &gst::Pipeline, args: &Args) -> Result<Track> {
+    /// `videotestsrc ! videoscale ! caps ! [timeoverlay] ! videoconvert ! encoder ! tee`.
+    ///
+    /// With `--color` or `--marker-interval` the frames are solid (no time overlay), and the
+    /// markers' flashes are painted by a probe on the raw I420 caps filter output.
+    fn build_video(
+        pipeline: &gst::Pipeline,
+        args: &Args,
+        markers: Option<&Markers>,
+    ) -> Result<(Track, VideoControl)> {
         let src = make("videotestsrc")?;
         src.set_property("is-live", true);
-        set_enum_property(&src, "pattern", &args.pattern)?;
+        let solid = args.color.is_some() || args.marker_interval.is_some();
+        if solid {
+            // Markers default to black between the flashes.
+            set_enum_property(&src, "pattern", "solid-color")?;
+            src.set_property("foreground-color", 0xff00_0000 | args.color.unwrap_or(0));
+        } else {
+            set_enum_property(&src, "pattern", &args.pattern)?;
+        }
         let filter = make("capsfilter")?;
-        filter.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("width", args.width as i32)
-                .field("height", args.height as i32)
-                .field("framerate", gst::Fraction::new(args.fps as i32, 1))
-                .build(),
-        );
-        let mut chain = vec![src, filter];
-        if gst::ElementFactory::find("timeoverlay").is_some() {
+        let size = Size {
+            width: args.width,
+            height: args.height,
+        };
+        filter.set_property("caps", VideoControl::caps(size, args.fps));
+        if let Some(markers) = markers {
+            let pad = filter
+                .static_pad("src")
+                .context("capsfilter without src pad")?;
+            markers.clone().add_video_probe(&pad);
+        }
+        let mut chain = vec![src, make("videoscale")?, filter.clone()];
+        if !solid && gst::ElementFactory::find("timeoverlay").is_some() {
             chain.push(make("timeoverlay")?);
         }
         chain.push(make("videoconvert")?);
@@ -356,8 +689,8 @@ impl Media {
                 // most of a second of latency, which rtpbin's lip-sync then moves audio by.
                 enc.set_property("lag-in-frames", 0i32);
                 enc.set_property_from_str("end-usage", "cbr");
-                chain.push(enc);
-                payloading
+                chain.push(enc.clone());
+                (payloading, enc)
             }
             VideoCodec::H264 => {
                 let enc = make("x264enc")?;
@@ -372,29 +705,62 @@ impl Media {
                         .field("profile", "constrained-baseline")
                         .build(),
                 );
-                chain.push(enc);
+                chain.push(enc.clone());
                 chain.push(profile);
-                Payloading::H264
+                (Payloading::H264, enc)
             }
             VideoCodec::None => unreachable!("video track requested without a codec"),
         };
+        let (payloading, encoder) = payloading;
         let tee = Self::make_tee("video-tee")?;
         chain.push(tee.clone());
         pipeline.add_many(&chain)?;
         gst::Element::link_many(&chain).context("cannot link the video encoder chain")?;
-        Ok(Track { payloading, tee })
+        let control = VideoControl {
+            filter,
+            encoder,
+            fps: args.fps,
+        };
+        Ok((Track { payloading, tee }, control))
     }
 
-    /// `audiotestsrc ! audioconvert ! audioresample ! opusenc ! tee`.
-    fn build_audio(pipeline: &gst::Pipeline, args: &Args) -> Result<Track> {
+    /// `audiotestsrc ! caps ! audioconvert ! audioresample ! opusenc ! tee`.
+    ///
+    /// With `--marker-interval` the source is silent and a probe on the raw S16LE caps
+    /// filter output writes the beeps.
+    fn build_audio(
+        pipeline: &gst::Pipeline,
+        args: &Args,
+        markers: Option<&Markers>,
+    ) -> Result<Track> {
         let src = make("audiotestsrc")?;
         src.set_property("is-live", true);
-        src.set_property_from_str("wave", "sine");
-        src.set_property("freq", args.freq);
-        src.set_property("volume", 0.3f64);
+        if args.marker_interval.is_some() {
+            src.set_property_from_str("wave", "silence");
+        } else {
+            src.set_property_from_str("wave", "sine");
+            src.set_property("freq", args.freq);
+            src.set_property("volume", 0.3f64);
+        }
+        let filter = make("capsfilter")?;
+        filter.set_property(
+            "caps",
+            gst::Caps::builder("audio/x-raw")
+                .field("format", "S16LE")
+                .field("layout", "interleaved")
+                .field("rate", 48_000i32)
+                .build(),
+        );
+        if let Some(markers) = markers {
+            let pad = filter
+                .static_pad("src")
+                .context("capsfilter without src pad")?;
+            markers.clone().add_audio_probe(&pad);
+        }
         let tee = Self::make_tee("audio-tee")?;
         let chain = [
             src,
+            filter,
             make("audioconvert")?,
             make("audioresample")?,
             make("opusenc")?,
@@ -831,6 +1197,37 @@ fn set_local_and_send(
 struct Shared {
     args: Args,
     media: Media,
+    /// The `--resize-after` timer, started when the first session of the process connects.
+    resize: OnceLock<JoinHandle<()>>,
+}
+
+impl Shared {
+    /// Starts the `--resize-after` timer unless it is already running (or not wanted).
+    fn schedule_resize(self: &Arc<Self>) {
+        let (Some(after), Some(size)) = (self.args.resize_after, self.args.resize_to) else {
+            return;
+        };
+        let shared = self.clone();
+        self.resize.get_or_init(|| {
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let Some(video) = &shared.media.video else {
+                    return;
+                };
+                match video.resize(size).await {
+                    Ok(()) => {
+                        info!("video resized to {}x{}", size.width, size.height);
+                        emit(json!({
+                            "event": "resized",
+                            "width": size.width,
+                            "height": size.height,
+                        }));
+                    }
+                    Err(e) => error!("resize failed: {e:#}"),
+                }
+            })
+        });
+    }
 }
 
 /// WebSocket connection to the signalling server.
@@ -1296,6 +1693,7 @@ impl Peer {
                             .push(spawn_timer(&self.tx, sid, stop_after, kind, false));
                     }
                 }
+                self.shared.schedule_resize();
                 info!(peer = self.index, session_id = %sid, "peer connection connected");
                 emit(json!({"event": "connected", "peer_id": self.id(), "session_id": sid}));
                 if self.first_connected.is_none() {
@@ -1525,7 +1923,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     let bus_task = tokio::spawn(watch_bus(pipeline.clone(), stop_tx.clone()));
     let signal_task = tokio::spawn(watch_signals(stop_tx.clone()));
 
-    let shared = Arc::new(Shared { args, media });
+    let shared = Arc::new(Shared {
+        args,
+        media,
+        resize: OnceLock::new(),
+    });
     let peers: Vec<_> = (0..shared.args.peers)
         .map(|i| tokio::spawn(Peer::run(shared.clone(), i, stop_rx.clone())))
         .collect();
@@ -1537,6 +1939,9 @@ async fn run(args: Args) -> Result<ExitCode> {
         );
     }
     let fatal = *stop_rx.borrow() == Stop::Fatal;
+    if let Some(resize) = shared.resize.get() {
+        resize.abort();
+    }
 
     signal_task.abort();
     let pipeline_stop = pipeline.clone();
