@@ -1,6 +1,8 @@
-//! Live mixes against the real signalling server and webrtcbin producers. Only the audio mix
-//! is covered so far: the video mixes are experimental (see the README).
+//! Live mixes against the real signalling server and webrtcbin producers: grid and speaker
+//! layouts, frozen cameras, resolution changes, A/V sync, HLS and the audio-only mix.
 
+#[path = "common/analysis.rs"]
+mod analysis;
 mod common;
 
 use std::time::Duration;
@@ -185,6 +187,7 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
     let durations = ["9", "9", "6"];
     let mut peers = vec![];
     let mut ids = vec![];
+    let mut connected_at = vec![];
     for (i, (pattern, freq, _, _)) in people.iter().enumerate() {
         let mut p = TestPeer::spawn(
             &server.url(),
@@ -210,6 +213,7 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
                 .to_owned(),
         );
         p.wait_event("connected", Duration::from_secs(20));
+        connected_at.push(wall_secs());
         peers.push(p);
         std::thread::sleep(Duration::from_secs(3));
     }
@@ -313,7 +317,81 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
             "{}: only {checked} stable stretches to check: {spans:?}",
             mix["template"]
         );
+        // Joins and the leave reflow the layout within a second: of the producer's media
+        // starting to flow, and of the daemon hearing they left.
+        let started = rfc3339_secs(&m["started_at"]);
+        let left: Vec<f64> = ids
+            .iter()
+            .map(|id| {
+                m["participants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["id"] == id.as_str())
+                    .map(|p| rfc3339_secs(&p["left_at"]) - started)
+                    .unwrap()
+            })
+            .collect();
+        let first_to_leave = (0..3).min_by(|a, b| left[*a].total_cmp(&left[*b])).unwrap();
+        let moments = [
+            (connected_at[1] - started, vec![0, 1]),
+            (connected_at[2] - started, vec![0, 1, 2]),
+            (
+                left[first_to_leave],
+                (0..3).filter(|who| *who != first_to_leave).collect(),
+            ),
+        ];
+        for (at, present) in moments {
+            let t = at + 1.0;
+            let frame = frame_at(&file, t);
+            let (cols, rows) = if present.len() == 2 { (2, 1) } else { (2, 2) };
+            for (k, who) in present.iter().enumerate() {
+                let got = frame.cell(cols, rows, k % cols, k / cols);
+                assert!(
+                    close(got, people[*who].2),
+                    "{}: 1 s after the change at {at:.2} s, cell {k} should be {} but is {got:?}",
+                    mix["template"],
+                    people[*who].0
+                );
+            }
+        }
+        // No clicks or gaps in the mixed audio: samples never jump further than the tones
+        // present can move between two samples (Opus noise allowed for), also when people
+        // join or leave.
+        let samples = audio_at(&file, 0.0, call_secs);
+        let max_step = samples
+            .windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max_step < 0.12,
+            "{}: a click in the mixed audio (a step of {max_step:.3} between two samples)",
+            mix["template"]
+        );
+        // ...and no dropouts while anyone is there (each tone alone has an RMS of about 0.2).
+        let first_in = spans.iter().map(|s| s.1).fold(f64::MAX, f64::min) + 0.5;
+        let last_out = spans.iter().map(|s| s.2).fold(0.0, f64::max) - 0.5;
+        for (i, window) in samples.chunks_exact(960).enumerate() {
+            let t = i as f64 * 0.02;
+            if t < first_in || t + 0.02 > last_out {
+                continue;
+            }
+            let rms = (window.iter().map(|x| x * x).sum::<f32>() / 960.0).sqrt();
+            assert!(
+                rms > 0.05,
+                "{}: the mixed audio drops out at {t:.2} s (RMS {rms:.3})",
+                mix["template"]
+            );
+        }
     }
+}
+
+/// Now, in seconds since the Unix epoch.
+fn wall_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 fn mix_config(url: &str, rec: &std::path::Path, pipelines: &str, templates: &str) -> String {
@@ -501,4 +579,220 @@ fn hls_mix_has_a_valid_playlist_covering_the_call() {
         (total - call_secs).abs() < 2.5,
         "segments cover {total:.2} s of a {call_secs:.2} s call"
     );
+}
+
+/// Distinct decoded frame sizes of the first video stream, in order of appearance.
+fn frame_sizes(path: &std::path::Path) -> Vec<(u64, u64)> {
+    let mut cmd = std::process::Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "frame=width,height",
+        "-of",
+        "csv=p=0",
+    ])
+    .arg(path);
+    let out = common::run_with_timeout(cmd, Duration::from_secs(60));
+    let mut sizes: Vec<(u64, u64)> = vec![];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // Side data of a frame comes out as extra (empty) csv lines.
+        let mut it = line.split(',').map(|v| v.trim().parse::<u64>().ok());
+        let (Some(Some(w)), Some(Some(h))) = (it.next(), it.next()) else {
+            continue;
+        };
+        let size = (w, h);
+        if sizes.last() != Some(&size) {
+            sizes.push(size);
+        }
+    }
+    sizes
+}
+
+#[test]
+fn a_resolution_change_keeps_every_output_playable() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start(&mix_config(
+        &server.url(),
+        rec.path(),
+        PIPELINES,
+        "\"participant-mkv\", \"mix-webm\", \"mix-mp4\"",
+    ));
+    let spawn = |codec: &str, color: &str| {
+        TestPeer::spawn(
+            &server.url(),
+            &[
+                "--video",
+                codec,
+                "--color",
+                color,
+                "--width",
+                "640",
+                "--height",
+                "360",
+                "--resize-after",
+                "3",
+                "--resize-to",
+                "1280x720",
+                "--duration",
+                "7",
+                "--meta",
+                r#"{"call":"resize"}"#,
+            ],
+        )
+    };
+    let mut peers = [spawn("vp8", "0xff0000"), spawn("h264", "0x00ff00")];
+    for p in &mut peers {
+        let resized = p.wait_event("resized", Duration::from_secs(30));
+        assert_eq!(resized["width"], 1280, "{resized}");
+    }
+    let mut sent = std::collections::HashMap::new();
+    for p in &mut peers {
+        let done = p.wait_event("done", Duration::from_secs(60));
+        sent.insert(
+            done["peer_id"].as_str().unwrap().to_owned(),
+            done["sent_secs"].as_f64().unwrap(),
+        );
+    }
+    let dir = rec.path().join("resize");
+    let m = common::wait_complete(&dir);
+    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    // Each participant's passthrough file carries both sizes and decodes cleanly.
+    let videos: Vec<_> = m["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "video")
+        .collect();
+    assert_eq!(videos.len(), 2, "{m:#}");
+    for track in videos {
+        assert_eq!(track["status"], "complete", "{track:#}");
+        let file = dir.join(track["file"].as_str().unwrap());
+        let sizes = frame_sizes(&file);
+        assert_eq!(
+            sizes,
+            vec![(640, 360), (1280, 720)],
+            "{}: {} frame sizes",
+            file.display(),
+            track["codec"]
+        );
+        let report = common::decode_check(&file);
+        assert!(
+            report.errors.trim().is_empty() && report.video_frames > 150,
+            "{}: {report:?}",
+            file.display()
+        );
+        let info = common::probe(&file);
+        let sent = sent[track["participant"].as_str().unwrap()];
+        assert!(
+            (info.duration_s - sent).abs() < 0.5,
+            "{}: {:.2} s recorded of {sent:.2} s sent",
+            file.display(),
+            info.duration_s
+        );
+    }
+    // The mixes scale on: same canvas, both colours in their cells before and after.
+    for mix in m["mixes"].as_array().unwrap() {
+        assert_eq!(mix["status"], "complete", "{mix:#}");
+        let file = dir.join(mix["files"][0].as_str().unwrap());
+        assert_eq!(frame_sizes(&file), vec![(1280, 720)], "{}", mix["template"]);
+        let report = common::decode_check(&file);
+        assert!(report.errors.trim().is_empty(), "{report:?}");
+        let info = common::probe(&file);
+        assert!(
+            (info.duration_s - call_secs).abs() < 1.5,
+            "{}: {:.2} s vs call {call_secs:.2} s",
+            mix["template"],
+            info.duration_s
+        );
+        let last_join = mix["on_screen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["from_ms"].as_f64().unwrap() / 1000.0)
+            .fold(0.0, f64::max);
+        for t in [last_join + 1.5, last_join + 5.0] {
+            let frame = frame_at(&file, t);
+            let cells = [frame.cell(2, 1, 0, 0), frame.cell(2, 1, 1, 0)];
+            let red = cells.iter().any(|c| close(*c, [255.0, 0.0, 0.0]));
+            let green = cells.iter().any(|c| close(*c, [0.0, 255.0, 0.0]));
+            assert!(red && green, "{} at {t:.1} s: {cells:?}", mix["template"]);
+        }
+    }
+}
+
+#[test]
+fn mixed_audio_and_video_stay_in_sync() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start(&mix_config(
+        &server.url(),
+        rec.path(),
+        PIPELINES,
+        "\"participant-mkv\", \"mix-webm\", \"mix-mp4\"",
+    ));
+    let mut peer = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--marker-interval",
+            "1",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--duration",
+            "9",
+            "--meta",
+            r#"{"call":"sync"}"#,
+        ],
+    );
+    peer.wait_event("done", Duration::from_secs(60));
+    let dir = rec.path().join("sync");
+    let m = common::wait_complete(&dir);
+    let mut files: Vec<(String, std::path::PathBuf)> = m["mixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|mix| {
+            (
+                mix["template"].as_str().unwrap().to_owned(),
+                dir.join(mix["files"][0].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(files.len(), 2, "{m:#}");
+    let participant_file = m["tracks"][0]["file"].as_str().unwrap();
+    files.push(("participant-mkv".into(), dir.join(participant_file)));
+    for (what, file) in files {
+        let end = analysis::duration_s(&file) + 1.0;
+        let flashes = analysis::flash_times(&file, 0.0, end);
+        let beeps = analysis::beep_times(&file, 0.0, end, 1000.0);
+        let pairs: Vec<f64> = flashes
+            .iter()
+            .filter_map(|f| {
+                beeps
+                    .iter()
+                    .map(|b| b - f)
+                    .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+            })
+            .filter(|d| d.abs() < 0.5)
+            .collect();
+        assert!(
+            pairs.len() >= 5,
+            "{what}: too few flash/beep pairs: flashes {flashes:?}, beeps {beeps:?}"
+        );
+        let worst = pairs.iter().copied().fold(0.0, |w: f64, d| w.max(d.abs()));
+        eprintln!(
+            "{what}: {} pairs, audio minus video {pairs:.3?}",
+            pairs.len()
+        );
+        assert!(
+            worst < 0.080,
+            "{what}: audio and video drift apart by up to {:.0} ms: {pairs:.3?}",
+            worst * 1000.0
+        );
+    }
 }

@@ -272,6 +272,17 @@ pub fn isolate(pad: &gst::Pad) {
     );
 }
 
+/// Consumes the buffer, buffer list or event a probe was given, as if it went downstream.
+///
+/// This is how callrec's probes drop data. GStreamer 1.22 unreferences a NULL object (a
+/// critical warning per item) when a probe written in Rust answers DROP, because the Rust
+/// bindings have already released the item; HANDLED with the item consumed has no such step.
+pub fn consume(info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
+    drop(info.data.take());
+    info.flow_res = Ok(gst::FlowSuccess::Ok);
+    gst::PadProbeReturn::Handled
+}
+
 /// Links a track callrec will not record into a fakesink, so webrtcbin never sees a
 /// not-linked error.
 pub fn discard(pipeline: &gst::Pipeline, src: &gst::Pad) -> Result<gst::Element, glib::BoolError> {

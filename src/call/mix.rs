@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+use super::fade::FadeTail;
 use super::layout::{self, Tile};
 use crate::recording::{MixEntry, OnScreen};
 use crate::templates::{Kind, LayoutKind, Template};
@@ -41,6 +42,8 @@ struct MixInput {
     /// The decoder tee's pad feeding it.
     feed: gst::Pad,
     feed_tee: gst::Element,
+    /// Audio: the held-back last buffer, faded out on leave.
+    tail: Option<FadeTail>,
 }
 
 /// A placeholder tile for a participant heard but not seen.
@@ -214,6 +217,7 @@ impl Mix {
             .ok_or("tee gave no pad")?;
         feed.link(&ghost)
             .map_err(|e| format!("cannot link into the mix: {e:?}"))?;
+        let tail = (kind == Kind::Audio).then(|| FadeTail::install(&feed));
         // A failing mix must not stop the decoder that other mixes share.
         super::media::isolate(&feed);
         if kind == Kind::Video {
@@ -226,6 +230,7 @@ impl Mix {
             ghost,
             feed,
             feed_tee: raw_tee.clone(),
+            tail,
         });
         if !self.tiles.iter().any(|t| t.session == session) {
             self.tiles.push(TileState {
@@ -259,13 +264,24 @@ impl Mix {
             self.inputs.drain(..).partition(|i| i.session == session);
         self.inputs = kept;
         for input in gone {
-            release(
-                &self.bin,
-                &input.feed,
-                &input.feed_tee,
-                &input.ghost,
-                &input.pad,
-            );
+            let Some(tail) = input.tail else {
+                release(
+                    &self.bin,
+                    &input.feed,
+                    &input.feed_tee,
+                    &input.ghost,
+                    &input.pad,
+                );
+                continue;
+            };
+            // Audio plays out what the mixer still holds, faded at the very end.
+            let _ = input.feed.unlink(&input.ghost);
+            input.feed_tee.release_request_pad(&input.feed);
+            let caps = input.ghost.current_caps();
+            let (bin, ghost, pad) = (self.bin.clone(), input.ghost.clone(), input.pad.clone());
+            tail.finish(input.ghost, input.pad, caps, move || {
+                release_mixer_input(&bin, &ghost, &pad);
+            });
         }
         if let Some(pos) = self.tiles.iter().position(|t| t.session == session) {
             let mut tile = self.tiles.remove(pos);
@@ -414,8 +430,8 @@ impl Mix {
     /// is released, which also frees a source thread blocked on it; then the source stops.
     fn remove_placeholder(&self, p: Placeholder) {
         if let Some(out) = p.elements.last().and_then(|e| e.static_pad("src")) {
-            out.add_probe(gst::PadProbeType::DATA_DOWNSTREAM, |_, _| {
-                gst::PadProbeReturn::Drop
+            out.add_probe(gst::PadProbeType::DATA_DOWNSTREAM, |_, info| {
+                super::media::consume(info)
             });
         }
         if let Some(vmix) = &self.vmix {
@@ -568,6 +584,11 @@ fn release(
 ) {
     let _ = feed.unlink(ghost);
     feed_tee.release_request_pad(feed);
+    release_mixer_input(bin, ghost, pad);
+}
+
+/// Removes a mix input's ghost pad and releases its mixer pad.
+fn release_mixer_input(bin: &gst::Bin, ghost: &gst::GhostPad, pad: &gst::Pad) {
     let _ = ghost.set_target(None::<&gst::Pad>);
     let _ = bin.remove_pad(ghost);
     if let Some(mixer) = pad.parent_element() {

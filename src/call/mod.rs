@@ -6,6 +6,7 @@
 //! Its state only moves forward (`Recording → Draining → Finished | Failed`); finishing is
 //! idempotent and every wait in it is bounded. A failure ends this call only.
 
+mod fade;
 pub mod layout;
 pub mod media;
 pub mod mix;

@@ -34,7 +34,9 @@ pub struct InputStats {
 /// resize). VP8, VP9, AV1 and H.264/H.265 with in-band parameter sets carry the new size in
 /// the stream itself, but muxers such as Matroska refuse new caps on a track and would stop
 /// the file. So a video input keeps the caps it started with, as long as only the picture's
-/// size or rate changes; a real format change still reaches the muxer.
+/// size or rate changes; a real format change still reaches the muxer. The new caps event is
+/// replaced by one with the first caps rather than dropped: a dropped sticky event would be
+/// offered again before every buffer.
 fn keep_first_video_caps(pad: &gst::Pad) {
     let first: std::sync::Mutex<Option<gst::Caps>> = std::sync::Mutex::new(None);
     pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
@@ -49,7 +51,14 @@ fn keep_first_video_caps(pad: &gst::Pad) {
             return gst::PadProbeReturn::Ok;
         };
         match first.as_ref() {
-            Some(old) if same_stream_apart_from_size(old, &new) => gst::PadProbeReturn::Drop,
+            Some(old) if same_stream_apart_from_size(old, &new) => {
+                if *old != new {
+                    let seqnum = event.seqnum();
+                    let kept = gst::event::Caps::builder(old).seqnum(seqnum).build();
+                    info.data = Some(gst::PadProbeData::Event(kept));
+                }
+                gst::PadProbeReturn::Ok
+            }
             _ => {
                 *first = Some(new);
                 gst::PadProbeReturn::Ok
@@ -273,7 +282,7 @@ impl Output {
                 };
                 // Files must start decodable: drop video until a keyframe.
                 if is_video && buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                    return gst::PadProbeReturn::Drop;
+                    return media::consume(info);
                 }
                 if !seen.swap(true, Ordering::SeqCst) {
                     let running = running_time(pad, buffer).unwrap_or(gst::ClockTime::ZERO);

@@ -1,0 +1,166 @@
+//! Ends a participant's audio in a live mix without a click and without losing their last
+//! words.
+//!
+//! The mixer runs a fixed latency behind its inputs, so when someone leaves it still holds
+//! their last few hundred milliseconds. Releasing its pad at once would drop that audio and
+//! cut the sum mid-wave (a click). Instead the feed holds back one buffer; on leave that
+//! buffer is faded out, pushed, followed by EOS, and the pad is released once the mixer has
+//! played everything it had.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_base::prelude::*;
+
+/// Longest wait for the mixer to play out a leaving participant's audio.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The last buffer of a feed, held back so it can be faded out on leave.
+#[derive(Debug, Default)]
+struct Tail {
+    held: Option<gst::Buffer>,
+    closed: bool,
+}
+
+/// A handle on a feed's held-back buffer.
+#[derive(Clone, Debug, Default)]
+pub struct FadeTail(Arc<Mutex<Tail>>);
+
+impl FadeTail {
+    /// Holds back one buffer on `feed` (add before [`super::media::isolate`], which then
+    /// passes on the previous buffer in its place).
+    pub fn install(feed: &gst::Pad) -> Self {
+        let tail = Self::default();
+        let inner = tail.0.clone();
+        feed.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(gst::PadProbeData::Buffer(buffer)) = info.data.take() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Ok(mut tail) = inner.lock() else {
+                info.data = Some(gst::PadProbeData::Buffer(buffer));
+                return gst::PadProbeReturn::Ok;
+            };
+            if tail.closed {
+                drop(tail);
+                info.flow_res = Ok(gst::FlowSuccess::Ok);
+                return gst::PadProbeReturn::Handled;
+            }
+            match tail.held.replace(buffer) {
+                Some(previous) => {
+                    info.data = Some(gst::PadProbeData::Buffer(previous));
+                    gst::PadProbeReturn::Ok
+                }
+                None => {
+                    info.flow_res = Ok(gst::FlowSuccess::Ok);
+                    gst::PadProbeReturn::Handled
+                }
+            }
+        });
+        tail
+    }
+
+    /// Stops holding (call after the feed is unlinked) and returns the last buffer.
+    fn close(&self) -> Option<gst::Buffer> {
+        let mut tail = self.0.lock().ok()?;
+        tail.closed = true;
+        tail.held.take()
+    }
+
+    /// Plays out and releases a leaving participant's mixer pad, off the caller's thread:
+    /// the held buffer faded out, EOS, then the release once the mixer has drained the pad
+    /// (bounded by [`DRAIN_TIMEOUT`]). `release` runs last, whatever happened.
+    pub fn finish(
+        self,
+        ghost: gst::GhostPad,
+        mixer_pad: gst::Pad,
+        caps: Option<gst::Caps>,
+        release: impl FnOnce() + Send + 'static,
+    ) {
+        let held = self.close();
+        std::thread::spawn(move || {
+            if let Some(mut buffer) = held {
+                if let Some(caps) = &caps {
+                    fade_out(buffer.make_mut(), caps);
+                }
+                let _ = ghost.chain(buffer);
+            }
+            ghost.send_event(gst::event::Eos::new());
+            let deadline = Instant::now() + DRAIN_TIMEOUT;
+            let drained = || {
+                mixer_pad
+                    .downcast_ref::<gst_base::AggregatorPad>()
+                    .is_none_or(|p| p.is_eos())
+            };
+            while !drained() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            release();
+        });
+    }
+}
+
+/// Fades a raw interleaved S16 or F32 buffer linearly from full level to silence.
+fn fade_out(buffer: &mut gst::BufferRef, caps: &gst::Caps) {
+    let Some(s) = caps.structure(0) else {
+        return;
+    };
+    let channels = s.get::<i32>("channels").unwrap_or(1).max(1) as usize;
+    let format = s.get::<&str>("format").unwrap_or("");
+    let Ok(mut map) = buffer.map_writable() else {
+        return;
+    };
+    match format {
+        "S16LE" => fade_samples::<2>(&mut map, channels, |b, g| {
+            let v = i16::from_le_bytes(*b) as f32 * g;
+            *b = (v.round() as i16).to_le_bytes();
+        }),
+        "F32LE" => fade_samples::<4>(&mut map, channels, |b, g| {
+            *b = (f32::from_le_bytes(*b) * g).to_le_bytes();
+        }),
+        _ => {}
+    }
+}
+
+/// Applies a gain going from 1 to 0 over the frames of `data` (`N` bytes per sample).
+fn fade_samples<const N: usize>(
+    data: &mut [u8],
+    channels: usize,
+    apply: impl Fn(&mut [u8; N], f32),
+) {
+    let frame_len = N * channels;
+    let frames = data.len() / frame_len;
+    for (i, frame) in data.chunks_exact_mut(frame_len).enumerate() {
+        let gain = 1.0 - (i + 1) as f32 / frames.max(1) as f32;
+        for sample in frame.chunks_exact_mut(N) {
+            if let Ok(sample) = <&mut [u8; N]>::try_from(sample) {
+                apply(sample, gain);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fades_s16_to_silence() {
+        gst::init().unwrap();
+        let samples: Vec<u8> = std::iter::repeat_n(1000i16.to_le_bytes(), 8)
+            .flatten()
+            .collect();
+        let mut buffer = gst::Buffer::from_mut_slice(samples);
+        let caps = gst::Caps::builder("audio/x-raw")
+            .field("format", "S16LE")
+            .field("channels", 2)
+            .build();
+        fade_out(buffer.make_mut(), &caps);
+        let map = buffer.map_readable().unwrap();
+        let out: Vec<i16> = map
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(out, vec![750, 750, 500, 500, 250, 250, 0, 0]);
+    }
+}
