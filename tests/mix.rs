@@ -796,3 +796,53 @@ fn mixed_audio_and_video_stay_in_sync() {
         );
     }
 }
+
+#[test]
+fn mixes_are_finalised_when_the_daemon_stops() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(&mix_config(
+        &server.url(),
+        rec.path(),
+        PIPELINES,
+        "\"mix-webm\", \"mix-mp4\"",
+    ));
+    let mut peer = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--keep-alive",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--meta",
+            r#"{"call":"stop"}"#,
+        ],
+    );
+    peer.wait_event("connected", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+    daemon.sigterm();
+    let status = daemon.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}\n{}", daemon.log());
+    let dir = rec.path().join("stop");
+    let m = common::read_manifest(&dir);
+    assert_eq!(m["status"], "complete", "{m:#}");
+    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    for mix in m["mixes"].as_array().unwrap() {
+        assert_eq!(mix["status"], "complete", "{mix:#}");
+        let file = dir.join(mix["files"][0].as_str().unwrap());
+        let info = common::probe(&file);
+        assert!(
+            (info.duration_s - call_secs).abs() < 1.5,
+            "{}: {:.2} s vs call {call_secs:.2} s",
+            mix["template"],
+            info.duration_s
+        );
+        let report = common::decode_check(&file);
+        assert!(
+            report.errors.trim().is_empty() && report.video_frames > 90,
+            "{}: {report:?}",
+            mix["template"]
+        );
+    }
+}
