@@ -1,6 +1,6 @@
 //! The `callrec` binary: command line, logging, signals and exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,8 +14,14 @@ use callrec::supervisor::Drained;
 
 /// EX_USAGE from sysexits.h.
 const EX_USAGE: u8 = 64;
+/// EX_DATAERR from sysexits.h.
+const EX_DATAERR: u8 = 65;
 /// EX_SOFTWARE from sysexits.h.
 const EX_SOFTWARE: u8 = 70;
+/// EX_CANTCREAT from sysexits.h.
+const EX_CANTCREAT: u8 = 73;
+/// EX_CONFIG from sysexits.h.
+const EX_CONFIG: u8 = 78;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +44,23 @@ enum Command {
     /// Validate the config file and every pipeline template, then exit.
     Check {
         /// The TOML config file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Mix a recorded call offline through a `call` (mix) template, faster than real time.
+    Remix {
+        /// The call's directory (it holds manifest.json).
+        call_dir: PathBuf,
+        /// The mix template, e.g. mix-mp4.
+        #[arg(long)]
+        template: String,
+        /// Where to write the result (default: beside the call, named remix-TEMPLATE).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The templates directory (default: the config's `pipelines_dir`).
+        #[arg(long)]
+        pipelines: Option<PathBuf>,
+        /// The TOML config file, for `pipelines_dir`.
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
@@ -76,6 +99,13 @@ fn main() -> ExitCode {
                 ExitCode::from(e.exit_code() as u8)
             }
         },
+        Command::Remix {
+            call_dir,
+            template,
+            out,
+            pipelines,
+            config,
+        } => remix(&call_dir, &template, out.as_deref(), pipelines, &config),
         Command::Run { config } => {
             let settings = match daemon::prepare(&config) {
                 Ok(s) => s,
@@ -95,6 +125,71 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(run(settings))
+        }
+    }
+}
+
+/// `callrec remix`: exit 0 on success, sysexits codes otherwise.
+fn remix(
+    call_dir: &Path,
+    template: &str,
+    out: Option<&Path>,
+    pipelines: Option<PathBuf>,
+    config: &Path,
+) -> ExitCode {
+    if let Err(e) = gst::init() {
+        eprintln!("cannot initialise GStreamer: {e}");
+        return ExitCode::from(EX_SOFTWARE);
+    }
+    let dir = match pipelines {
+        Some(dir) => dir,
+        None => match callrec::config::Config::load(config) {
+            Ok(c) => c.recording.pipelines_dir,
+            Err(e) => {
+                eprintln!(
+                    "{}: {e} (or give the templates directory with --pipelines DIR)",
+                    config.display()
+                );
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+    };
+    let set = match callrec::templates::TemplateSet::load_dir(&dir) {
+        Ok(set) => set,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let Some(template) = set.get(template) else {
+        eprintln!(
+            "no template {template} in {} (`callrec pipelines list` shows them)",
+            dir.display()
+        );
+        return ExitCode::from(EX_USAGE);
+    };
+    match callrec::remix::remix(call_dir, template, out, callrec::remix::Progress::detect()) {
+        Ok(report) => {
+            for file in &report.files {
+                println!("{}", file.display());
+            }
+            info!(
+                "remixed {:.1} s of call in {:.1} s ({:.1}x real time)",
+                report.media.as_secs_f64(),
+                report.elapsed.as_secs_f64(),
+                report.speed()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("callrec remix: {e}");
+            ExitCode::from(match e {
+                callrec::remix::RemixError::Offline(_) => EX_DATAERR,
+                callrec::remix::RemixError::Io { .. } => EX_CANTCREAT,
+                _ => EX_SOFTWARE,
+            })
         }
     }
 }

@@ -79,6 +79,9 @@ pub struct MixEntry {
     pub on_screen: Vec<OnScreen>,
     /// The exact pipeline text.
     pub pipeline: String,
+    /// When `callrec remix` made it (RFC 3339 UTC); absent for live mixes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remixed_at: Option<String>,
 }
 
 /// A participant's time on a mix's screen.

@@ -165,6 +165,7 @@ impl Mix {
             status: "recording".into(),
             on_screen: vec![],
             pipeline: text,
+            remixed_at: None,
         };
         Ok(Mix {
             template: template.clone(),

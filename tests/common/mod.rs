@@ -349,6 +349,11 @@ impl Daemon {
         signal(&self.child, "-INT");
     }
 
+    /// Kills it with SIGKILL and reaps it, as a crash would end it.
+    pub fn sigkill(&mut self) {
+        kill(&mut self.child);
+    }
+
     /// Waits for the daemon to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         match wait_child(&mut self.child, timeout) {

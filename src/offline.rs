@@ -1,0 +1,535 @@
+//! A recorded call as the input of a mix template, offline: which files hold whom, where each
+//! sits on the call's timeline, and the gst-launch description that plays them all into the
+//! template's mixers.
+//!
+//! The timeline is the live call pipeline's running time, which is also the live mix's: a
+//! participant file's time zero is the first buffer of its earliest track
+//! (`start_offset_ms` in the manifest). Each file is demuxed, decoded, and shifted to its
+//! place with `identity ts-offset`, so participants appear only while they were there. A
+//! background source and silence span the whole call, as in the live mix, so the output
+//! starts at the call's start and lasts until its last media.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::call::layout::{self, Rect, Tile};
+use crate::names;
+use crate::recording::{Manifest, MANIFEST_FILE};
+use crate::templates::{Kind, Template, TemplateError};
+
+/// Why a recorded call cannot be used offline.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// The manifest is missing or unreadable.
+    #[error("cannot read {path}: {source} (is this a callrec call directory?)")]
+    Manifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid JSON of the expected shape.
+    #[error("{path} is not a callrec manifest: {message}")]
+    BadManifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A file named in the manifest cannot be used.
+    #[error("{file}: {message}")]
+    File {
+        /// The file, as the manifest names it.
+        file: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Nothing to mix.
+    #[error("{}: no recorded participant files to mix{}", dir.display(), skipped.iter().map(|s| format!("; skipped {s}")).collect::<String>())]
+    Empty {
+        /// The call directory.
+        dir: PathBuf,
+        /// Files the manifest lists that could not be used, and why.
+        skipped: Vec<String>,
+    },
+    /// The template is not a mix template.
+    #[error("template {template} has scope {scope}; remixing needs a `call` (mix) template")]
+    NotAMix {
+        /// The template.
+        template: String,
+        /// Its scope.
+        scope: String,
+    },
+    /// The template's text cannot be rendered.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// The call directory's path cannot go into pipeline text.
+    #[error(
+        "the call directory path {0} has characters that cannot go into pipeline text; use a path of letters, digits, '-', '.', '_', '+' and '/'"
+    )]
+    UnsafePath(String),
+}
+
+/// One recorded file of a participant.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    /// The participant's peer id.
+    pub participant: String,
+    /// The file's name inside the call directory.
+    pub file: String,
+    /// Where the file's time zero sits on the call's timeline.
+    pub offset: Duration,
+    /// How long the file plays.
+    pub duration: Duration,
+    /// Video size, if the file has video.
+    pub video: Option<(u32, u32)>,
+    /// Whether the file has audio.
+    pub audio: bool,
+    /// The file's container demuxer.
+    pub demuxer: &'static str,
+    /// Whether callrec finished writing it (an interrupted call's files have no index or
+    /// duration in their header).
+    pub finalised: bool,
+}
+
+impl InputFile {
+    /// When this file's media ends on the call's timeline.
+    pub fn end(&self) -> Duration {
+        self.offset + self.duration
+    }
+}
+
+/// A recorded call, ready to be played into a mix.
+#[derive(Debug, Clone)]
+pub struct CallInputs {
+    /// The call directory (absolute).
+    pub dir: PathBuf,
+    /// The manifest as read.
+    pub manifest: Manifest,
+    /// Its files in the order they started.
+    pub files: Vec<InputFile>,
+    /// Files the manifest lists that cannot be used, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Where a video input is on screen between two instants of the call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// From (call timeline).
+    pub from: Duration,
+    /// Where each video file (index into [`CallInputs::files`]) is, for those on screen.
+    pub rects: Vec<(usize, Rect)>,
+}
+
+impl CallInputs {
+    /// Reads a call directory's manifest and probes its recorded files.
+    pub fn load(dir: &Path) -> Result<Self, OfflineError> {
+        let dir = std::path::absolute(dir).map_err(|source| OfflineError::Manifest {
+            path: dir.join(MANIFEST_FILE),
+            source,
+        })?;
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read(&path).map_err(|source| OfflineError::Manifest {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&text).map_err(|e| OfflineError::BadManifest {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let mut files: Vec<InputFile> = vec![];
+        for track in &manifest.tracks {
+            let (Some(file), Some(offset_ms)) = (&track.file, track.start_offset_ms) else {
+                continue;
+            };
+            let offset = Duration::from_millis(offset_ms.max(0) as u64);
+            let finalised = track.status == "complete";
+            if let Some(known) = files.iter_mut().find(|f| &f.file == file) {
+                known.offset = known.offset.min(offset);
+                known.finalised &= finalised;
+                continue;
+            }
+            files.push(InputFile {
+                finalised,
+                participant: track.participant.clone(),
+                file: file.clone(),
+                offset,
+                duration: Duration::ZERO,
+                video: None,
+                audio: false,
+                demuxer: "",
+            });
+        }
+        let mut skipped = vec![];
+        files.retain_mut(|f| match probe_file(&dir, f) {
+            Ok(true) => true,
+            Ok(false) => {
+                skipped.push(format!("{}: no media in it", f.file));
+                false
+            }
+            Err(e) => {
+                skipped.push(e.to_string());
+                false
+            }
+        });
+        if files.is_empty() {
+            return Err(OfflineError::Empty { dir, skipped });
+        }
+        files.sort_by_key(|f| f.offset);
+        Ok(CallInputs {
+            dir,
+            manifest,
+            files,
+            skipped,
+        })
+    }
+
+    /// When the call's last media ends.
+    pub fn duration(&self) -> Duration {
+        self.files
+            .iter()
+            .map(InputFile::end)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The layout over time for `template`'s canvas: who is where from each join or leave
+    /// on, in join order (as the live mix places them).
+    pub fn placements(&self, template: &Template) -> Vec<Placement> {
+        let canvas = template.canvas;
+        let mut instants: Vec<Duration> = self
+            .files
+            .iter()
+            .filter(|f| f.video.is_some())
+            .flat_map(|f| [f.offset, f.end()])
+            .collect();
+        instants.sort();
+        instants.dedup();
+        instants
+            .into_iter()
+            .map(|from| {
+                let shown: Vec<usize> = (0..self.files.len())
+                    .filter(|&i| {
+                        let f = &self.files[i];
+                        f.video.is_some() && f.offset <= from && from < f.end()
+                    })
+                    .collect();
+                let tiles: Vec<Tile> = shown
+                    .iter()
+                    .map(|&i| {
+                        let (w, h) = self.files[i].video.unwrap_or((16, 9));
+                        Tile {
+                            aspect: w as f64 / h.max(1) as f64,
+                        }
+                    })
+                    .collect();
+                let rects = layout::place(canvas.layout, canvas.width, canvas.height, &tiles, None);
+                Placement {
+                    from,
+                    rects: shown.into_iter().zip(rects).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The complete gst-launch description that plays this call into `template` and writes
+    /// its output with `${template}` = `output_name`.
+    ///
+    /// With `static_layout`, each participant's compositor pad gets a fixed place in a grid of
+    /// everyone who took part (gst-launch text cannot move pads over time); otherwise the
+    /// caller sets the places (see [`CallInputs::placements`]). Compositor pads are named
+    /// `sink_0` (the background) and `sink_<n+1>` for file `n`; audio mixer pads likewise.
+    pub fn describe(
+        &self,
+        template: &Template,
+        output_name: &str,
+        static_layout: bool,
+    ) -> Result<String, OfflineError> {
+        if template.scope != crate::templates::Scope::Call {
+            return Err(OfflineError::NotAMix {
+                template: template.name.clone(),
+                scope: template.scope.to_string(),
+            });
+        }
+        let dir = self.dir.to_string_lossy().into_owned();
+        if !names::is_pipeline_safe_path(&dir) {
+            return Err(OfflineError::UnsafePath(dir));
+        }
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("call_dir", dir.clone());
+        vars.insert("call", self.manifest.dir.clone());
+        vars.insert("template", output_name.to_owned());
+        let mut body = template.render(&vars)?;
+        let vmix = template.input_for(Kind::Video).map(str::to_owned);
+        let amix = template.input_for(Kind::Audio).map(str::to_owned);
+        let canvas = template.canvas;
+        let total = self.duration();
+        let mut text = String::new();
+        if let Some(vmix) = &vmix {
+            let frames = (total.as_secs_f64() * canvas.fps as f64).ceil() as u64 + 1;
+            let _ = write!(
+                text,
+                "videotestsrc pattern=solid-color foreground-color={fg} num-buffers={frames} \
+                 ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 ! {vmix}.sink_0 ",
+                fg = 0xff00_0000u32 | canvas.background,
+                w = canvas.width,
+                h = canvas.height,
+                fps = canvas.fps,
+            );
+        }
+        if let Some(amix) = &amix {
+            // 10 ms buffers of silence for the whole call.
+            let buffers = total.as_millis() / 10 + 1;
+            let _ = write!(
+                text,
+                "audiotestsrc wave=silence samplesperbuffer=480 num-buffers={buffers} \
+                 ! audio/x-raw,rate=48000,channels=2 ! {amix}.sink_0 "
+            );
+        }
+        let mut pad_props = String::new();
+        let grid = if static_layout {
+            let tiles: Vec<Tile> = self
+                .files
+                .iter()
+                .filter_map(|f| f.video)
+                .map(|(w, h)| Tile {
+                    aspect: w as f64 / h.max(1) as f64,
+                })
+                .collect();
+            layout::place(canvas.layout, canvas.width, canvas.height, &tiles, None)
+        } else {
+            vec![]
+        };
+        let mut video_index = 0;
+        for (n, f) in self.files.iter().enumerate() {
+            let pad = n + 1;
+            let location = format!("{dir}/{}", f.file);
+            let demux = format!("in{n}");
+            let _ = write!(
+                text,
+                "filesrc location={location} ! {} name={demux} ",
+                f.demuxer
+            );
+            let offset_ms = f.offset.as_millis();
+            if let (Some(vmix), Some(_)) = (&vmix, f.video) {
+                let decoded = format!("{demux}.video_0 ! queue ! decodebin");
+                let _ = write!(
+                    text,
+                    "{} ! videoconvert ! {vmix}.sink_{pad} ",
+                    delayed(&decoded, &format!("v{n}"), offset_ms, Kind::Video)
+                );
+                if let Some(r) = grid.get(video_index) {
+                    let _ = write!(
+                        pad_props,
+                        " sink_{pad}::xpos={} sink_{pad}::ypos={} sink_{pad}::width={} sink_{pad}::height={} sink_{pad}::zorder=1",
+                        r.x, r.y, r.w, r.h
+                    );
+                }
+                video_index += 1;
+            }
+            if let (Some(amix), true) = (&amix, f.audio) {
+                let decoded = format!("{demux}.audio_0 ! queue ! decodebin");
+                let _ = write!(
+                    text,
+                    "{} ! audioconvert ! audioresample ! {amix}.sink_{pad} ",
+                    delayed(&decoded, &format!("a{n}"), offset_ms, Kind::Audio)
+                );
+            }
+        }
+        if let (Some(vmix), false) = (&vmix, pad_props.is_empty()) {
+            body = insert_after_name(&body, vmix, &pad_props).ok_or_else(|| {
+                OfflineError::Template(TemplateError::Syntax {
+                    path: template.path.clone(),
+                    line: template.body_line,
+                    message: format!("no `name={vmix}` element to place participants on"),
+                })
+            })?;
+        }
+        text.push_str(&body);
+        Ok(text)
+    }
+}
+
+/// `decoded` (a chain ending in raw media) starting `offset_ms` into the call: `concat`
+/// plays a gap of that length first (one black frame, or silence), which shifts the file's
+/// timestamps and segment as a whole. (`identity ts-offset` only delays sync, and a shifted
+/// buffer would fall outside the demuxer's segment.) Returns the chain's text up to its
+/// output.
+fn delayed(decoded: &str, name: &str, offset_ms: u128, kind: Kind) -> String {
+    if offset_ms == 0 {
+        return decoded.to_owned();
+    }
+    let gap = match kind {
+        Kind::Video => format!(
+            "videotestsrc pattern=black num-buffers=1 \
+             ! video/x-raw,format=I420,width=16,height=16,framerate=1000/{offset_ms}"
+        ),
+        Kind::Audio => {
+            // Buffers of up to 100 ms that add up to the offset exactly.
+            let step = (1..=100u128.min(offset_ms))
+                .rev()
+                .find(|d| offset_ms.is_multiple_of(*d))
+                .unwrap_or(1);
+            format!(
+                "audiotestsrc wave=silence samplesperbuffer={} num-buffers={} \
+                 ! audio/x-raw,rate=48000,channels=2",
+                step * 48,
+                offset_ms / step
+            )
+        }
+    };
+    format!("{gap} ! {name}.sink_0 {decoded} ! {name}.sink_1 concat name={name}")
+}
+
+/// Inserts `props` right after the `name=<element>` token of `body`.
+fn insert_after_name(body: &str, element: &str, props: &str) -> Option<String> {
+    let token = format!("name={element}");
+    let mut from = 0;
+    while let Some(pos) = body[from..].find(&token) {
+        let start = from + pos;
+        let end = start + token.len();
+        let before_ok = start == 0 || body[..start].ends_with(char::is_whitespace);
+        let after_ok = body[end..]
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_whitespace() || c == '!');
+        if before_ok && after_ok {
+            return Some(format!("{}{props}{}", &body[..end], &body[end..]));
+        }
+        from = end;
+    }
+    None
+}
+
+/// Fills in a file's duration, streams and demuxer with GStreamer's Discoverer. Returns
+/// whether it has anything to mix.
+fn probe_file(dir: &Path, f: &mut InputFile) -> Result<bool, OfflineError> {
+    let err = |message: String| OfflineError::File {
+        file: f.file.clone(),
+        message,
+    };
+    // The name comes from a manifest, which is only as trustworthy as the directory.
+    if !names::is_safe_component(&f.file) {
+        return Err(err("not a plain file name inside the call directory".into()));
+    }
+    let path = dir.join(&f.file);
+    f.demuxer = match path.extension().and_then(|e| e.to_str()) {
+        Some("mkv" | "mka" | "webm") => "matroskademux",
+        Some("mp4" | "m4a" | "mov") => "qtdemux",
+        _ => return Err(err("not a Matroska or MP4 file".into())),
+    };
+    let uri = gst::glib::filename_to_uri(&path, None)
+        .map_err(|e| err(format!("cannot make a URI: {e}")))?;
+    let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(30))
+        .map_err(|e| err(format!("cannot start GStreamer's Discoverer: {e}")))?;
+    let info = discoverer
+        .discover_uri(&uri)
+        .map_err(|e| err(format!("cannot read it: {e}")))?;
+    f.duration = if f.finalised {
+        info.duration()
+            .map(|d| Duration::from_nanos(d.nseconds()))
+            .unwrap_or_default()
+    } else {
+        // The header of a file cut short has no duration; the Discoverer's estimate is
+        // anything but. Read it through to its last frame instead (demuxing only).
+        scan_duration(&path, f.demuxer).map_err(err)?
+    };
+    f.video = info
+        .video_streams()
+        .first()
+        .map(|v| (v.width().max(1), v.height().max(1)));
+    f.audio = !info.audio_streams().is_empty();
+    Ok(f.duration > Duration::ZERO && (f.video.is_some() || f.audio))
+}
+
+/// How long a file plays, from the end of its last frame: demuxes it to the end (or to
+/// where it was cut off) without decoding.
+fn scan_duration(path: &Path, demuxer: &str) -> Result<Duration, String> {
+    use gst::prelude::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const SCAN_TIMEOUT: Duration = Duration::from_secs(300);
+    let pipeline = gst::Pipeline::new();
+    let make = |factory: &str| {
+        gst::ElementFactory::make(factory)
+            .build()
+            .map_err(|e| format!("cannot create {factory}: {e}"))
+    };
+    let src = make("filesrc")?;
+    src.set_property("location", path);
+    let demux = make(demuxer)?;
+    pipeline
+        .add_many([&src, &demux])
+        .map_err(|e| e.to_string())?;
+    src.link(&demux).map_err(|e| e.to_string())?;
+    let end = Arc::new(AtomicU64::new(0));
+    let weak = pipeline.downgrade();
+    let seen = end.clone();
+    demux.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else {
+            return;
+        };
+        // No preroll: one demuxer thread feeds every sink, and a sink waiting for preroll
+        // would hold it while another sink waits for its first buffer.
+        let Ok(sink) = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+        else {
+            return;
+        };
+        if pipeline.add(&sink).is_err() {
+            return;
+        }
+        let _ = sink.sync_state_with_parent();
+        if let Some(sink_pad) = sink.static_pad("sink") {
+            let _ = pad.link(&sink_pad);
+        }
+        let seen = seen.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                if let Some(pts) = buffer.pts() {
+                    let stop = pts + buffer.duration().unwrap_or_default();
+                    seen.fetch_max(stop.nseconds(), Ordering::Relaxed);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    });
+    let bus = pipeline.bus().ok_or("the pipeline has no bus")?;
+    let result = pipeline.set_state(gst::State::Playing).map(|_| ());
+    let deadline = std::time::Instant::now() + SCAN_TIMEOUT;
+    if result.is_ok() {
+        while std::time::Instant::now() < deadline {
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+                continue;
+            };
+            // A file cut short ends in an error where the data stops: what came before counts.
+            if matches!(
+                msg.view(),
+                gst::MessageView::Eos(_) | gst::MessageView::Error(_)
+            ) {
+                break;
+            }
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    Ok(Duration::from_nanos(end.load(Ordering::Relaxed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserts_pad_properties_after_the_named_element() {
+        let body = "compositor name=vmix background=black ! fakesink name=vmixer";
+        assert_eq!(
+            insert_after_name(body, "vmix", " sink_1::xpos=3").unwrap(),
+            "compositor name=vmix sink_1::xpos=3 background=black ! fakesink name=vmixer"
+        );
+        assert!(insert_after_name("compositor name=vmixer", "vmix", " x").is_none());
+    }
+}
