@@ -235,7 +235,7 @@ impl CallInputs {
     }
 
     /// The complete gst-launch description that plays this call into `template` and writes
-    /// its output with `${template}` = `output_name`.
+    /// its output into `out_dir` (`${call_dir}`) with `${template}` = `output_name`.
     ///
     /// With `static_layout`, each participant's compositor pad gets a fixed place in a grid of
     /// everyone who took part (gst-launch text cannot move pads over time); otherwise the
@@ -244,6 +244,7 @@ impl CallInputs {
     pub fn describe(
         &self,
         template: &Template,
+        out_dir: &Path,
         output_name: &str,
         static_layout: bool,
     ) -> Result<String, OfflineError> {
@@ -257,8 +258,12 @@ impl CallInputs {
         if !names::is_pipeline_safe_path(&dir) {
             return Err(OfflineError::UnsafePath(dir));
         }
+        let out_dir = out_dir.to_string_lossy().into_owned();
+        if !names::is_pipeline_safe_path(&out_dir) {
+            return Err(OfflineError::UnsafePath(out_dir));
+        }
         let mut vars = std::collections::BTreeMap::new();
-        vars.insert("call_dir", dir.clone());
+        vars.insert("call_dir", out_dir);
         vars.insert("call", self.manifest.dir.clone());
         vars.insert("template", output_name.to_owned());
         let mut body = template.render(&vars)?;
@@ -350,6 +355,13 @@ impl CallInputs {
         text.push_str(&body);
         Ok(text)
     }
+}
+
+/// A shell command that runs `description` in `gst-launch-1.0` (with EOS on Ctrl-C, so the
+/// file is finalised). The description is one single-quoted argument: gst-launch joins its
+/// arguments with spaces before parsing, so the text arrives as it was.
+pub fn launch_command(description: &str) -> String {
+    format!("gst-launch-1.0 -e '{}'", description.replace('\'', r"'\''"))
 }
 
 /// `decoded` (a chain ending in raw media) starting `offset_ms` into the call: `concat`
@@ -522,6 +534,14 @@ fn scan_duration(path: &Path, demuxer: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn launch_command_quotes_for_the_shell() {
+        assert_eq!(
+            launch_command("a name='x' ! b"),
+            r"gst-launch-1.0 -e 'a name='\''x'\'' ! b'"
+        );
+    }
 
     #[test]
     fn inserts_pad_properties_after_the_named_element() {

@@ -102,7 +102,7 @@ pub fn remix(
 ) -> Result<RemixReport, RemixError> {
     let inputs = CallInputs::load(dir)?;
     let output_name = unique_output_name(&inputs.dir, &format!("remix-{}", template.name));
-    let text = inputs.describe(template, &output_name, false)?;
+    let text = inputs.describe(template, &inputs.dir, &output_name, false)?;
     let pipeline = gst::parse::launch(&text)
         .map_err(|e| RemixError::Build(e.to_string()))?
         .downcast::<gst::Pipeline>()
