@@ -12,16 +12,9 @@ use callrec::daemon;
 use callrec::notify::Notifier;
 use callrec::supervisor::Drained;
 
-/// EX_USAGE from sysexits.h.
-const EX_USAGE: u8 = 64;
-/// EX_DATAERR from sysexits.h.
-const EX_DATAERR: u8 = 65;
-/// EX_SOFTWARE from sysexits.h.
-const EX_SOFTWARE: u8 = 70;
-/// EX_CANTCREAT from sysexits.h.
-const EX_CANTCREAT: u8 = 73;
-/// EX_CONFIG from sysexits.h.
-const EX_CONFIG: u8 = 78;
+mod cli;
+
+use cli::{EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_SOFTWARE, EX_USAGE};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,9 +53,48 @@ enum Command {
         /// The templates directory (default: the config's `pipelines_dir`).
         #[arg(long)]
         pipelines: Option<PathBuf>,
-        /// The TOML config file, for `pipelines_dir`.
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        /// The TOML config file, for `pipelines_dir` (default: /etc/callrec/callrec.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List, check and render pipeline templates.
+    Pipelines {
+        #[command(subcommand)]
+        action: PipelinesAction,
+        /// The templates directory (default: the config's `pipelines_dir`, else ./pipelines).
+        #[arg(long, global = true)]
+        pipelines: Option<PathBuf>,
+        /// The TOML config file, for `pipelines_dir` (default: /etc/callrec/callrec.toml).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PipelinesAction {
+    /// Print each template's name, scope, accepted media and description.
+    List,
+    /// Parse and build templates with GStreamer; exit 0 only if all are sound.
+    Check {
+        /// Template names or files (default: every template in the directory).
+        targets: Vec<String>,
+    },
+    /// Print a `gst-launch-1.0 -e` command that runs a template on its own.
+    Render {
+        /// The template's name or file.
+        template: String,
+        /// Feed it this many test participants (distinct colours and tones).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), conflicts_with = "from")]
+        participants: u16,
+        /// Seconds of test media.
+        #[arg(long, default_value_t = callrec::launch::DEFAULT_SECONDS, value_parser = clap::value_parser!(u32).range(1..=86400), conflicts_with = "from")]
+        seconds: u32,
+        /// Feed it a recorded call's files instead (the call's directory).
+        #[arg(long, value_name = "CALL_DIR")]
+        from: Option<PathBuf>,
+        /// Where the command writes (default: ./render-TEMPLATE).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -105,7 +137,46 @@ fn main() -> ExitCode {
             out,
             pipelines,
             config,
-        } => remix(&call_dir, &template, out.as_deref(), pipelines, &config),
+        } => remix(
+            &call_dir,
+            &template,
+            out.as_deref(),
+            pipelines,
+            config.as_deref(),
+        ),
+        Command::Pipelines {
+            action,
+            pipelines,
+            config,
+        } => {
+            let dir = match cli::pipelines_dir(pipelines, config.as_deref()) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    eprintln!("callrec pipelines: {e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            match action {
+                PipelinesAction::List => cli::pipelines::list(&dir),
+                PipelinesAction::Check { targets } => cli::pipelines::check(&dir, &targets),
+                PipelinesAction::Render {
+                    template,
+                    participants,
+                    seconds,
+                    from,
+                    out_dir,
+                } => {
+                    let source = match from {
+                        Some(call_dir) => cli::pipelines::RenderSource::Recording(call_dir),
+                        None => cli::pipelines::RenderSource::TestParticipants {
+                            count: participants as usize,
+                            seconds,
+                        },
+                    };
+                    cli::pipelines::render(&dir, &template, source, out_dir)
+                }
+            }
+        }
         Command::Run { config } => {
             let settings = match daemon::prepare(&config) {
                 Ok(s) => s,
@@ -135,24 +206,18 @@ fn remix(
     template: &str,
     out: Option<&Path>,
     pipelines: Option<PathBuf>,
-    config: &Path,
+    config: Option<&Path>,
 ) -> ExitCode {
     if let Err(e) = gst::init() {
         eprintln!("cannot initialise GStreamer: {e}");
         return ExitCode::from(EX_SOFTWARE);
     }
-    let dir = match pipelines {
-        Some(dir) => dir,
-        None => match callrec::config::Config::load(config) {
-            Ok(c) => c.recording.pipelines_dir,
-            Err(e) => {
-                eprintln!(
-                    "{}: {e} (or give the templates directory with --pipelines DIR)",
-                    config.display()
-                );
-                return ExitCode::from(EX_CONFIG);
-            }
-        },
+    let dir = match cli::pipelines_dir(pipelines, config) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("callrec remix: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
     };
     let set = match callrec::templates::TemplateSet::load_dir(&dir) {
         Ok(set) => set,

@@ -357,13 +357,6 @@ impl CallInputs {
     }
 }
 
-/// A shell command that runs `description` in `gst-launch-1.0` (with EOS on Ctrl-C, so the
-/// file is finalised). The description is one single-quoted argument: gst-launch joins its
-/// arguments with spaces before parsing, so the text arrives as it was.
-pub fn launch_command(description: &str) -> String {
-    format!("gst-launch-1.0 -e '{}'", description.replace('\'', r"'\''"))
-}
-
 /// `decoded` (a chain ending in raw media) starting `offset_ms` into the call: `concat`
 /// plays a gap of that length first (one black frame, or silence), which shifts the file's
 /// timestamps and segment as a whole. (`identity ts-offset` only delays sync, and a shifted
@@ -396,7 +389,7 @@ fn delayed(decoded: &str, name: &str, offset_ms: u128, kind: Kind) -> String {
 }
 
 /// Inserts `props` right after the `name=<element>` token of `body`.
-fn insert_after_name(body: &str, element: &str, props: &str) -> Option<String> {
+pub(crate) fn insert_after_name(body: &str, element: &str, props: &str) -> Option<String> {
     let token = format!("name={element}");
     let mut from = 0;
     while let Some(pos) = body[from..].find(&token) {
@@ -534,14 +527,6 @@ fn scan_duration(path: &Path, demuxer: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn launch_command_quotes_for_the_shell() {
-        assert_eq!(
-            launch_command("a name='x' ! b"),
-            r"gst-launch-1.0 -e 'a name='\''x'\'' ! b'"
-        );
-    }
 
     #[test]
     fn inserts_pad_properties_after_the_named_element() {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use gst::prelude::*;
 
 use crate::names;
+use crate::template_diagnose as diagnose;
 
 /// Where a template instance sits in the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -23,6 +24,14 @@ pub enum Scope {
     Participant,
     /// One instance per call (a live mix), fed every participant's decoded audio and video.
     Call,
+    /// One instance per recorded file after the call ended, fed that file's decoded audio
+    /// and video (post-processing: transcode, extract audio...).
+    Post,
+}
+
+impl Scope {
+    /// Every scope, in the order the docs list them.
+    pub const ALL: [Scope; 4] = [Scope::Track, Scope::Participant, Scope::Call, Scope::Post];
 }
 
 impl fmt::Display for Scope {
@@ -31,6 +40,7 @@ impl fmt::Display for Scope {
             Scope::Track => "track",
             Scope::Participant => "participant",
             Scope::Call => "call",
+            Scope::Post => "post",
         })
     }
 }
@@ -77,13 +87,13 @@ pub enum TemplateError {
         message: String,
     },
     /// GStreamer could not build the pipeline text.
-    #[error("{path}:{line}: pipeline does not parse: {message}")]
+    #[error("{path}:{line}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// First line of the pipeline text.
+        /// The line GStreamer's complaint is about.
         line: usize,
-        /// GStreamer's message, plus the missing elements if any.
+        /// GStreamer's message, and what to do about it.
         message: String,
     },
     /// A variable's value is not safe to put into pipeline text.
@@ -107,23 +117,21 @@ pub enum TemplateError {
 pub const VARIABLES: &[(&str, &[Scope], &str)] = &[
     (
         "call_dir",
-        &[Scope::Track, Scope::Participant, Scope::Call],
-        "absolute path of the call's directory",
+        &Scope::ALL,
+        "absolute path of the directory to write into: the call's directory (for `post`, a \
+         staging folder in it whose files callrec moves into the call's directory on success)",
     ),
-    (
-        "call",
-        &[Scope::Track, Scope::Participant, Scope::Call],
-        "the call's safe name",
-    ),
+    ("call", &Scope::ALL, "the call's safe name"),
     (
         "participant",
-        &[Scope::Track, Scope::Participant],
+        &[Scope::Track, Scope::Participant, Scope::Post],
         "the participant's safe name (unique in the call)",
     ),
+    ("template", &Scope::ALL, "the template's own name"),
     (
-        "template",
-        &[Scope::Track, Scope::Participant, Scope::Call],
-        "the template's own name",
+        "input",
+        &[Scope::Post],
+        "the recorded file's name without its extension, e.g. alice-video0",
     ),
     ("track", &[Scope::Track], "the track's name, e.g. video0"),
     ("kind", &[Scope::Track], "audio or video"),
@@ -215,6 +223,10 @@ pub struct Template {
     pub body: String,
     /// Line number of the first body line.
     pub body_line: usize,
+    /// The body as written: each line's number and text (for pointing at a line).
+    pub lines: Vec<(usize, String)>,
+    /// Line number of the `# inputs:` header.
+    pub inputs_line: usize,
     /// Canvas, background and layout (mix templates).
     pub canvas: Canvas,
 }
@@ -250,7 +262,7 @@ impl Template {
             if body_lines.is_empty() {
                 body_line = line_no;
             }
-            body_lines.push(line.trim_end_matches('\\').trim().to_owned());
+            body_lines.push((line_no, line.trim_end_matches('\\').trim().to_owned()));
         }
         if body_lines.is_empty() {
             return Err(syntax(1, "no pipeline text after the header".into()));
@@ -286,10 +298,11 @@ impl Template {
             Some((_, "track")) => Scope::Track,
             Some((_, "participant")) => Scope::Participant,
             Some((_, "call")) => Scope::Call,
+            Some((_, "post")) => Scope::Post,
             Some((line, other)) => {
                 return Err(syntax(
                     line,
-                    format!("unknown scope `{other}` (use track, participant or call)"),
+                    format!("unknown scope `{other}` (use track, participant, call or post)"),
                 ))
             }
             None => return Err(syntax(1, "header has no `# scope:` line".into())),
@@ -368,9 +381,18 @@ impl Template {
             scope,
             media,
             inputs,
-            body: body_lines.join(" "),
+            body: body_lines
+                .iter()
+                .map(|(_, l)| l.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
             body_line,
+            lines: body_lines,
+            inputs_line,
         };
+        if let Some((line, message)) = diagnose::unbalanced_quote(&template.lines) {
+            return Err(syntax(line, message));
+        }
         template.check_variables(text)?;
         Ok(template)
     }
@@ -471,18 +493,11 @@ impl Template {
             gst::ParseFlags::FATAL_ERRORS,
         );
         let element = parsed.map_err(|e| {
-            let missing = ctx.missing_elements();
-            let message = if missing.is_empty() {
-                e.to_string()
-            } else {
-                format!(
-                    "{e}; missing GStreamer elements: {} (install the plugin package that provides them)",
-                    missing.join(", ")
-                )
-            };
+            let (line, message) =
+                diagnose::explain_parse_error(&self.lines, e.message(), &ctx.missing_elements());
             TemplateError::Parse {
                 path: self.path.clone(),
-                line: self.body_line,
+                line,
                 message,
             }
         })?;
@@ -504,6 +519,9 @@ impl Template {
         if self.scope != Scope::Call {
             vars.insert("participant", "participant".to_owned());
         }
+        if self.scope == Scope::Post {
+            vars.insert("input", "participant-video0".to_owned());
+        }
         if self.scope == Scope::Track {
             vars.insert("track", "video0".to_owned());
             vars.insert("kind", "video".to_owned());
@@ -521,15 +539,38 @@ impl Template {
             if bin.by_name(element).is_none() {
                 return Err(TemplateError::Syntax {
                     path: self.path.clone(),
-                    line: self.body_line,
+                    line: self.inputs_line,
                     message: format!(
-                        "the input element `{element}` named in `# inputs:` is not in the pipeline (give an element name={element})"
+                        "missing input: the element `{element}` named in `# inputs:` is not in the pipeline (give an element name={element})"
                     ),
                 });
             }
         }
         Ok(())
     }
+}
+
+/// Reads and parses one template file (see [`Template::check`] for the GStreamer check).
+pub fn load_file(path: &Path) -> Result<Template, TemplateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Template::parse(path, &text)
+}
+
+/// The `*.pipeline` files of a directory, sorted.
+pub fn template_files(dir: &Path) -> Result<Vec<PathBuf>, TemplateError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| TemplateError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pipeline"))
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 /// All templates of a pipelines directory.
@@ -541,26 +582,24 @@ pub struct TemplateSet {
 impl TemplateSet {
     /// Loads every `*.pipeline` file in `dir`; any broken file is an error.
     pub fn load_dir(dir: &Path) -> Result<Self, Vec<TemplateError>> {
-        let entries = std::fs::read_dir(dir).map_err(|source| {
-            vec![TemplateError::Read {
-                path: dir.to_owned(),
-                source,
-            }]
-        })?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "pipeline"))
-            .collect();
-        paths.sort();
-        let mut templates = Vec::new();
+        let paths = template_files(dir).map_err(|e| vec![e])?;
+        let mut templates: Vec<Template> = Vec::new();
         let mut errors = Vec::new();
         for path in paths {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => match Template::parse(&path, &text) {
-                    Ok(t) => templates.push(t),
-                    Err(e) => errors.push(e),
+            match load_file(&path) {
+                Ok(t) => match templates.iter().find(|other| other.name == t.name) {
+                    Some(other) => errors.push(TemplateError::Syntax {
+                        path: path.clone(),
+                        line: 1,
+                        message: format!(
+                            "template name `{}` is already used by {}; give one of them another `# name:`",
+                            t.name,
+                            other.path.display()
+                        ),
+                    }),
+                    None => templates.push(t),
                 },
-                Err(source) => errors.push(TemplateError::Read { path, source }),
+                Err(e) => errors.push(e),
             }
         }
         if errors.is_empty() {

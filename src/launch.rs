@@ -1,0 +1,609 @@
+//! Templates as `gst-launch-1.0` commands an operator can run by hand: with test sources in
+//! place of participants, or bound to a recorded call's files (what callrec would do with
+//! them), and the shell command that runs such a description unchanged.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::call::layout::{self, Tile};
+use crate::names;
+use crate::offline::{CallInputs, InputFile, OfflineError};
+use crate::templates::{Kind, Scope, Template, TemplateError};
+
+/// Why a template cannot be rendered for gst-launch.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The template's text cannot be rendered.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// The recorded call cannot be used.
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+    /// The output directory cannot go into pipeline text.
+    #[error(
+        "the output directory {0} has characters that cannot go into pipeline text; give --out-dir with letters, digits, '-', '.', '_', '+' and '/' only"
+    )]
+    UnsafeOutDir(String),
+    /// The template takes nothing test sources or the recording can give it.
+    #[error("template {template} accepts none of the media callrec can feed it ({media})")]
+    NothingToFeed {
+        /// The template.
+        template: String,
+        /// Its `# media:`.
+        media: String,
+    },
+}
+
+/// Seconds of test media `render --participants` produces by default.
+pub const DEFAULT_SECONDS: u32 = 5;
+
+/// Test colours (0xRRGGBB) and tones (Hz) for test participants: distinct, and easy to tell
+/// apart in a picture or a spectrum.
+const COLOURS: [u32; 8] = [
+    0xe6194b, 0x3cb44b, 0x4363d8, 0xffe119, 0xf58231, 0x911eb4, 0x46f0f0, 0xf032e6,
+];
+const TONES: [u32; 8] = [330, 440, 550, 660, 770, 880, 990, 1100];
+const TEST_WIDTH: u32 = 640;
+const TEST_HEIGHT: u32 = 360;
+const TEST_FPS: u32 = 30;
+
+/// The colour (0xRRGGBB) and tone (Hz) of test participant `k` (0-based).
+pub fn test_participant(k: usize) -> (u32, u32) {
+    (
+        COLOURS[k % COLOURS.len()],
+        TONES[k % TONES.len()] + 1100 * (k / TONES.len()) as u32,
+    )
+}
+
+/// The gst-launch description of `template` fed by `participants` test participants for
+/// `seconds`, writing into `out_dir` (`${call_dir}`).
+pub fn with_test_sources(
+    template: &Template,
+    participants: usize,
+    seconds: u32,
+    out_dir: &Path,
+) -> Result<String, LaunchError> {
+    let out_dir = safe_dir(out_dir)?;
+    let participants = participants.max(1);
+    let video = encoder(template, Kind::Video);
+    let audio = encoder(template, Kind::Audio);
+    if video.is_none() && audio.is_none() {
+        return Err(nothing_to_feed(template));
+    }
+    let frames = seconds * TEST_FPS;
+    // 20 ms audio buffers.
+    let audio_buffers = seconds * 50;
+    let video_src = |k: usize| {
+        format!(
+            "videotestsrc pattern=solid-color foreground-color={:#010x} num-buffers={frames} \
+             ! video/x-raw,width={TEST_WIDTH},height={TEST_HEIGHT},framerate={TEST_FPS}/1",
+            0xff00_0000u32 | test_participant(k).0
+        )
+    };
+    let audio_src = |k: usize| {
+        format!(
+            "audiotestsrc freq={} volume=0.3 samplesperbuffer=960 num-buffers={audio_buffers} \
+             ! audio/x-raw,rate=48000,channels=2",
+            test_participant(k).1
+        )
+    };
+    let mut text = String::new();
+    match template.scope {
+        Scope::Call => {
+            let mut vars = base_vars(template, &out_dir);
+            vars.insert("call", "render".into());
+            let mut body = template.render(&vars)?;
+            let vmix = template.input_for(Kind::Video);
+            let amix = template.input_for(Kind::Audio);
+            if let Some(vmix) = vmix {
+                let tiles = vec![
+                    Tile {
+                        aspect: TEST_WIDTH as f64 / TEST_HEIGHT as f64
+                    };
+                    participants
+                ];
+                let c = template.canvas;
+                let rects = layout::place(c.layout, c.width, c.height, &tiles, None);
+                let _ = write!(text, "{} ", background(template, frames, c.fps, vmix));
+                let mut props = String::new();
+                for (k, r) in rects.iter().enumerate() {
+                    let pad = k + 1;
+                    let _ = write!(text, "{} ! videoconvert ! {vmix}.sink_{pad} ", video_src(k));
+                    let _ = write!(
+                        props,
+                        " sink_{pad}::xpos={} sink_{pad}::ypos={} sink_{pad}::width={} sink_{pad}::height={} sink_{pad}::zorder=1",
+                        r.x, r.y, r.w, r.h
+                    );
+                }
+                body = place_pads(template, &body, vmix, &props)?;
+            }
+            if let Some(amix) = amix {
+                for k in 0..participants {
+                    let _ = write!(text, "{} ! {amix}. ", audio_src(k));
+                }
+            }
+            text.push_str(&body);
+        }
+        Scope::Track | Scope::Participant | Scope::Post => {
+            let mut instances = vec![];
+            for k in 0..participants {
+                let participant = format!("p{}", k + 1);
+                let feeds: Vec<(Kind, &Encoder)> = [(Kind::Video, &video), (Kind::Audio, &audio)]
+                    .into_iter()
+                    .filter_map(|(kind, e)| e.as_ref().map(|e| (kind, e)))
+                    .collect();
+                let groups: Vec<Vec<(Kind, &Encoder)>> = if template.scope == Scope::Track {
+                    feeds.into_iter().map(|f| vec![f]).collect()
+                } else {
+                    vec![feeds]
+                };
+                for (mline, group) in groups.into_iter().enumerate() {
+                    let mut vars = base_vars(template, &out_dir);
+                    vars.insert("call", "render".into());
+                    vars.insert("participant", participant.clone());
+                    vars.insert("input", participant.clone());
+                    let mut sources = String::new();
+                    for (kind, enc) in &group {
+                        if template.scope == Scope::Track {
+                            vars.insert("track", format!("{}{mline}", kind.as_str()));
+                            vars.insert("kind", kind.as_str().into());
+                            vars.insert("codec", enc.codec.into());
+                        }
+                        let src = match kind {
+                            Kind::Video => video_src(k),
+                            Kind::Audio => audio_src(k),
+                        };
+                        let input = template.input_for(*kind).unwrap_or_default();
+                        let _ = write!(sources, "{src} ! {} ! {input}. ", enc.chain);
+                    }
+                    vars.retain(|name, _| provides(template.scope, name));
+                    instances.push(format!("{sources}{}", template.render(&vars)?));
+                }
+            }
+            text = join_instances(instances);
+        }
+    }
+    Ok(text)
+}
+
+/// The gst-launch description of `template` bound to a recorded call's files: what callrec
+/// does with them (`post`, and remix for `call`), or the recording redone (`track`,
+/// `participant`: the streams as recorded, remuxed). Writes into `out_dir`.
+pub fn from_recording(
+    template: &Template,
+    inputs: &CallInputs,
+    out_dir: &Path,
+) -> Result<String, LaunchError> {
+    let out_dir_text = safe_dir(out_dir)?;
+    if template.scope == Scope::Call {
+        return Ok(inputs.describe(template, out_dir, &template.name, true)?);
+    }
+    let mut instances = vec![];
+    for (n, file) in inputs.files.iter().enumerate() {
+        match template.scope {
+            Scope::Post => {
+                if let Some(text) = post_description(template, inputs, n, &out_dir_text)? {
+                    instances.push(text);
+                }
+            }
+            _ => instances.extend(remux_descriptions(template, inputs, file, &out_dir_text)?),
+        }
+    }
+    if instances.is_empty() {
+        return Err(nothing_to_feed(template));
+    }
+    Ok(join_instances(instances))
+}
+
+/// One `post` instance for file `n` of the call: the file decoded into the template's inputs,
+/// writing into `out_dir`. A kind the template takes but the file lacks is filled with black
+/// or silence for the file's length (so muxers get every stream they were promised); `None`
+/// if the file has nothing the template takes.
+pub fn post_description(
+    template: &Template,
+    inputs: &CallInputs,
+    n: usize,
+    out_dir: &str,
+) -> Result<Option<String>, LaunchError> {
+    let Some(file) = inputs.files.get(n) else {
+        return Ok(None);
+    };
+    let video_in = template.input_for(Kind::Video);
+    let audio_in = template.input_for(Kind::Audio);
+    let takes = |present: bool, input: Option<&str>| present && input.is_some();
+    if !takes(file.video.is_some(), video_in) && !takes(file.audio, audio_in) {
+        return Ok(None);
+    }
+    let dir = inputs.dir.to_string_lossy();
+    if !names::is_pipeline_safe_path(&dir) {
+        return Err(OfflineError::UnsafePath(dir.into_owned()).into());
+    }
+    let mut vars = base_vars(template, out_dir);
+    vars.insert("call", inputs.manifest.dir.clone());
+    vars.insert("participant", participant_name(inputs, file));
+    vars.insert("input", stem(&file.file));
+    let body = template.render(&vars)?;
+    let mut text = format!(
+        "filesrc location={dir}/{} ! {} name=in ",
+        file.file, file.demuxer
+    );
+    if let Some(v) = video_in {
+        if file.video.is_some() {
+            let _ = write!(
+                text,
+                "in.video_0 ! queue ! decodebin ! queue ! videoconvert ! {v}. "
+            );
+        } else {
+            let frames = file.duration.as_secs() + 1;
+            let _ = write!(
+                text,
+                "videotestsrc pattern=black num-buffers={frames} \
+                 ! video/x-raw,format=I420,width=320,height=180,framerate=1/1 ! {v}. "
+            );
+        }
+    }
+    if let Some(a) = audio_in {
+        if file.audio {
+            let _ = write!(
+                text,
+                "in.audio_0 ! queue ! decodebin ! queue ! audioconvert ! audioresample ! {a}. "
+            );
+        } else {
+            let buffers = file.duration.as_millis() / 20 + 1;
+            let _ = write!(
+                text,
+                "audiotestsrc wave=silence samplesperbuffer=960 num-buffers={buffers} \
+                 ! audio/x-raw,rate=48000,channels=2 ! {a}. "
+            );
+        }
+    }
+    text.push_str(&body);
+    Ok(Some(text))
+}
+
+/// `track` and `participant` instances that remux a recorded file's streams as they are.
+fn remux_descriptions(
+    template: &Template,
+    inputs: &CallInputs,
+    file: &InputFile,
+    out_dir: &str,
+) -> Result<Vec<String>, LaunchError> {
+    let dir = inputs.dir.to_string_lossy();
+    if !names::is_pipeline_safe_path(&dir) {
+        return Err(OfflineError::UnsafePath(dir.into_owned()).into());
+    }
+    let tracks: Vec<&crate::recording::TrackEntry> = inputs
+        .manifest
+        .tracks
+        .iter()
+        .filter(|t| t.file.as_deref() == Some(file.file.as_str()))
+        .filter(|t| {
+            (t.kind == "video" && file.video.is_some()) || (t.kind == "audio" && file.audio)
+        })
+        .filter(|t| template.accepts(&media_type(&t.codec)))
+        .collect();
+    let mut vars = base_vars(template, out_dir);
+    vars.insert("call", inputs.manifest.dir.clone());
+    vars.insert("participant", participant_name(inputs, file));
+    let source = |pads: &[(&str, &str)]| {
+        let mut s = format!(
+            "filesrc location={dir}/{} ! {} name=in ",
+            file.file, file.demuxer
+        );
+        for (pad, input) in pads {
+            let _ = write!(s, "in.{pad} ! queue ! {input}. ");
+        }
+        s
+    };
+    let kind_of = |t: &crate::recording::TrackEntry| {
+        if t.kind == "video" {
+            Kind::Video
+        } else {
+            Kind::Audio
+        }
+    };
+    let mut out = vec![];
+    if template.scope == Scope::Track {
+        for t in &tracks {
+            let kind = kind_of(t);
+            let Some(input) = template.input_for(kind) else {
+                continue;
+            };
+            let mut vars = vars.clone();
+            vars.insert("track", format!("{}{}", t.kind, t.mline));
+            vars.insert("kind", t.kind.clone());
+            vars.insert("codec", t.codec.clone());
+            let pad = format!("{}_0", t.kind);
+            out.push(format!(
+                "{}{}",
+                source(&[(&pad, input)]),
+                template.render(&vars)?
+            ));
+        }
+    } else {
+        let pads: Vec<(String, &str)> = tracks
+            .iter()
+            .filter_map(|t| {
+                template
+                    .input_for(kind_of(t))
+                    .map(|i| (format!("{}_0", t.kind), i))
+            })
+            .collect();
+        if !pads.is_empty() {
+            let pads: Vec<(&str, &str)> = pads.iter().map(|(p, i)| (p.as_str(), *i)).collect();
+            out.push(format!("{}{}", source(&pads), template.render(&vars)?));
+        }
+    }
+    Ok(out)
+}
+
+/// The caps media type of a codec name as the manifest writes it.
+fn media_type(codec: &str) -> String {
+    match codec {
+        "opus" => "audio/x-opus".into(),
+        other => format!("video/x-{other}"),
+    }
+}
+
+/// A participant's safe name from the manifest (or made from the peer id).
+fn participant_name(inputs: &CallInputs, file: &InputFile) -> String {
+    inputs
+        .manifest
+        .participants
+        .iter()
+        .find(|p| p.id == file.participant)
+        .map(|p| p.name.clone())
+        .filter(|n| names::is_safe_component(n))
+        .unwrap_or_else(|| names::safe_name(&file.participant))
+}
+
+/// A file name without its extension.
+fn stem(file: &str) -> String {
+    Path::new(file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.to_owned())
+}
+
+/// How test media is encoded for a template: the chain after the raw source, and the codec.
+struct Encoder {
+    chain: &'static str,
+    codec: &'static str,
+}
+
+/// The cheapest encoder chain for a media type the template accepts, if any.
+fn encoder(template: &Template, kind: Kind) -> Option<Encoder> {
+    let choices: &[(&str, &str, &str)] = match kind {
+        Kind::Video => &[
+            ("video/x-raw", "videoconvert", "raw"),
+            (
+                "video/x-vp8",
+                "videoconvert ! vp8enc deadline=1 cpu-used=16 keyframe-max-dist=30",
+                "vp8",
+            ),
+            (
+                "video/x-h264",
+                "videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse",
+                "h264",
+            ),
+            (
+                "video/x-vp9",
+                "videoconvert ! vp9enc deadline=1 cpu-used=8 keyframe-max-dist=30",
+                "vp9",
+            ),
+            (
+                "video/x-h265",
+                "videoconvert ! x265enc speed-preset=ultrafast key-int-max=30 ! h265parse",
+                "h265",
+            ),
+        ],
+        Kind::Audio => &[
+            ("audio/x-raw", "audioconvert ! audioresample", "raw"),
+            ("audio/x-opus", "audioconvert ! opusenc", "opus"),
+        ],
+    };
+    template.input_for(kind)?;
+    choices
+        .iter()
+        .find(|(media, _, _)| template.accepts(media))
+        .map(|(_, chain, codec)| Encoder { chain, codec })
+}
+
+/// The live background the daemon adds to a mix: the canvas colour on the mixer's `sink_0`.
+fn background(template: &Template, frames: u32, fps: u32, vmix: &str) -> String {
+    let c = template.canvas;
+    format!(
+        "videotestsrc pattern=solid-color foreground-color={:#010x} num-buffers={} \
+         ! video/x-raw,format=I420,width={},height={},framerate={fps}/1 ! {vmix}.sink_0",
+        0xff00_0000u32 | c.background,
+        frames * fps / TEST_FPS,
+        c.width,
+        c.height
+    )
+}
+
+/// Puts compositor pad properties on the mixer element.
+fn place_pads(
+    template: &Template,
+    body: &str,
+    vmix: &str,
+    props: &str,
+) -> Result<String, TemplateError> {
+    crate::offline::insert_after_name(body, vmix, props).ok_or_else(|| TemplateError::Syntax {
+        path: template.path.clone(),
+        line: template.inputs_line,
+        message: format!("no `name={vmix}` element to place participants on"),
+    })
+}
+
+fn base_vars(template: &Template, out_dir: &str) -> BTreeMap<&'static str, String> {
+    let mut vars = BTreeMap::new();
+    vars.insert("call_dir", out_dir.to_owned());
+    vars.insert("template", template.name.clone());
+    vars
+}
+
+/// Whether a scope provides a variable.
+fn provides(scope: Scope, name: &str) -> bool {
+    crate::templates::VARIABLES
+        .iter()
+        .any(|(n, scopes, _)| *n == name && scopes.contains(&scope))
+}
+
+fn nothing_to_feed(template: &Template) -> LaunchError {
+    LaunchError::NothingToFeed {
+        template: template.name.clone(),
+        media: template.media.join(", "),
+    }
+}
+
+fn safe_dir(dir: &Path) -> Result<String, LaunchError> {
+    let text = dir.to_string_lossy().into_owned();
+    if names::is_pipeline_safe_path(&text) && dir.is_absolute() {
+        Ok(text)
+    } else {
+        Err(LaunchError::UnsafeOutDir(text))
+    }
+}
+
+/// Several instances of one template in one description: element names are made unique per
+/// instance (`mux` becomes `mux_1`, and `mux.` references follow), because gst-launch looks
+/// names up across the whole pipeline.
+fn join_instances(instances: Vec<String>) -> String {
+    if instances.len() == 1 {
+        return instances.into_iter().next().unwrap_or_default();
+    }
+    instances
+        .iter()
+        .enumerate()
+        .map(|(i, text)| uniquify(text, &format!("_{}", i + 1)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Renames every `name=X` element of `text` to `X<suffix>`, with its `X.` references.
+fn uniquify(text: &str, suffix: &str) -> String {
+    let names: Vec<&str> = text
+        .split_whitespace()
+        .filter_map(|t| t.strip_prefix("name="))
+        .collect();
+    text.split(' ')
+        .map(|token| {
+            if let Some(name) = token.strip_prefix("name=") {
+                if names.contains(&name) {
+                    return format!("name={name}{suffix}");
+                }
+            }
+            if let Some((name, pad)) = token.split_once('.') {
+                if names.contains(&name) && !name.is_empty() {
+                    return format!("{name}{suffix}.{pad}");
+                }
+            }
+            token.to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A shell command that runs `description` in `gst-launch-1.0` (with EOS on Ctrl-C, so files
+/// are finalised), after creating `out_dir`. gst-launch escapes blanks inside each argument,
+/// so the description is passed word by word, each word quoted for the shell when needed.
+pub fn launch_command(description: &str, out_dir: Option<&Path>) -> String {
+    let mut command = String::new();
+    if let Some(dir) = out_dir {
+        let _ = write!(
+            command,
+            "mkdir -p {} && ",
+            shell_word(&dir.to_string_lossy())
+        );
+    }
+    command.push_str("gst-launch-1.0 -e");
+    for word in launch_words(description) {
+        command.push(' ');
+        command.push_str(&shell_word(&word));
+    }
+    command
+}
+
+/// Splits gst-launch text into words at blanks outside quotes.
+fn launch_words(text: &str) -> Vec<String> {
+    let mut words = vec![];
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    for c in text.chars() {
+        match (c, quote) {
+            (c, None) if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            ('"' | '\'', None) => {
+                quote = Some(c);
+                word.push(c);
+            }
+            (c, Some(q)) if c == q => {
+                quote = None;
+                word.push(c);
+            }
+            (c, _) => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// `word` quoted for a POSIX shell if it holds anything but plain characters.
+fn shell_word(word: &str) -> String {
+    let plain = word == "!"
+        || word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=,+@%^".contains(c));
+    if plain && !word.is_empty() {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_pass_the_description_word_by_word() {
+        assert_eq!(
+            launch_command(r#"a name=x ! b p="1 2" c='it'"#, None),
+            r#"gst-launch-1.0 -e a name=x ! b 'p="1 2"' 'c='\''it'\'''"#
+        );
+        assert_eq!(
+            launch_command("a ! b", Some(Path::new("/tmp/o"))),
+            "mkdir -p /tmp/o && gst-launch-1.0 -e a ! b"
+        );
+    }
+
+    #[test]
+    fn instances_get_unique_names() {
+        assert_eq!(
+            uniquify(
+                "src ! mux. matroskamux name=mux ! f location=/a/mux.mkv",
+                "_2"
+            ),
+            "src ! mux_2. matroskamux name=mux_2 ! f location=/a/mux.mkv"
+        );
+        assert_eq!(
+            uniquify("s ! m.video_0 mp4mux name=m", "_1"),
+            "s ! m_1.video_0 mp4mux name=m_1"
+        );
+    }
+
+    #[test]
+    fn test_participants_differ() {
+        let all: Vec<(u32, u32)> = (0..10).map(test_participant).collect();
+        for (i, a) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|b| b.1 != a.1), "{all:?}");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Turns what is wrong with a template into an operator's message: which line of the file,
+//! and for a missing element, which Debian package usually provides it.
+//!
+//! GStreamer's parser sees the template as one line of text, so its errors name an element
+//! or a property but no line; these helpers find the line in the file again.
+
+/// A template body line: its number in the file and its text.
+pub type Line = (usize, String);
+
+/// The first quote that is never closed, as `(line, message)`. GStreamer's parser accepts
+/// an unbalanced quote silently and swallows the rest of the pipeline into one value.
+pub fn unbalanced_quote(lines: &[Line]) -> Option<(usize, String)> {
+    let mut open: Option<(char, usize)> = None;
+    for (number, text) in lines {
+        let mut escaped = false;
+        for c in text.chars() {
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            match (c, open) {
+                ('\\', _) => escaped = true,
+                ('"' | '\'', None) => open = Some((c, *number)),
+                (c, Some((q, _))) if c == q => open = None,
+                _ => {}
+            }
+        }
+    }
+    open.map(|(q, line)| {
+        (
+            line,
+            format!("unbalanced quote: the {q} opened on this line is never closed"),
+        )
+    })
+}
+
+/// The tokens of a line: gst-launch words split at blanks and `!`.
+fn tokens(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c.is_whitespace() || c == '!')
+        .filter(|t| !t.is_empty())
+}
+
+/// The line where an element of this factory (or with this `name=`) is written.
+pub fn line_of_element(lines: &[Line], element: &str) -> Option<usize> {
+    let named = format!("name={element}");
+    lines
+        .iter()
+        .find(|(_, text)| tokens(text).any(|t| t == element || t == named))
+        .or_else(|| {
+            // GStreamer names unnamed elements after their factory: x264enc0, x264enc1...
+            let factory = element.trim_end_matches(|c: char| c.is_ascii_digit());
+            (factory != element)
+                .then(|| {
+                    lines
+                        .iter()
+                        .find(|(_, text)| tokens(text).any(|t| t == factory))
+                })
+                .flatten()
+        })
+        .map(|(n, _)| *n)
+}
+
+/// The line where `property=` is set.
+pub fn line_of_property(lines: &[Line], property: &str) -> Option<usize> {
+    let prefix = format!("{property}=");
+    lines
+        .iter()
+        .find(|(_, text)| {
+            tokens(text).any(|t| {
+                t.starts_with(&prefix)
+                    || t.split_once("::")
+                        .is_some_and(|(_, p)| p.starts_with(&prefix))
+            })
+        })
+        .map(|(n, _)| *n)
+}
+
+/// The quoted words of a GStreamer message, in order: `no property "x" in element "y"`
+/// gives `["x", "y"]`.
+fn quoted(message: &str) -> Vec<&str> {
+    message.split('"').skip(1).step_by(2).collect()
+}
+
+/// The line a GStreamer parse error is about, and the message to show. `missing` are the
+/// elements the parser could not find.
+pub fn explain_parse_error(lines: &[Line], message: &str, missing: &[String]) -> (usize, String) {
+    let first = lines.first().map(|(n, _)| *n).unwrap_or(1);
+    if let Some(element) = missing.first() {
+        let line = line_of_element(lines, element).unwrap_or(first);
+        let hint = match package_for(element) {
+            Some(package) => format!("install {package}"),
+            None => "install the GStreamer plugin that provides it (`gst-inspect-1.0` lists what is installed)".into(),
+        };
+        let mut text = format!("no GStreamer element `{element}` ({hint})");
+        if missing.len() > 1 {
+            text.push_str(&format!("; also missing: {}", missing[1..].join(", ")));
+        }
+        return (line, text);
+    }
+    let words = quoted(message);
+    if message.starts_with("no property") || message.starts_with("could not set property") {
+        if let Some(property) = words.first() {
+            let line = line_of_property(lines, property).unwrap_or(first);
+            let element = words.get(1).copied().unwrap_or("?");
+            return (
+                line,
+                format!(
+                    "{message} (`gst-inspect-1.0 {}` lists its properties)",
+                    element.trim_end_matches(|c: char| c.is_ascii_digit())
+                ),
+            );
+        }
+    }
+    if let Some(rest) = message.strip_prefix("could not link ") {
+        let from = rest.split_whitespace().next().unwrap_or("");
+        let line = line_of_element(lines, from).unwrap_or(first);
+        return (
+            line,
+            format!("{message} (their caps do not fit; add a converter or caps filter)"),
+        );
+    }
+    (first, format!("pipeline does not parse: {message}"))
+}
+
+/// The Debian 12 package that usually provides a GStreamer element, where known.
+pub fn package_for(element: &str) -> Option<&'static str> {
+    const BASE: &str = "gstreamer1.0-plugins-base";
+    const GOOD: &str = "gstreamer1.0-plugins-good";
+    const BAD: &str = "gstreamer1.0-plugins-bad";
+    const UGLY: &str = "gstreamer1.0-plugins-ugly";
+    const RS: &str =
+        "the gst-plugins-rs plugins (not packaged in Debian 12; build them with cargo-c)";
+    let package = match element {
+        "opusenc" | "opusdec" | "oggmux" | "oggdemux" | "vorbisenc" | "vorbisdec" | "theoraenc"
+        | "compositor" | "audiomixer" | "videoconvert" | "audioconvert" | "audioresample"
+        | "videoscale" | "videorate" | "audiorate" | "decodebin" | "decodebin3" | "parsebin"
+        | "uridecodebin" | "encodebin" | "videotestsrc" | "audiotestsrc" | "textoverlay"
+        | "timeoverlay" | "clockoverlay" | "appsrc" | "appsink" | "playbin" | "volume"
+        | "videoconvertscale" | "audiointerleave" => BASE,
+        "matroskamux" | "matroskademux" | "webmmux" | "mp4mux" | "qtmux" | "qtdemux" | "vp8enc"
+        | "vp8dec" | "vp9enc" | "vp9dec" | "flacenc" | "flacdec" | "wavenc" | "wavparse"
+        | "level" | "spectrum" | "splitmuxsink" | "jpegenc" | "pngenc" | "lamemp3enc"
+        | "videobox" | "videoflip" | "videocrop" | "flvmux" | "souphttpsrc" | "rtpvp8depay"
+        | "rtpvp9depay" | "rtph264depay" | "rtph265depay" | "rtpopusdepay" | "isomp4"
+        | "audioecho" | "equalizer-10bands" | "deinterlace" | "alphacolor" => GOOD,
+        "x264enc" | "mpeg2dec" | "a52dec" | "sidplay" | "dvdreadsrc" => UGLY,
+        "hlssink2" | "hlssink" | "x265enc" | "fdkaacenc" | "fdkaacdec" | "openh264enc"
+        | "openh264dec" | "av1enc" | "av1dec" | "dav1ddec" | "webrtcbin" | "mpegtsmux"
+        | "tsdemux" | "h264parse" | "h265parse" | "vp9parse" | "av1parse" | "voaacenc"
+        | "srtsink" | "srtsrc" | "rtmp2sink" | "dashsink" | "svtav1enc" | "interaudiosink"
+        | "intervideosink" | "videoparse" | "rawvideoparse" | "aesenc" | "watchdog" => BAD,
+        "webrtcsink" | "webrtcsrc" | "rtpav1depay" | "rtpav1pay" | "fmp4mux" | "cmafmux"
+        | "isofmp4mux" | "hlssink3" | "livesync" | "togglerecord" | "rsfilesink" | "whipsink"
+        | "whepsrc" | "rav1enc" | "gtkwaylandsink" => RS,
+        "nicesrc" | "nicesink" => "gstreamer1.0-nice",
+        _ if element.starts_with("avenc_")
+            || element.starts_with("avdec_")
+            || element.starts_with("avmux_")
+            || element.starts_with("avdemux_") =>
+        {
+            "gstreamer1.0-libav"
+        }
+        _ if element.starts_with("vaapi") => "gstreamer1.0-vaapi",
+        _ if element.starts_with("gl") => "gstreamer1.0-gl",
+        _ if element.starts_with("nv") => BAD,
+        _ => return None,
+    };
+    Some(package)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<Line> {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| (i + 10, l.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn finds_unbalanced_quotes() {
+        assert_eq!(
+            unbalanced_quote(&lines("a name=\"x y\" ! b\nc d='e'")),
+            None
+        );
+        let (line, message) = unbalanced_quote(&lines("a ! b\nc name=\"x ! d\ne")).unwrap();
+        assert_eq!(line, 11);
+        assert!(message.contains("never closed"), "{message}");
+        // A quote inside the other kind, or escaped, is not an opening quote.
+        assert_eq!(unbalanced_quote(&lines("a s=\"it's\" t=\\\"")), None);
+    }
+
+    #[test]
+    fn points_at_elements_and_properties() {
+        let l = lines(
+            "compositor name=vmix ! videoconvert\n! x264enc bitrate=1 ! mux.\nmp4mux name=mux",
+        );
+        assert_eq!(line_of_element(&l, "x264enc"), Some(11));
+        assert_eq!(line_of_element(&l, "x264enc0"), Some(11));
+        assert_eq!(line_of_element(&l, "mux"), Some(12));
+        assert_eq!(line_of_property(&l, "bitrate"), Some(11));
+        let (line, message) =
+            explain_parse_error(&l, "no property \"bitrate\" in element \"x264enc0\"", &[]);
+        assert_eq!(line, 11);
+        assert!(message.contains("gst-inspect-1.0 x264enc"), "{message}");
+        let (line, message) =
+            explain_parse_error(&l, "no element \"x264enc\"", &["x264enc".into()]);
+        assert_eq!(line, 11);
+        assert!(message.contains("gstreamer1.0-plugins-ugly"), "{message}");
+    }
+
+    #[test]
+    fn knows_common_packages() {
+        assert_eq!(package_for("avenc_aac"), Some("gstreamer1.0-libav"));
+        assert_eq!(package_for("hlssink2"), Some("gstreamer1.0-plugins-bad"));
+        assert_eq!(package_for("frobnicator"), None);
+    }
+}
