@@ -269,6 +269,7 @@ impl Supervisor {
             keyframe_interval: Duration::from_millis(cfg.recording.keyframe_request_interval_ms),
             negotiation_timeout: config::secs(cfg.signalling.negotiation_timeout_secs),
             media_timeout: config::secs(cfg.recording.media_timeout_secs),
+            graphs: cfg.debug.graphs,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = call::spawn(
