@@ -53,6 +53,9 @@ pub struct Config {
     /// STUN/TURN servers (none by default, so closed networks work).
     #[serde(default)]
     pub ice: IceConfig,
+    /// Troubleshooting aids (all off by default).
+    #[serde(default)]
+    pub debug: DebugConfig,
 }
 
 /// The signalling protocols callrec speaks.
@@ -145,6 +148,15 @@ pub struct IceConfig {
     pub local_addresses: Vec<String>,
 }
 
+/// `[debug]`: troubleshooting aids, off by default because they cost disk and CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Write GStreamer pipeline graphs (`.dot`) into `<call_dir>/debug/`.
+    #[serde(default)]
+    pub graphs: bool,
+}
+
 fn default_protocol() -> Protocol {
     Protocol::GstWebrtc
 }
@@ -223,6 +235,54 @@ impl Config {
     /// Parses TOML text; the error is the parser's message, with position.
     pub fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Keeps `running`'s values for the settings that only take effect at start-up, and names
+    /// those that differed. Reloading uses it so a changed restart-only setting is reported
+    /// instead of half applied: the signalling client and the recordings directory are set
+    /// up once, when the daemon starts.
+    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<&'static str> {
+        let mut changed = vec![];
+        let (new, old) = (&mut self.signalling, &running.signalling);
+        keep(&mut changed, "signalling.url", &mut new.url, &old.url);
+        keep(
+            &mut changed,
+            "signalling.protocol",
+            &mut new.protocol,
+            &old.protocol,
+        );
+        keep(&mut changed, "signalling.meta", &mut new.meta, &old.meta);
+        keep(
+            &mut changed,
+            "signalling.ca_file",
+            &mut new.ca_file,
+            &old.ca_file,
+        );
+        keep(
+            &mut changed,
+            "signalling.connect_timeout_secs",
+            &mut new.connect_timeout_secs,
+            &old.connect_timeout_secs,
+        );
+        keep(
+            &mut changed,
+            "signalling.reconnect_min_secs",
+            &mut new.reconnect_min_secs,
+            &old.reconnect_min_secs,
+        );
+        keep(
+            &mut changed,
+            "signalling.reconnect_max_secs",
+            &mut new.reconnect_max_secs,
+            &old.reconnect_max_secs,
+        );
+        keep(
+            &mut changed,
+            "recording.dir",
+            &mut self.recording.dir,
+            &running.recording.dir,
+        );
+        changed
     }
 
     /// Checks the values serde cannot.
@@ -324,6 +384,19 @@ impl Config {
     }
 }
 
+/// Puts `old` back into `new` if they differ, noting `key`.
+fn keep<T: PartialEq + Clone>(
+    changed: &mut Vec<&'static str>,
+    key: &'static str,
+    new: &mut T,
+    old: &T,
+) {
+    if new != old {
+        changed.push(key);
+        *new = old.clone();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +435,37 @@ mod tests {
         let text = format!("{MINIMAL}\nlinger_secs = -1");
         let err = Config::parse(&text).unwrap().validate().unwrap_err();
         assert!(err.to_string().contains("linger_secs"), "{err}");
+    }
+
+    #[test]
+    fn debug_graphs_default_off_and_unknown_debug_keys_are_errors() {
+        assert!(!Config::parse(MINIMAL).unwrap().debug.graphs);
+        let on = Config::parse(&format!("{MINIMAL}\n[debug]\ngraphs = true")).unwrap();
+        assert!(on.debug.graphs);
+        let err = Config::parse(&format!("{MINIMAL}\n[debug]\ngraph = true")).unwrap_err();
+        assert!(err.contains("graph"), "{err}");
+    }
+
+    #[test]
+    fn restart_only_settings_keep_their_running_values() {
+        let running = Config::parse(MINIMAL).unwrap();
+        let text = MINIMAL
+            .replace("8443", "9999")
+            .replace("/var/lib/callrec/recordings", "/elsewhere")
+            .replace(
+                "[recording]",
+                "negotiation_timeout_secs = 3\n[recording]\nlinger_secs = 9",
+            );
+        let mut new = Config::parse(&text).unwrap();
+        let changed = new.keep_restart_only(&running);
+        assert_eq!(changed, vec!["signalling.url", "recording.dir"]);
+        assert_eq!(new.signalling.url, running.signalling.url);
+        assert_eq!(new.recording.dir, running.recording.dir);
+        // Reloadable settings take their new values.
+        assert_eq!(new.recording.linger_secs, 9.0);
+        assert_eq!(new.signalling.negotiation_timeout_secs, 3.0);
+        let mut same = Config::parse(MINIMAL).unwrap();
+        assert!(same.keep_restart_only(&running).is_empty());
     }
 
     #[test]

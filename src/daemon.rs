@@ -1,7 +1,12 @@
 //! The daemon's two entry points: `run` (record until told to stop) and `check` (validate
 //! the config and every template without connecting anywhere).
+//!
+//! [`prepare`] is the one validation of config and templates: start-up, `callrec check` and
+//! SIGHUP reloads all go through it, so a reload accepts exactly what a start would.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -10,6 +15,7 @@ use tracing::{info, warn};
 use crate::config::{self, Config};
 use crate::notify::Notifier;
 use crate::recording;
+use crate::reload::{self, Reloader};
 use crate::signalling::{client, SignalEvent};
 use crate::supervisor::{Drained, Supervisor, SupervisorSettings};
 use crate::templates::{TemplateError, TemplateSet};
@@ -50,12 +56,14 @@ impl StartError {
     }
 }
 
-/// Loads and checks everything `run` needs, without touching the network.
+/// Loads and checks everything `run` needs, without touching the network: the config, the
+/// `wss://` trust setting, every template in the directory (parsed and checked with
+/// GStreamer) and the configured templates. It blocks (file I/O, GStreamer's parser); async
+/// callers run it with `spawn_blocking`.
 pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let config = Config::load(config_path)?;
     client::tls_connector(config.signalling.ca_file.as_deref())?;
-    gst::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
-    crate::gstlog::bridge();
+    init_gstreamer()?;
     let set =
         TemplateSet::load_dir(&config.recording.pipelines_dir).map_err(StartError::Templates)?;
     let mut errors = vec![];
@@ -75,6 +83,15 @@ pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
         return Err(StartError::Templates(errors));
     }
     SupervisorSettings::new(config, &set).map_err(|e| StartError::Templates(vec![e]))
+}
+
+/// Initialises GStreamer and, once per process, routes its log into ours (a reload calls
+/// `prepare` again and must not install the bridge twice).
+fn init_gstreamer() -> Result<(), StartError> {
+    static BRIDGE: Once = Once::new();
+    gst::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
+    BRIDGE.call_once(crate::gstlog::bridge);
+    Ok(())
 }
 
 /// Validates the config and templates, and that the recordings directory is writable.
@@ -97,10 +114,13 @@ fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Records until `shutdown` fires, then finalises every call within the grace period.
+/// Each message on `reloads` re-reads `config_path` and the templates for new calls.
 pub async fn run(
+    config_path: PathBuf,
     settings: SupervisorSettings,
     notifier: Notifier,
     shutdown: CancellationToken,
+    reloads: mpsc::Receiver<()>,
 ) -> Drained {
     let dir = &settings.config.recording.dir;
     for call in recording::mark_interrupted(dir) {
@@ -124,12 +144,23 @@ pub async fn run(
         command_rx,
         client_stop.clone(),
     ));
+    let notifier = Arc::new(notifier);
+    // Shared with the reloader: it must not send READY=1 before start-up did.
+    let ready = Arc::new(AtomicBool::new(false));
+    let (update_tx, update_rx) = mpsc::channel(1);
+    let reloader = Reloader::new(config_path, settings.config.clone(), update_tx);
+    let reloading = tokio::spawn(reload::serve(
+        reloader,
+        reloads,
+        notifier.clone(),
+        ready.clone(),
+        shutdown.clone(),
+    ));
     let supervisor = Supervisor::new(settings, command_tx);
-    let mut ready = false;
     let drained = supervisor
-        .run(event_rx, shutdown, |ev| match ev {
-            SignalEvent::Connected if !ready => {
-                ready = true;
+        .run(event_rx, update_rx, shutdown, |ev| match ev {
+            SignalEvent::Connected if !ready.load(Ordering::SeqCst) => {
+                ready.store(true, Ordering::SeqCst);
                 notifier.notify("READY=1\nSTATUS=connected to the signalling server");
             }
             SignalEvent::Connected => notifier.notify("STATUS=connected to the signalling server"),
@@ -139,6 +170,7 @@ pub async fn run(
             _ => {}
         })
         .await;
+    reloading.abort();
     client_stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client).await;
     info!(?drained, "stopped");

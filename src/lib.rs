@@ -15,6 +15,7 @@ pub mod names;
 pub mod notify;
 pub mod offline;
 pub mod recording;
+pub mod reload;
 pub mod remix;
 pub mod signalling;
 pub mod supervisor;

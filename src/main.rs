@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Connect to the signalling server and record calls until SIGTERM or SIGINT.
+    /// Connect to the signalling server and record calls until SIGTERM or SIGINT (SIGHUP
+    /// reloads the config and templates for new calls).
     Run {
         /// The TOML config file.
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
@@ -195,7 +196,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_SOFTWARE);
                 }
             };
-            runtime.block_on(run(settings))
+            runtime.block_on(run(config, settings))
         }
     }
 }
@@ -259,10 +260,12 @@ fn remix(
     }
 }
 
-async fn run(settings: callrec::supervisor::SupervisorSettings) -> ExitCode {
+async fn run(config: PathBuf, settings: callrec::supervisor::SupervisorSettings) -> ExitCode {
     let notifier = Notifier::from_env();
     let shutdown = CancellationToken::new();
-    let signals = match watch_signals(shutdown.clone()) {
+    // One slot: SIGHUPs that arrive while a reload is queued fold into it.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let signals = match watch_signals(shutdown.clone(), reload_tx) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot install signal handlers: {e}");
@@ -275,7 +278,7 @@ async fn run(settings: callrec::supervisor::SupervisorSettings) -> ExitCode {
         stopping.cancelled().await;
         stop_notifier.notify("STOPPING=1");
     });
-    let drained = daemon::run(settings, notifier, shutdown).await;
+    let drained = daemon::run(config, settings, notifier, shutdown, reload_rx).await;
     signals.abort();
     match drained {
         Drained::Clean => ExitCode::SUCCESS,
@@ -286,17 +289,25 @@ async fn run(settings: callrec::supervisor::SupervisorSettings) -> ExitCode {
     }
 }
 
-/// First SIGTERM/SIGINT: graceful stop. Second: exit at once.
-fn watch_signals(shutdown: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// First SIGTERM/SIGINT: graceful stop. Second: exit at once. SIGHUP: ask for a reload.
+fn watch_signals(
+    shutdown: CancellationToken,
+    reload: tokio::sync::mpsc::Sender<()>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         let mut count = 0;
         loop {
             tokio::select! {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
+                _ = hup.recv() => {
+                    request_reload(&reload);
+                    continue;
+                }
             }
             count += 1;
             if count == 1 {
@@ -308,6 +319,19 @@ fn watch_signals(shutdown: CancellationToken) -> std::io::Result<tokio::task::Jo
             }
         }
     }))
+}
+
+/// Queues a reload unless one is already waiting (it will read the newest files anyway).
+fn request_reload(reload: &tokio::sync::mpsc::Sender<()>) {
+    match reload.try_send(()) {
+        Ok(()) => info!("SIGHUP: reloading the config and templates for new calls"),
+        Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {
+            info!("SIGHUP: a reload is already queued")
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => {
+            warn!("SIGHUP ignored: callrec is stopping")
+        }
+    }
 }
 
 fn init_logging() {

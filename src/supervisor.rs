@@ -2,14 +2,15 @@
 //!
 //! It decides which producers to record and which call each belongs to, starts sessions,
 //! routes signalling events to call tasks, keeps each call alive through its linger, and
-//! drains every call on shutdown within the grace period.
+//! drains every call on shutdown within the grace period. A reload hands it new settings
+//! (see [`SettingsUpdate`]); calls already running keep the settings they started with.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -19,7 +20,7 @@ use crate::config::{self, Config};
 use crate::signalling::{SignalCommand, SignalEvent};
 use crate::templates::{Scope, Template, TemplateSet};
 
-/// Settings derived from the config, fixed for the daemon's life.
+/// Settings derived from the config. A reload replaces them for calls that start afterwards.
 #[derive(Debug, Clone)]
 pub struct SupervisorSettings {
     /// The parsed config.
@@ -41,6 +42,15 @@ impl SupervisorSettings {
             late_track_template,
         })
     }
+}
+
+/// New settings from a reload, and who to tell once the supervisor uses them.
+#[derive(Debug)]
+pub struct SettingsUpdate {
+    /// The settings for calls that start from now on.
+    pub settings: SupervisorSettings,
+    /// Fired once they are in use, so the daemon tells systemd only then.
+    pub applied: oneshot::Sender<()>,
 }
 
 struct CallHandle {
@@ -100,9 +110,11 @@ impl Supervisor {
 
     /// Runs until `shutdown` fires, then drains every call within the grace period.
     /// `on_event` is told of every signalling event first (the daemon uses it for sd_notify).
+    /// Settings arriving on `updates` apply to calls started after them.
     pub async fn run(
         mut self,
         mut events: mpsc::Receiver<SignalEvent>,
+        mut updates: mpsc::Receiver<SettingsUpdate>,
         shutdown: CancellationToken,
         mut on_event: impl FnMut(&SignalEvent),
     ) -> Drained {
@@ -118,10 +130,22 @@ impl Supervisor {
                     None => break,
                 },
                 Some(note) = self.notes_rx.recv() => self.on_note(note).await,
+                Some(update) = updates.recv() => self.apply(update),
                 _ = tick.tick() => self.on_tick(),
             }
         }
         self.drain().await
+    }
+
+    /// Uses reloaded settings from now on. Running calls hold their own snapshot
+    /// ([`CallSettings`]), so they finish with what they started with.
+    fn apply(&mut self, update: SettingsUpdate) {
+        self.settings = update.settings;
+        debug!(
+            calls = self.calls.len(),
+            "new settings in use for calls that start from now on"
+        );
+        let _ = update.applied.send(());
     }
 
     async fn on_signal(&mut self, ev: SignalEvent) {
@@ -269,6 +293,7 @@ impl Supervisor {
             keyframe_interval: Duration::from_millis(cfg.recording.keyframe_request_interval_ms),
             negotiation_timeout: config::secs(cfg.signalling.negotiation_timeout_secs),
             media_timeout: config::secs(cfg.recording.media_timeout_secs),
+            graphs: cfg.debug.graphs,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = call::spawn(

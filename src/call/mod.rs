@@ -7,6 +7,7 @@
 //! idempotent and every wait in it is bounded. A failure ends this call only.
 
 mod fade;
+mod graphs;
 pub mod layout;
 pub mod media;
 pub mod mix;
@@ -60,6 +61,8 @@ pub struct CallSettings {
     pub negotiation_timeout: Duration,
     /// Silence after which a connected session is considered gone.
     pub media_timeout: Duration,
+    /// Write pipeline graphs into `<call_dir>/debug/` (`[debug] graphs`).
+    pub graphs: bool,
 }
 
 /// Orders from the supervisor.
@@ -241,6 +244,7 @@ struct Call {
     signal_tx: mpsc::Sender<SignalCommand>,
     notes_tx: mpsc::UnboundedSender<CallNote>,
     failed: Option<String>,
+    graphs: graphs::Graphs,
 }
 
 /// Starts a call task. The call directory and manifest are created before it returns, so a
@@ -274,6 +278,7 @@ pub fn spawn(
         .map_err(|e| format!("cannot start the call pipeline: {e}"))?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     info!(call = %settings.name, dir = %dir.display(), "call started");
+    let graphs = graphs::Graphs::new(settings.graphs, &dir);
     let call = Call {
         key,
         settings,
@@ -288,6 +293,7 @@ pub fn spawn(
         signal_tx,
         notes_tx,
         failed: None,
+        graphs,
     };
     Ok(tokio::spawn(call.run(cmds, events_rx)))
 }
@@ -499,6 +505,7 @@ impl Call {
         use gst::MessageView;
         match msg.view() {
             MessageView::Error(err) => {
+                self.graphs.dump(&self.pipeline, "error");
                 let src = msg
                     .src()
                     .map(|s| s.path_string().to_string())
@@ -553,6 +560,12 @@ impl Call {
             MessageView::Warning(w) => {
                 debug!(call = %self.settings.name, "pipeline warning: {}", w.error());
             }
+            MessageView::StateChanged(change)
+                if change.current() == gst::State::Playing
+                    && msg.src() == Some(self.pipeline.upcast_ref()) =>
+            {
+                self.graphs.dump(&self.pipeline, "playing");
+            }
             _ => {}
         }
     }
@@ -579,6 +592,7 @@ impl Call {
         } else {
             self.save_manifest();
         }
+        self.graphs.dump(&self.pipeline, "eos");
         let pipeline = self.pipeline.clone();
         let stopped = tokio::time::timeout(
             NULL_TIMEOUT,

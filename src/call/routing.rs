@@ -403,6 +403,7 @@ impl Call {
         };
         let mut notes = vec![];
         let mut late = vec![];
+        let mut started = false;
         for out in &mut session.outputs {
             if out.started {
                 continue;
@@ -423,7 +424,12 @@ impl Call {
                     }
                 }
                 info!(call = %self.settings.name, participant = %session.name, template = %out.template.name, "recording");
+                started = true;
             }
+        }
+        if started {
+            // The participant's whole chain is linked and flowing: the most useful picture.
+            self.graphs.dump(&self.pipeline, "playing");
         }
         for n in notes {
             self.warn(n);

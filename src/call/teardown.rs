@@ -87,6 +87,8 @@ impl Call {
                 EOS_TIMEOUT.as_secs()
             ));
         }
+        // The session's elements as they ended, before they go to NULL.
+        self.graphs.dump(&self.pipeline, "eos");
         let Some(mut session) = self.sessions.remove(session_id) else {
             return;
         };

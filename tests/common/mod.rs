@@ -349,6 +349,11 @@ impl Daemon {
         signal(&self.child, "-INT");
     }
 
+    /// Sends SIGHUP (reload).
+    pub fn sighup(&self) {
+        signal(&self.child, "-HUP");
+    }
+
     /// Kills it with SIGKILL and reaps it, as a crash would end it.
     pub fn sigkill(&mut self) {
         kill(&mut self.child);
