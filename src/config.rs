@@ -56,6 +56,41 @@ pub struct Config {
     /// Troubleshooting aids (all off by default).
     #[serde(default)]
     pub debug: DebugConfig,
+    /// Post-processing after each call (none by default).
+    #[serde(default)]
+    pub post: PostConfig,
+}
+
+/// `[post]`: `post`-scope templates run over each finished call's recorded files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostConfig {
+    /// Names of the `post` templates to run, in order, after each call.
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// Most post-processing pipelines running at once (needs a restart to change).
+    #[serde(default = "default_post_concurrency")]
+    pub concurrency: usize,
+    /// Seconds one template may take over one call before it is stopped and marked failed.
+    #[serde(default = "default_post_timeout")]
+    pub timeout_secs: f64,
+}
+
+impl Default for PostConfig {
+    fn default() -> Self {
+        PostConfig {
+            templates: vec![],
+            concurrency: default_post_concurrency(),
+            timeout_secs: default_post_timeout(),
+        }
+    }
+}
+
+fn default_post_concurrency() -> usize {
+    1
+}
+fn default_post_timeout() -> f64 {
+    3600.0
 }
 
 /// The signalling protocols callrec speaks.
@@ -282,11 +317,23 @@ impl Config {
             &mut self.recording.dir,
             &running.recording.dir,
         );
+        keep(
+            &mut changed,
+            "post.concurrency",
+            &mut self.post.concurrency,
+            &running.post.concurrency,
+        );
         changed
     }
 
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=64).contains(&self.post.concurrency) {
+            return Err(ConfigError::Value {
+                key: "post.concurrency",
+                message: format!("{} must be between 1 and 64", self.post.concurrency),
+            });
+        }
         let url = url::Url::parse(&self.signalling.url).map_err(|e| ConfigError::Value {
             key: "signalling.url",
             message: format!("`{}` is not a URL: {e}", self.signalling.url),
@@ -319,6 +366,7 @@ impl Config {
                 "recording.media_timeout_secs",
                 self.recording.media_timeout_secs,
             ),
+            ("post.timeout_secs", self.post.timeout_secs),
         ];
         for (key, value) in positive {
             if !(value.is_finite() && value > 0.0 && value < 86_400.0) {

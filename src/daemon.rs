@@ -64,21 +64,9 @@ pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let config = Config::load(config_path)?;
     client::tls_connector(config.signalling.ca_file.as_deref())?;
     init_gstreamer()?;
-    let set =
-        TemplateSet::load_dir(&config.recording.pipelines_dir).map_err(StartError::Templates)?;
-    let mut errors = vec![];
-    for name in &config.recording.templates {
-        match set.get(name) {
-            Some(t) => errors.extend(t.check().err()),
-            None => errors.push(TemplateError::Unknown(name.clone())),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(StartError::Templates(errors));
-    }
-    // Every other template in the directory must at least parse too: a broken one would be
-    // found only when someone selects it.
-    errors.extend(set.check_all());
+    // Every template in the directory must be sound, not only the selected ones: a broken
+    // one would otherwise be found only when someone selects it. All problems are reported.
+    let (set, errors) = TemplateSet::load_and_check(&config.recording.pipelines_dir);
     if !errors.is_empty() {
         return Err(StartError::Templates(errors));
     }

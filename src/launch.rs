@@ -286,13 +286,15 @@ fn remux_descriptions(
     let mut vars = base_vars(template, out_dir);
     vars.insert("call", inputs.manifest.dir.clone());
     vars.insert("participant", participant_name(inputs, file));
-    let source = |pads: &[(&str, &str)]| {
+    // The caps filter names the media type, so gst-launch requests the input element's
+    // pad for that kind (a muxer's `video_%u` or `audio_%u`) rather than the first it has.
+    let source = |pads: &[(&str, &str, String)]| {
         let mut s = format!(
             "filesrc location={dir}/{} ! {} name=in ",
             file.file, file.demuxer
         );
-        for (pad, input) in pads {
-            let _ = write!(s, "in.{pad} ! queue ! {input}. ");
+        for (pad, input, media) in pads {
+            let _ = write!(s, "in.{pad} ! queue ! {media} ! {input}. ");
         }
         s
     };
@@ -317,21 +319,24 @@ fn remux_descriptions(
             let pad = format!("{}_0", t.kind);
             out.push(format!(
                 "{}{}",
-                source(&[(&pad, input)]),
+                source(&[(&pad, input, media_type(&t.codec))]),
                 template.render(&vars)?
             ));
         }
     } else {
-        let pads: Vec<(String, &str)> = tracks
+        let pads: Vec<(String, &str, String)> = tracks
             .iter()
             .filter_map(|t| {
                 template
                     .input_for(kind_of(t))
-                    .map(|i| (format!("{}_0", t.kind), i))
+                    .map(|i| (format!("{}_0", t.kind), i, media_type(&t.codec)))
             })
             .collect();
         if !pads.is_empty() {
-            let pads: Vec<(&str, &str)> = pads.iter().map(|(p, i)| (p.as_str(), *i)).collect();
+            let pads: Vec<(&str, &str, String)> = pads
+                .iter()
+                .map(|(p, i, m)| (p.as_str(), *i, m.clone()))
+                .collect();
             out.push(format!("{}{}", source(&pads), template.render(&vars)?));
         }
     }

@@ -14,6 +14,7 @@ pub mod launch;
 pub mod names;
 pub mod notify;
 pub mod offline;
+pub mod post;
 pub mod recording;
 pub mod reload;
 pub mod remix;

@@ -58,9 +58,11 @@ pub fn participant_name(peer_id: &str, meta: &serde_json::Value) -> String {
 }
 
 /// True if `name` is made only of characters a safe name may contain (for values that are
-/// built by callrec itself and substituted into pipelines, such as track names).
+/// built by callrec itself and substituted into pipelines, such as track names). Names
+/// callrec makes are far shorter than the bound, which keeps file names within limits.
 pub fn is_safe_component(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= 200
         && !name.starts_with('.')
         && name
             .chars()

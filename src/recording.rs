@@ -60,6 +60,33 @@ pub struct Manifest {
     pub mixes: Vec<MixEntry>,
     /// Things an operator should know (skipped codecs, late tracks...).
     pub warnings: Vec<String>,
+    /// Post-processing runs after the call (`[post] templates`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post: Vec<PostEntry>,
+}
+
+/// One `post` template's run over the call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostEntry {
+    /// The template.
+    pub template: String,
+    /// `queued`, `running`, `complete`, `skipped` or `failed`.
+    pub status: String,
+    /// Files it wrote, relative to the call directory (moved in only on success).
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The exact pipeline text run for each recorded file.
+    #[serde(default)]
+    pub pipelines: Vec<String>,
 }
 
 /// One live mix output.
@@ -183,6 +210,7 @@ impl Manifest {
             pipelines: vec![],
             mixes: vec![],
             warnings: vec![],
+            post: vec![],
         }
     }
 }
@@ -231,6 +259,26 @@ pub fn write_manifest(call_dir: &Path, manifest: &Manifest) -> std::io::Result<(
         file.sync_all()?;
     }
     std::fs::rename(&tmp, call_dir.join(MANIFEST_FILE))
+}
+
+/// Reads, changes and rewrites a finished call's manifest while holding `.manifest.lock`, so
+/// post-processing and `callrec remix` running at once keep each other's entries.
+pub fn update_manifest(
+    call_dir: &Path,
+    change: impl FnOnce(&mut Manifest),
+) -> std::io::Result<Manifest> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o640)
+        .open(call_dir.join(".manifest.lock"))?;
+    lock.lock()?;
+    let text = std::fs::read(call_dir.join(MANIFEST_FILE))?;
+    let mut manifest: Manifest = serde_json::from_slice(&text).map_err(std::io::Error::other)?;
+    change(&mut manifest);
+    write_manifest(call_dir, &manifest)?;
+    Ok(manifest)
 }
 
 /// Marks manifests left in `recording` by a crashed or killed daemon as `interrupted`.

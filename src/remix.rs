@@ -79,6 +79,17 @@ pub enum Progress {
     Bar,
     /// A log line every few seconds.
     Log,
+    /// Nothing (a background job).
+    Quiet,
+}
+
+/// When a pipeline run must give up, besides errors and stalls.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Limits<'a> {
+    /// Stop at this instant.
+    pub deadline: Option<Instant>,
+    /// Stop when this becomes true.
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 impl Progress {
@@ -111,7 +122,7 @@ pub fn remix(
     let files = crate::call::output::sink_files(pipeline.upcast_ref(), &inputs.dir);
     let started = Instant::now();
     let total = inputs.duration();
-    let result = run(&pipeline, total, progress);
+    let result = run(&pipeline, total, progress, Limits::default());
     let _ = pipeline.set_state(gst::State::Null);
     result?;
     let elapsed = started.elapsed();
@@ -147,16 +158,11 @@ pub fn remix(
         pipeline: text,
         remixed_at: Some(recording::now_rfc3339()),
     };
-    let mut manifest = inputs.manifest.clone();
-    if let Ok(current) = std::fs::read(inputs.dir.join(recording::MANIFEST_FILE)) {
-        if let Ok(current) = serde_json::from_slice(&current) {
-            manifest = current;
+    recording::update_manifest(&inputs.dir, |m| m.mixes.push(entry)).map_err(|source| {
+        RemixError::Io {
+            what: format!("cannot update the manifest in {}", inputs.dir.display()),
+            source,
         }
-    }
-    manifest.mixes.push(entry);
-    recording::write_manifest(&inputs.dir, &manifest).map_err(|source| RemixError::Io {
-        what: format!("cannot update the manifest in {}", inputs.dir.display()),
-        source,
     })?;
     Ok(RemixReport {
         files: written,
@@ -293,8 +299,14 @@ pub fn fast_scaling() -> gst::Structure {
         .build()
 }
 
-/// Plays the pipeline to EOS, showing progress; fails on an error or a stall.
-fn run(pipeline: &gst::Pipeline, total: Duration, progress: Progress) -> Result<(), RemixError> {
+/// Plays an offline pipeline to EOS, showing progress; fails on an error, a stall, or when
+/// `limits` say so. The caller sets the pipeline to NULL afterwards.
+pub fn run(
+    pipeline: &gst::Pipeline,
+    total: Duration,
+    progress: Progress,
+    limits: Limits,
+) -> Result<(), RemixError> {
     let bus = pipeline
         .bus()
         .ok_or_else(|| RemixError::Build("the pipeline has no bus".into()))?;
@@ -319,6 +331,18 @@ fn run(pipeline: &gst::Pipeline, total: Duration, progress: Progress) -> Result<
                 }
                 _ => {}
             }
+        }
+        if limits
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(RemixError::Run("stopped: callrec is shutting down".into()));
+        }
+        if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(RemixError::Run(format!(
+                "did not finish in time (stopped after {:.0} s)",
+                started.elapsed().as_secs_f64()
+            )));
         }
         let position = pipeline
             .query_position::<gst::ClockTime>()
@@ -352,7 +376,7 @@ fn run(pipeline: &gst::Pipeline, total: Duration, progress: Progress) -> Result<
                     position / total_s * 100.0
                 );
             }
-            Progress::Log => {}
+            Progress::Log | Progress::Quiet => {}
         }
     }
     if progress == Progress::Bar {

@@ -17,8 +17,13 @@ use tracing::{debug, info, warn};
 
 use crate::call::{self, CallCmd, CallNote, CallSettings};
 use crate::config::{self, Config};
+use crate::post::PostQueue;
+use crate::recording::CallStatus;
 use crate::signalling::{SignalCommand, SignalEvent};
-use crate::templates::{Scope, Template, TemplateSet};
+use crate::templates::{Scope, Template, TemplateError, TemplateSet};
+
+/// How long stopping waits for running post-processing to notice and clean up.
+const POST_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Settings derived from the config. A reload replaces them for calls that start afterwards.
 #[derive(Debug, Clone)]
@@ -29,17 +34,44 @@ pub struct SupervisorSettings {
     pub templates: Arc<Vec<Template>>,
     /// Fallback for tracks that arrive after their participant's file started.
     pub late_track_template: Option<Template>,
+    /// The `post` templates run over each finished call.
+    pub post_templates: Vec<Template>,
 }
 
 impl SupervisorSettings {
-    /// Selects the configured templates from a loaded set.
+    /// Selects the configured templates from a loaded set: `[recording] templates` must be
+    /// live scopes, `[post] templates` must be `post` scope.
     pub fn new(config: Config, set: &TemplateSet) -> Result<Self, crate::templates::TemplateError> {
         let templates = set.select(&config.recording.templates)?;
+        let post_templates = set.select(&config.post.templates)?;
+        let misplaced = |t: &Template, list: &str, hint: &str| TemplateError::Syntax {
+            path: t.path.clone(),
+            line: 1,
+            message: format!(
+                "template {} has scope {} and cannot be listed in {list}; {hint}",
+                t.name, t.scope
+            ),
+        };
+        if let Some(t) = templates.iter().find(|t| t.scope == Scope::Post) {
+            return Err(misplaced(
+                t,
+                "[recording] templates",
+                "list it in [post] templates",
+            ));
+        }
+        if let Some(t) = post_templates.iter().find(|t| t.scope != Scope::Post) {
+            return Err(misplaced(
+                t,
+                "[post] templates",
+                "only `# scope: post` templates run after a call",
+            ));
+        }
         let late_track_template = set.all().iter().find(|t| t.scope == Scope::Track).cloned();
         Ok(Self {
             config,
             templates: Arc::new(templates),
             late_track_template,
+            post_templates,
         })
     }
 }
@@ -79,6 +111,7 @@ pub struct Supervisor {
     notes_rx: mpsc::UnboundedReceiver<CallNote>,
     tracker: TaskTracker,
     draining: bool,
+    post: PostQueue,
 }
 
 /// How the daemon's run ended.
@@ -94,7 +127,14 @@ impl Supervisor {
     /// A supervisor that sends signalling commands through `signal_tx`.
     pub fn new(settings: SupervisorSettings, signal_tx: mpsc::Sender<SignalCommand>) -> Self {
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        let post = PostQueue::new(settings.config.post.concurrency);
+        post.resume(
+            &settings.config.recording.dir,
+            &settings.post_templates,
+            config::secs(settings.config.post.timeout_secs),
+        );
         Self {
+            post,
             settings,
             calls: HashMap::new(),
             pending: HashMap::new(),
@@ -350,11 +390,25 @@ impl Supervisor {
                 // Harmless if the server already ended it.
                 self.send(SignalCommand::EndSession { session_id }).await;
             }
-            CallNote::Ended { call, status } => {
+            CallNote::Ended { call, status, dir } => {
                 debug!(%call, ?status, "call task ended");
                 self.forget_call(&call);
+                self.post_process(dir, status);
             }
         }
+    }
+
+    /// Queues the `[post] templates` over a call that ended well and left recordings.
+    fn post_process(&self, dir: Option<std::path::PathBuf>, status: CallStatus) {
+        let Some(dir) = dir else { return };
+        if status != CallStatus::Complete || self.settings.post_templates.is_empty() {
+            return;
+        }
+        self.post.submit(
+            dir,
+            self.settings.post_templates.clone(),
+            config::secs(self.settings.config.post.timeout_secs),
+        );
     }
 
     fn forget_call(&mut self, key: &str) {
@@ -431,22 +485,37 @@ impl Supervisor {
             });
         }
         self.tracker.close();
-        let waiting = self.tracker.wait();
+        let tracker = self.tracker.clone();
+        let waiting = tracker.wait();
         tokio::pin!(waiting);
         let deadline = tokio::time::Instant::now() + grace;
-        loop {
+        let drained = loop {
             tokio::select! {
-                _ = &mut waiting => return Drained::Clean,
-                // Session closes still ask the server to end sessions while we drain.
-                Some(note) = self.notes_rx.recv() => {
-                    if let CallNote::SessionClosed { session_id, .. } = note {
-                        let _ = self.signal_tx.try_send(SignalCommand::EndSession { session_id });
-                    }
-                }
+                _ = &mut waiting => break Drained::Clean,
+                Some(note) = self.notes_rx.recv() => self.on_draining_note(note),
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Drained::TimedOut(self.tracker.len());
+                    break Drained::TimedOut(self.tracker.len());
                 }
             }
+        };
+        while let Ok(note) = self.notes_rx.try_recv() {
+            self.on_draining_note(note);
+        }
+        // Post-processing stops here; what did not finish stays queued for the next start.
+        self.post.stop(POST_STOP_GRACE).await;
+        drained
+    }
+
+    /// While draining, session closes still ask the server to end sessions, and calls that
+    /// end get their post-processing queued (it runs on the next start).
+    fn on_draining_note(&self, note: CallNote) {
+        match note {
+            CallNote::SessionClosed { session_id, .. } => {
+                let _ = self
+                    .signal_tx
+                    .try_send(SignalCommand::EndSession { session_id });
+            }
+            CallNote::Ended { dir, status, .. } => self.post_process(dir, status),
         }
     }
 

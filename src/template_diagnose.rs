@@ -4,6 +4,8 @@
 //! GStreamer's parser sees the template as one line of text, so its errors name an element
 //! or a property but no line; these helpers find the line in the file again.
 
+use gst::prelude::*;
+
 /// A template body line: its number in the file and its text.
 pub type Line = (usize, String);
 
@@ -75,6 +77,32 @@ pub fn line_of_property(lines: &[Line], property: &str) -> Option<usize> {
         .map(|(n, _)| *n)
 }
 
+/// The first `key=value` written on an element of `factory` that the element does not have,
+/// as `(line, key)`. `None` if the factory is not installed or every property exists.
+pub fn unknown_property(lines: &[Line], factory: &str) -> Option<(usize, String)> {
+    let element = gst::ElementFactory::make(factory).build().ok()?;
+    let mut current = false;
+    for (number, text) in lines {
+        for token in text.split_whitespace() {
+            if token == "!" {
+                current = false;
+                continue;
+            }
+            match token.split_once('=') {
+                Some((key, _)) if current => {
+                    // `sink_0::xpos=` is a pad property, checked when the pad exists.
+                    if !key.contains("::") && element.find_property(key).is_none() {
+                        return Some((*number, key.to_owned()));
+                    }
+                }
+                Some(_) => {}
+                None => current = token == factory,
+            }
+        }
+    }
+    None
+}
+
 /// The quoted words of a GStreamer message, in order: `no property "x" in element "y"`
 /// gives `["x", "y"]`.
 fn quoted(message: &str) -> Vec<&str> {
@@ -85,6 +113,20 @@ fn quoted(message: &str) -> Vec<&str> {
 /// elements the parser could not find.
 pub fn explain_parse_error(lines: &[Line], message: &str, missing: &[String]) -> (usize, String) {
     let first = lines.first().map(|(n, _)| *n).unwrap_or(1);
+    for element in missing {
+        if let Some((line, property)) = unknown_property(lines, element) {
+            return (
+                line,
+                format!(
+                    "element `{element}` has no property `{property}` (`gst-inspect-1.0 {element}` lists its properties)"
+                ),
+            );
+        }
+    }
+    let missing: Vec<&String> = missing
+        .iter()
+        .filter(|m| gst::ElementFactory::find(m).is_none())
+        .collect();
     if let Some(element) = missing.first() {
         let line = line_of_element(lines, element).unwrap_or(first);
         let hint = match package_for(element) {
@@ -93,10 +135,13 @@ pub fn explain_parse_error(lines: &[Line], message: &str, missing: &[String]) ->
         };
         let mut text = format!("no GStreamer element `{element}` ({hint})");
         if missing.len() > 1 {
-            text.push_str(&format!("; also missing: {}", missing[1..].join(", ")));
+            let rest: Vec<&str> = missing[1..].iter().map(|m| m.as_str()).collect();
+            text.push_str(&format!("; also missing: {}", rest.join(", ")));
         }
         return (line, text);
     }
+    // GStreamer 1.22 builds elements with their properties at once, so an unknown
+    // property makes the element itself "missing": look for the property first.
     let words = quoted(message);
     if message.starts_with("no property") || message.starts_with("could not set property") {
         if let Some(property) = words.first() {

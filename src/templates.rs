@@ -609,6 +609,33 @@ impl TemplateSet {
         }
     }
 
+    /// Loads and checks every template of `dir` with GStreamer, reporting every problem
+    /// (not only the first). The set holds the templates that passed.
+    pub fn load_and_check(dir: &Path) -> (Self, Vec<TemplateError>) {
+        let mut errors = vec![];
+        let set = match Self::load_dir(dir) {
+            Ok(set) => set,
+            Err(load_errors) => {
+                errors = load_errors;
+                // Check the files that did parse too, so one report names everything.
+                let templates = template_files(dir)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|p| load_file(p).ok())
+                    .collect();
+                Self { templates }
+            }
+        };
+        let mut good = vec![];
+        for t in set.templates {
+            match t.check() {
+                Ok(()) => good.push(t),
+                Err(e) => errors.push(e),
+            }
+        }
+        (Self { templates: good }, errors)
+    }
+
     /// Checks every template with GStreamer.
     pub fn check_all(&self) -> Vec<TemplateError> {
         self.templates

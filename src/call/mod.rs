@@ -125,6 +125,8 @@ pub enum CallNote {
         call: String,
         /// How it ended.
         status: CallStatus,
+        /// Its directory, if it left one (a call nobody joined leaves none).
+        dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -606,6 +608,7 @@ impl Call {
         let _ = self.notes_tx.send(CallNote::Ended {
             call: self.key.clone(),
             status: self.manifest.status,
+            dir: self.dir.exists().then(|| self.dir.clone()),
         });
     }
 

@@ -1,0 +1,339 @@
+//! Post-processing: `post`-scope templates run over a finished call's recorded files, from a
+//! queue with bounded concurrency so that transcoding never starves live recording.
+//!
+//! Each template runs once per recorded file, through the same description
+//! `callrec pipelines render --from` prints. It writes into a staging folder inside the call
+//! directory; only when every file succeeded are its outputs moved in (never over an
+//! existing file). A failure is logged and written to the manifest, and the originals are
+//! never touched. Jobs still queued or running when the daemon stops stay `queued` in the
+//! manifest and run again on the next start.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::launch;
+use crate::offline::CallInputs;
+use crate::recording::{self, PostEntry};
+use crate::remix::{self, Limits, Progress};
+use crate::templates::Template;
+
+/// How a template's run over a call ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its files, moved into the call directory.
+    Complete(Vec<String>),
+    /// The call has nothing it takes (e.g. an audio template on a video-only call).
+    Skipped(String),
+}
+
+/// The post-processing queue of the daemon.
+#[derive(Debug, Clone)]
+pub struct PostQueue {
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl PostQueue {
+    /// A queue running at most `concurrency` templates at once.
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Queues `templates` over the call in `call_dir`: marks them `queued` in its manifest
+    /// now, and runs them one after another when a slot is free.
+    pub fn submit(&self, call_dir: PathBuf, templates: Vec<Template>, timeout: Duration) {
+        if templates.is_empty() {
+            return;
+        }
+        let names: Vec<String> = templates.iter().map(|t| t.name.clone()).collect();
+        let marked = recording::update_manifest(&call_dir, |m| {
+            for name in &names {
+                let queued = m
+                    .post
+                    .iter()
+                    .any(|e| &e.template == name && e.status == "queued");
+                if !queued {
+                    m.post.push(PostEntry {
+                        template: name.clone(),
+                        status: "queued".into(),
+                        files: vec![],
+                        error: None,
+                        started_at: None,
+                        finished_at: None,
+                        pipelines: vec![],
+                    });
+                }
+            }
+        });
+        if let Err(e) = marked {
+            warn!(dir = %call_dir.display(), "not post-processing: cannot update the manifest: {e}");
+            return;
+        }
+        let permits = self.permits.clone();
+        let stop = self.stop.clone();
+        self.tracker.spawn(async move {
+            for template in templates {
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => p,
+                    _ = stop.cancelled() => return,
+                };
+                let Ok(_permit) = permit else {
+                    return;
+                };
+                if stop.is_cancelled() {
+                    return;
+                }
+                run_queued(&call_dir, template, timeout, &stop).await;
+            }
+        });
+    }
+
+    /// Re-queues what a previous run left `queued` in the manifests under `recordings`,
+    /// with today's templates of the same names.
+    pub fn resume(&self, recordings: &Path, available: &[Template], timeout: Duration) {
+        let Ok(entries) = std::fs::read_dir(recordings) else {
+            return;
+        };
+        for dir in entries.flatten().map(|e| e.path()) {
+            let Ok(text) = std::fs::read(dir.join(recording::MANIFEST_FILE)) else {
+                continue;
+            };
+            let Ok(manifest) = serde_json::from_slice::<recording::Manifest>(&text) else {
+                continue;
+            };
+            let queued: Vec<String> = manifest
+                .post
+                .iter()
+                .filter(|e| e.status == "queued")
+                .map(|e| e.template.clone())
+                .collect();
+            if queued.is_empty() {
+                continue;
+            }
+            let mut templates = vec![];
+            for name in queued {
+                match available.iter().find(|t| t.name == name) {
+                    Some(t) => templates.push(t.clone()),
+                    None => finish_entry(
+                        &dir,
+                        &name,
+                        "failed",
+                        vec![],
+                        vec![],
+                        Some("the template is no longer configured in [post] templates".into()),
+                    ),
+                }
+            }
+            info!(dir = %dir.display(), "resuming post-processing left queued by the previous run");
+            self.submit(dir, templates, timeout);
+        }
+    }
+
+    /// Stops running jobs (they stay `queued` for the next start) and waits for them, at
+    /// most `grace`.
+    pub async fn stop(&self, grace: Duration) {
+        self.stop.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+    }
+}
+
+/// Runs one template over a call from the queue, keeping the manifest up to date.
+async fn run_queued(
+    call_dir: &Path,
+    template: Template,
+    timeout: Duration,
+    stop: &CancellationToken,
+) {
+    let name = template.name.clone();
+    let _ = recording::update_manifest(call_dir, |m| {
+        if let Some(e) = queued_entry(&mut m.post, &name) {
+            e.status = "running".into();
+            e.started_at = Some(recording::now_rfc3339());
+        }
+    });
+    info!(dir = %call_dir.display(), template = %name, "post-processing");
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let dir = call_dir.to_owned();
+    let job = tokio::task::spawn_blocking(move || run_template(&dir, &template, timeout, &flag));
+    tokio::pin!(job);
+    let result = tokio::select! {
+        r = &mut job => r,
+        _ = stop.cancelled() => {
+            cancel.store(true, Ordering::Relaxed);
+            let r = (&mut job).await;
+            // Stopped by shutdown, not broken: run it again next time.
+            let _ = recording::update_manifest(call_dir, |m| {
+                if let Some(e) = m.post.iter_mut().rev().find(|e| e.template == name && e.status == "running") {
+                    e.status = "queued".into();
+                    e.pipelines.clear();
+                }
+            });
+            drop(r);
+            return;
+        }
+    };
+    let (status, files, pipelines, error) = match result {
+        Ok((Ok(Outcome::Complete(files)), pipelines)) => ("complete", files, pipelines, None),
+        Ok((Ok(Outcome::Skipped(why)), pipelines)) => ("skipped", vec![], pipelines, Some(why)),
+        Ok((Err(e), pipelines)) => ("failed", vec![], pipelines, Some(e)),
+        Err(e) => (
+            "failed",
+            vec![],
+            vec![],
+            Some(format!("the job crashed: {e}")),
+        ),
+    };
+    match &error {
+        Some(e) if status == "failed" => {
+            warn!(dir = %call_dir.display(), template = %name, "post-processing failed: {e}")
+        }
+        _ => {
+            info!(dir = %call_dir.display(), template = %name, status, ?files, "post-processing done")
+        }
+    }
+    finish_entry(call_dir, &name, status, files, pipelines, error);
+}
+
+/// The entry of `template` that is waiting to run (or running).
+fn queued_entry<'a>(entries: &'a mut [PostEntry], template: &str) -> Option<&'a mut PostEntry> {
+    entries
+        .iter_mut()
+        .rev()
+        .find(|e| e.template == template && (e.status == "queued" || e.status == "running"))
+}
+
+fn finish_entry(
+    call_dir: &Path,
+    template: &str,
+    status: &str,
+    files: Vec<String>,
+    pipelines: Vec<String>,
+    error: Option<String>,
+) {
+    let result = recording::update_manifest(call_dir, |m| {
+        if let Some(e) = queued_entry(&mut m.post, template) {
+            e.status = status.into();
+            e.files = files;
+            e.pipelines = pipelines;
+            e.error = error;
+            e.finished_at = Some(recording::now_rfc3339());
+        }
+    });
+    if let Err(e) = result {
+        warn!(dir = %call_dir.display(), %template, "cannot record the post-processing result in the manifest: {e}");
+    }
+}
+
+/// Runs `template` over every recorded file of the call in `call_dir` (blocking). Returns
+/// the outcome and the pipeline text run for each file.
+pub fn run_template(
+    call_dir: &Path,
+    template: &Template,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> (Result<Outcome, String>, Vec<String>) {
+    let mut pipelines = vec![];
+    let inputs = match CallInputs::load(call_dir) {
+        Ok(i) => i,
+        Err(e) => return (Err(e.to_string()), pipelines),
+    };
+    let staging = inputs.dir.join(format!(".post-{}", template.name));
+    let _ = std::fs::remove_dir_all(&staging);
+    if let Err(e) = std::fs::create_dir(&staging) {
+        return (
+            Err(format!("cannot create {}: {e}", staging.display())),
+            pipelines,
+        );
+    }
+    let result =
+        run_files(&inputs, template, &staging, timeout, cancel, &mut pipelines).and_then(|ran| {
+            if ran == 0 {
+                return Ok(Outcome::Skipped(format!(
+                    "no recorded file has media the template takes ({})",
+                    template.media.join(", ")
+                )));
+            }
+            move_outputs(&staging, &inputs.dir).map(Outcome::Complete)
+        });
+    let _ = std::fs::remove_dir_all(&staging);
+    (result, pipelines)
+}
+
+/// Runs the template's pipeline for each file into `staging`; returns how many ran.
+fn run_files(
+    inputs: &CallInputs,
+    template: &Template,
+    staging: &Path,
+    timeout: Duration,
+    cancel: &AtomicBool,
+    pipelines: &mut Vec<String>,
+) -> Result<usize, String> {
+    let staging_text = staging.to_string_lossy();
+    let deadline = Instant::now() + timeout;
+    let mut ran = 0;
+    for (n, file) in inputs.files.iter().enumerate() {
+        let text = launch::post_description(template, inputs, n, &staging_text)
+            .map_err(|e| e.to_string())?;
+        let Some(text) = text else {
+            continue;
+        };
+        pipelines.push(text.clone());
+        let pipeline = gst::parse::launch(&text)
+            .map_err(|e| format!("{}: cannot build the pipeline: {e}", file.file))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| format!("{}: the description did not make a pipeline", file.file))?;
+        let result = remix::run(
+            &pipeline,
+            file.duration,
+            Progress::Quiet,
+            Limits {
+                deadline: Some(deadline),
+                cancel: Some(cancel),
+            },
+        );
+        let _ = pipeline.set_state(gst::State::Null);
+        result.map_err(|e| format!("{}: {e}", file.file))?;
+        ran += 1;
+    }
+    Ok(ran)
+}
+
+/// Moves every file of `staging` into `call_dir`; refuses to overwrite anything.
+fn move_outputs(staging: &Path, call_dir: &Path) -> Result<Vec<String>, String> {
+    let entries = std::fs::read_dir(staging)
+        .map_err(|e| format!("cannot list {}: {e}", staging.display()))?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err("the template wrote no file into ${call_dir}".into());
+    }
+    if let Some(taken) = names.iter().find(|n| call_dir.join(n).exists()) {
+        return Err(format!(
+            "{taken} already exists in the call directory; callrec never overwrites a recording (remove it, or name the output after ${{template}})"
+        ));
+    }
+    for name in &names {
+        std::fs::rename(staging.join(name), call_dir.join(name))
+            .map_err(|e| format!("cannot move {name} into the call directory: {e}"))?;
+    }
+    Ok(names)
+}
