@@ -193,29 +193,89 @@ fn remix_mixes_a_recorded_call_with_people_joining_and_leaving() {
     }
     assert!(checked >= 3, "only {checked} stretches checked: {spans:?}");
 
-    // Flash and beep line up within 40 ms, watched in the marker peer's tile while it sits
-    // in the right half (before green joins).
+    // Flash and beep line up, watched in the marker peer's tile while it sits in the right
+    // half (before green joins). MP4 carries AAC's 1024-sample priming without an edit list,
+    // so players hear its audio ~21 ms late: it gets the live bound of 80 ms here, and the
+    // WebM remix below is held to 40 ms.
     let (_, from, _) = spans.iter().find(|s| s.0 == marker_id).unwrap().clone();
     let green_from = spans.iter().find(|s| s.0 == green_id).unwrap().1;
-    let region = (0.6, 0.35, 0.9, 0.65);
-    let flashes = analysis::flash_times_in(&file, from + 0.3, green_from - 0.1, region);
-    let beeps = analysis::beep_times(&file, from + 0.2, green_from, 1000.0);
-    assert!(
-        !flashes.is_empty(),
-        "no flashes between {from:.2} and {green_from:.2} s"
-    );
-    for f in &flashes {
-        let nearest = beeps
-            .iter()
-            .map(|b| b - f)
-            .min_by(|a, b| a.abs().total_cmp(&b.abs()))
-            .unwrap_or(f64::INFINITY);
+    let check_sync = |file: &Path, bound: f64| {
+        let region = (0.6, 0.35, 0.9, 0.65);
+        let flashes = analysis::flash_times_in(file, from + 0.3, green_from - 0.1, region);
+        let beeps = analysis::beep_times(file, from + 0.2, green_from, 1000.0);
         assert!(
-            nearest.abs() < 0.040,
-            "flash at {f:.3} s: nearest beep {:.0} ms away (flashes {flashes:?}, beeps {beeps:?})",
-            nearest * 1000.0
+            !flashes.is_empty(),
+            "{}: no flashes between {from:.2} and {green_from:.2} s",
+            file.display()
         );
-    }
+        for f in &flashes {
+            let nearest = beeps
+                .iter()
+                .map(|b| b - f)
+                .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+                .unwrap_or(f64::INFINITY);
+            eprintln!(
+                "{}: flash at {f:.3} s, beep {:+.0} ms",
+                file.display(),
+                nearest * 1000.0
+            );
+            assert!(
+                nearest.abs() < bound,
+                "{}: flash at {f:.3} s: nearest beep {:.0} ms away (flashes {flashes:?}, beeps {beeps:?})",
+                file.display(),
+                nearest * 1000.0
+            );
+        }
+    };
+    check_sync(&file, 0.080);
+
+    // `pipelines render --from` the same call prints a command that runs on its own and
+    // mixes everyone who took part (placed once, as gst-launch text cannot move them).
+    let rendered = tempfile::tempdir().unwrap();
+    let out_dir = rendered.path().join("out");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callrec"));
+    cmd.args([
+        "pipelines",
+        "--pipelines",
+        PIPELINES,
+        "render",
+        "mix-mp4",
+        "--from",
+    ])
+    .arg(&dir)
+    .arg("--out-dir")
+    .arg(&out_dir);
+    let printed = common::run_with_timeout(cmd, Duration::from_secs(60));
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let command = String::from_utf8_lossy(&printed.stdout).trim().to_owned();
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(&command);
+    let ran = common::run_with_timeout(sh, Duration::from_secs(180));
+    assert!(
+        ran.status.success(),
+        "{command}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let by_hand = out_dir.join("mix-mp4.mp4");
+    let info = common::probe(&by_hand);
+    assert!(
+        (info.duration_s - last).abs() < 0.5,
+        "rendered command wrote {:.2} s, media until {last:.2} s",
+        info.duration_s
+    );
+    // Red is in the first of the three static places, from the start.
+    let frame = analysis::frame_rgb(&by_hand, 1.5);
+    let (x0, y0, x1, y1) = cell(3, 0);
+    let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+    let got = frame.mean_rgb(cx - 0.1, cy - 0.05, cx + 0.1, cy + 0.05);
+    assert!(
+        analysis::color_close(got, [255.0, 0.0, 0.0], 60.0),
+        "rendered mix: first cell is {got:?}, not red"
+    );
 
     // --out puts the result where asked.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -226,6 +286,7 @@ fn remix_mixes_a_recorded_call_with_people_joining_and_leaving() {
         info.streams.iter().any(|s| s.codec_name == "vp8"),
         "{info:?}"
     );
+    check_sync(&out_path, 0.040);
 }
 
 #[test]

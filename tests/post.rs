@@ -1,0 +1,185 @@
+//! `post` templates: run by the daemon after a call ends, their outputs verified; a failing
+//! one leaves the recordings as they were and the manifest says why.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Daemon, Expect, SignallingServer, TestPeer};
+use serde_json::Value;
+
+const PIPELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
+
+fn config(url: &str, rec: &Path, pipelines: &Path, post: &str) -> String {
+    format!(
+        "[signalling]\nurl = \"{url}\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{}\"\nlinger_secs = 1\n[ice]\nlocal_addresses = [\"127.0.0.1\"]\n[post]\ntemplates = [{post}]\nconcurrency = 1\ntimeout_secs = 120\n",
+        rec.display(),
+        pipelines.display()
+    )
+}
+
+/// The shipped templates, plus `extra` files, in a directory of the test's own.
+fn pipelines_with(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(PIPELINES).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "pipeline") {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    for (name, text) in extra {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// Records one 3 s call and waits until every post entry of its manifest is settled.
+fn record_call(server: &SignallingServer, rec: &Path) -> (std::path::PathBuf, Value, f64) {
+    let mut peer = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--duration",
+            "3",
+            "--meta",
+            r#"{"call":"post","name":"alice"}"#,
+        ],
+    );
+    peer.wait_event("connected", Duration::from_secs(30));
+    let sent = peer.wait_event("done", Duration::from_secs(60));
+    let sent = sent["sent_secs"].as_f64().unwrap_or(3.0);
+    let dir = rec.join("post");
+    common::wait_complete(&dir);
+    let m = common::wait_for(Duration::from_secs(120), Duration::from_millis(300), || {
+        let m = common::read_manifest(&dir);
+        let post = m["post"].as_array()?;
+        let settled = !post.is_empty()
+            && post
+                .iter()
+                .all(|e| !matches!(e["status"].as_str(), Some("queued" | "running")));
+        settled.then_some(m)
+    });
+    (dir, m, sent)
+}
+
+fn entry<'a>(m: &'a Value, template: &str) -> &'a Value {
+    m["post"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["template"] == template)
+        .unwrap_or_else(|| panic!("no post entry for {template}: {m:#}"))
+}
+
+#[test]
+fn post_templates_run_after_the_call() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let pipelines = pipelines_with(&[]);
+    let _daemon = Daemon::start(&config(
+        &server.url(),
+        rec.path(),
+        pipelines.path(),
+        "\"post-mp4\", \"post-audio\"",
+    ));
+    let (dir, m, sent) = record_call(&server, rec.path());
+    let original = m["tracks"][0]["file"].as_str().unwrap().to_owned();
+    let stem = original.strip_suffix(".mkv").unwrap();
+
+    let mp4 = entry(&m, "post-mp4");
+    assert_eq!(mp4["status"], "complete", "{m:#}");
+    assert_eq!(mp4["files"][0], format!("{stem}.mp4"), "{m:#}");
+    assert!(mp4["pipelines"][0].as_str().unwrap().contains("x264enc"));
+    common::assert_playable(
+        &dir.join(format!("{stem}.mp4")),
+        &Expect {
+            video_codec: Some("h264"),
+            audio_codec: Some("aac"),
+            duration_s: sent,
+            tolerance_s: 0.6,
+        },
+    );
+    let audio = entry(&m, "post-audio");
+    assert_eq!(audio["status"], "complete", "{m:#}");
+    let flac = dir.join(format!("{stem}.flac"));
+    let info = common::probe(&flac);
+    assert!(
+        info.streams.iter().any(|s| s.codec_name == "flac") && (info.duration_s - sent).abs() < 0.6,
+        "{info:?}"
+    );
+    // The original is still there and still plays; no staging folder is left behind.
+    common::assert_playable(
+        &dir.join(&original),
+        &Expect {
+            video_codec: Some("vp8"),
+            audio_codec: Some("opus"),
+            duration_s: sent,
+            tolerance_s: 0.6,
+        },
+    );
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        assert!(
+            e.file_type().unwrap().is_file(),
+            "{e:?} left in the call directory"
+        );
+    }
+}
+
+/// Parses and builds fine, fails when it starts: its file would go into a folder that does
+/// not exist.
+const FAILING: &str = "# callrec-template\n# description: fails on purpose\n# scope: post\n# media: video/x-raw\n# inputs: video=v\nvideoconvert name=v ! jpegenc ! filesink location=${call_dir}/no-such-folder/${input}.jpg\n";
+
+#[test]
+fn a_failing_post_template_leaves_the_recording_alone() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let pipelines = pipelines_with(&[("post-broken.pipeline", FAILING)]);
+    let daemon = Daemon::start(&config(
+        &server.url(),
+        rec.path(),
+        pipelines.path(),
+        "\"post-broken\", \"post-audio\"",
+    ));
+    let (dir, m, sent) = record_call(&server, rec.path());
+    let broken = entry(&m, "post-broken");
+    assert_eq!(broken["status"], "failed", "{m:#}");
+    let why = broken["error"].as_str().unwrap_or_default();
+    assert!(!why.is_empty(), "{m:#}");
+    assert!(broken["files"].as_array().unwrap().is_empty(), "{m:#}");
+    // The next template still ran.
+    assert_eq!(entry(&m, "post-audio")["status"], "complete", "{m:#}");
+    // The recording is untouched and nothing half-written is left.
+    let original = m["tracks"][0]["file"].as_str().unwrap();
+    common::assert_playable(
+        &dir.join(original),
+        &Expect {
+            video_codec: Some("vp8"),
+            audio_codec: Some("opus"),
+            duration_s: sent,
+            tolerance_s: 0.6,
+        },
+    );
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = e.file_name().into_string().unwrap();
+        assert!(e.file_type().unwrap().is_file(), "{name} left behind");
+        assert!(!name.ends_with(".broken"), "{name} left behind");
+    }
+    assert!(
+        daemon.log().contains("post-processing failed"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_live_template_in_the_post_list_is_refused_at_check() {
+    let rec = tempfile::tempdir().unwrap();
+    let cfg = config(
+        "ws://127.0.0.1:9",
+        rec.path(),
+        Path::new(PIPELINES),
+        "\"participant-mkv\"",
+    );
+    let (status, log) = Daemon::check(&cfg);
+    assert_eq!(status.code(), Some(78), "{log}");
+    assert!(log.contains("[post] templates"), "{log}");
+}
