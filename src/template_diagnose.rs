@@ -239,21 +239,32 @@ mod tests {
 
     #[test]
     fn points_at_elements_and_properties() {
+        gst::init().unwrap();
         let l = lines(
-            "compositor name=vmix ! videoconvert\n! x264enc bitrate=1 ! mux.\nmp4mux name=mux",
+            "compositor name=vmix ! videoconvert\n! avenc_nosuchcodec bitrate=1 ! mux.\nmp4mux name=mux",
         );
-        assert_eq!(line_of_element(&l, "x264enc"), Some(11));
-        assert_eq!(line_of_element(&l, "x264enc0"), Some(11));
+        assert_eq!(line_of_element(&l, "avenc_nosuchcodec"), Some(11));
+        assert_eq!(line_of_element(&l, "avenc_nosuchcodec0"), Some(11));
         assert_eq!(line_of_element(&l, "mux"), Some(12));
         assert_eq!(line_of_property(&l, "bitrate"), Some(11));
         let (line, message) =
             explain_parse_error(&l, "no property \"bitrate\" in element \"x264enc0\"", &[]);
         assert_eq!(line, 11);
         assert!(message.contains("gst-inspect-1.0 x264enc"), "{message}");
-        let (line, message) =
-            explain_parse_error(&l, "no element \"x264enc\"", &["x264enc".into()]);
+        let (line, message) = explain_parse_error(
+            &l,
+            "no element \"avenc_nosuchcodec\"",
+            &["avenc_nosuchcodec".into()],
+        );
         assert_eq!(line, 11);
-        assert!(message.contains("gstreamer1.0-plugins-ugly"), "{message}");
+        assert!(message.contains("gstreamer1.0-libav"), "{message}");
+        // An installed element reported missing has a bad property (GStreamer 1.22 builds
+        // elements with their properties at once).
+        let l = lines("fakesrc\n! fakesink no-such-prop=1");
+        let (line, message) =
+            explain_parse_error(&l, "no element \"fakesink\"", &["fakesink".into()]);
+        assert_eq!(line, 11);
+        assert!(message.contains("no property `no-such-prop`"), "{message}");
     }
 
     #[test]
