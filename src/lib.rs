@@ -15,6 +15,7 @@ pub mod names;
 pub mod notify;
 pub mod offline;
 pub mod post;
+pub mod priming;
 pub mod recording;
 pub mod reload;
 pub mod remix;

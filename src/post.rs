@@ -297,6 +297,7 @@ fn run_files(
             .map_err(|e| format!("{}: cannot build the pipeline: {e}", file.file))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| format!("{}: the description did not make a pipeline", file.file))?;
+        crate::priming::compensate(pipeline.upcast_ref());
         let result = remix::run(
             &pipeline,
             file.duration,

@@ -118,6 +118,7 @@ pub fn remix(
         .map_err(|e| RemixError::Build(e.to_string()))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| RemixError::Build("the description did not make a pipeline".into()))?;
+    crate::priming::compensate(pipeline.upcast_ref());
     let on_screen = place_participants(&pipeline, &inputs, template)?;
     let files = crate::call::output::sink_files(pipeline.upcast_ref(), &inputs.dir);
     let started = Instant::now();

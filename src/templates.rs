@@ -481,6 +481,7 @@ impl Template {
     ) -> Result<(gst::Bin, String), TemplateError> {
         let text = self.render(vars)?;
         let bin = self.parse_bin(&text)?;
+        crate::priming::compensate(&bin);
         Ok((bin, text))
     }
 

@@ -61,6 +61,32 @@ fn record_call(server: &SignallingServer, rec: &Path) -> (std::path::PathBuf, Va
     (dir, m, sent)
 }
 
+/// The call's original recording still plays as recorded, and post-processing left nothing
+/// but files behind (no staging folder, no half-written output).
+fn assert_recording_intact(dir: &Path, m: &Value, sent: f64) {
+    let original = m["tracks"][0]["file"].as_str().unwrap();
+    common::assert_playable(
+        &dir.join(original),
+        &Expect {
+            video_codec: Some("vp8"),
+            audio_codec: Some("opus"),
+            duration_s: sent,
+            tolerance_s: 0.6,
+        },
+    );
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().into_string().unwrap();
+        assert!(
+            e.file_type().unwrap().is_file(),
+            "{name} left in the call directory"
+        );
+        assert!(
+            !name.ends_with(".jpg"),
+            "{name} left behind by a failed template"
+        );
+    }
+}
+
 fn entry<'a>(m: &'a Value, template: &str) -> &'a Value {
     m["post"]
         .as_array()
@@ -106,22 +132,7 @@ fn post_templates_run_after_the_call() {
         info.streams.iter().any(|s| s.codec_name == "flac") && (info.duration_s - sent).abs() < 0.6,
         "{info:?}"
     );
-    // The original is still there and still plays; no staging folder is left behind.
-    common::assert_playable(
-        &dir.join(&original),
-        &Expect {
-            video_codec: Some("vp8"),
-            audio_codec: Some("opus"),
-            duration_s: sent,
-            tolerance_s: 0.6,
-        },
-    );
-    for e in std::fs::read_dir(&dir).unwrap().flatten() {
-        assert!(
-            e.file_type().unwrap().is_file(),
-            "{e:?} left in the call directory"
-        );
-    }
+    assert_recording_intact(&dir, &m, sent);
 }
 
 /// Parses and builds fine, fails when it starts: its file would go into a folder that does
@@ -147,22 +158,8 @@ fn a_failing_post_template_leaves_the_recording_alone() {
     assert!(broken["files"].as_array().unwrap().is_empty(), "{m:#}");
     // The next template still ran.
     assert_eq!(entry(&m, "post-audio")["status"], "complete", "{m:#}");
-    // The recording is untouched and nothing half-written is left.
-    let original = m["tracks"][0]["file"].as_str().unwrap();
-    common::assert_playable(
-        &dir.join(original),
-        &Expect {
-            video_codec: Some("vp8"),
-            audio_codec: Some("opus"),
-            duration_s: sent,
-            tolerance_s: 0.6,
-        },
-    );
-    for e in std::fs::read_dir(&dir).unwrap().flatten() {
-        let name = e.file_name().into_string().unwrap();
-        assert!(e.file_type().unwrap().is_file(), "{name} left behind");
-        assert!(!name.ends_with(".broken"), "{name} left behind");
-    }
+    assert!(why.contains("no-such-folder"), "{why}");
+    assert_recording_intact(&dir, &m, sent);
     assert!(
         daemon.log().contains("post-processing failed"),
         "{}",

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, Expect, SignallingServer, TestPeer};
+use common::{files_of, peer_id, sent_secs, Daemon, Expect, SignallingServer, TestPeer};
 use serde_json::Value;
 
 const PIPELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
@@ -32,29 +32,10 @@ local_addresses = ["127.0.0.1"]
     )
 }
 
-fn sent_secs(peer: &mut TestPeer) -> f64 {
-    let done = peer.wait_event("done", Duration::from_secs(60));
-    done["sent_secs"].as_f64().expect("done carries sent_secs")
-}
-
 fn only_call_dir(recordings: &Path) -> PathBuf {
     let dirs = common::find_call_dirs(recordings);
     assert_eq!(dirs.len(), 1, "expected one call directory: {dirs:?}");
     dirs.into_iter().next().unwrap()
-}
-
-/// The files a manifest lists as recorded for a participant.
-fn files_of(manifest: &Value, peer_id: &str) -> Vec<String> {
-    let mut files: Vec<String> = manifest["tracks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["participant"] == peer_id && t["status"] == "complete")
-        .filter_map(|t| t["file"].as_str().map(str::to_owned))
-        .collect();
-    files.sort();
-    files.dedup();
-    files
 }
 
 fn check_manifest_basics(m: &Value) {
@@ -80,13 +61,6 @@ fn check_manifest_basics(m: &Value) {
         }
     }
     assert!(!m["pipelines"].as_array().unwrap().is_empty(), "{m:#}");
-}
-
-fn peer_id(peer: &mut TestPeer) -> String {
-    peer.wait_event("welcome", Duration::from_secs(20))["peer_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[test]

@@ -6,8 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, Expect, SignallingServer, TestPeer};
-use serde_json::Value;
+use common::{files_of, peer_id, sent_secs, Daemon, Expect, SignallingServer, TestPeer};
 
 const PIPELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
 
@@ -78,32 +77,6 @@ fn status(message: &str) -> &str {
         .lines()
         .find_map(|l| l.strip_prefix("STATUS="))
         .unwrap_or_default()
-}
-
-fn peer_id(peer: &mut TestPeer) -> String {
-    peer.wait_event("welcome", Duration::from_secs(20))["peer_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn sent_secs(peer: &mut TestPeer) -> f64 {
-    let done = peer.wait_event("done", Duration::from_secs(60));
-    done["sent_secs"].as_f64().expect("done carries sent_secs")
-}
-
-/// The complete files a manifest lists for a participant.
-fn files_of(manifest: &Value, peer_id: &str) -> Vec<String> {
-    let mut files: Vec<String> = manifest["tracks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["participant"] == peer_id && t["status"] == "complete")
-        .filter_map(|t| t["file"].as_str().map(str::to_owned))
-        .collect();
-    files.sort();
-    files.dedup();
-    files
 }
 
 /// Records one call of one VP8+Opus producer; returns its only file and the seconds sent.

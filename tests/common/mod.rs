@@ -691,3 +691,31 @@ pub fn find_call_dirs(recordings: &Path) -> Vec<PathBuf> {
     dirs.sort();
     dirs
 }
+
+/// The peer id a test peer got from the server.
+pub fn peer_id(peer: &mut TestPeer) -> String {
+    peer.wait_event("welcome", Duration::from_secs(20))["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits for a test peer to finish and returns the seconds of media it sent.
+pub fn sent_secs(peer: &mut TestPeer) -> f64 {
+    let done = peer.wait_event("done", Duration::from_secs(60));
+    done["sent_secs"].as_f64().expect("done carries sent_secs")
+}
+
+/// The complete files a manifest lists for a participant.
+pub fn files_of(manifest: &Value, peer_id: &str) -> Vec<String> {
+    let mut files: Vec<String> = manifest["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["participant"] == peer_id && t["status"] == "complete")
+        .filter_map(|t| t["file"].as_str().map(str::to_owned))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
