@@ -221,7 +221,7 @@ pub fn post_description(
     }
     let mut vars = base_vars(template, out_dir);
     vars.insert("call", inputs.manifest.dir.clone());
-    vars.insert("participant", participant_name(inputs, file));
+    vars.insert("participant", inputs.participant_name(file));
     vars.insert("input", stem(&file.file));
     let body = template.render(&vars)?;
     let mut text = format!(
@@ -285,7 +285,7 @@ fn remux_descriptions(
         .collect();
     let mut vars = base_vars(template, out_dir);
     vars.insert("call", inputs.manifest.dir.clone());
-    vars.insert("participant", participant_name(inputs, file));
+    vars.insert("participant", inputs.participant_name(file));
     // The caps filter names the media type, so gst-launch requests the input element's
     // pad for that kind (a muxer's `video_%u` or `audio_%u`) rather than the first it has.
     let source = |pads: &[(&str, &str, String)]| {
@@ -349,18 +349,6 @@ fn media_type(codec: &str) -> String {
         "opus" => "audio/x-opus".into(),
         other => format!("video/x-{other}"),
     }
-}
-
-/// A participant's safe name from the manifest (or made from the peer id).
-fn participant_name(inputs: &CallInputs, file: &InputFile) -> String {
-    inputs
-        .manifest
-        .participants
-        .iter()
-        .find(|p| p.id == file.participant)
-        .map(|p| p.name.clone())
-        .filter(|n| names::is_safe_component(n))
-        .unwrap_or_else(|| names::safe_name(&file.participant))
 }
 
 /// A file name without its extension.

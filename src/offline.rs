@@ -71,6 +71,10 @@ pub enum OfflineError {
     UnsafePath(String),
 }
 
+/// Size of a placeholder tile's source (a participant heard but not seen); the compositor
+/// scales it.
+const PLACEHOLDER_SIZE: (u32, u32) = (320, 180);
+
 /// One recorded file of a participant.
 #[derive(Debug, Clone)]
 pub struct InputFile {
@@ -202,7 +206,6 @@ impl CallInputs {
         let mut instants: Vec<Duration> = self
             .files
             .iter()
-            .filter(|f| f.video.is_some())
             .flat_map(|f| [f.offset, f.end()])
             .collect();
         instants.sort();
@@ -213,7 +216,7 @@ impl CallInputs {
                 let shown: Vec<usize> = (0..self.files.len())
                     .filter(|&i| {
                         let f = &self.files[i];
-                        f.video.is_some() && f.offset <= from && from < f.end()
+                        f.offset <= from && from < f.end()
                     })
                     .collect();
                 let tiles: Vec<Tile> = shown
@@ -232,6 +235,37 @@ impl CallInputs {
                 }
             })
             .collect()
+    }
+
+    /// A participant's safe name from the manifest (or made from the peer id): it may go
+    /// into pipeline text and file names.
+    pub fn participant_name(&self, file: &InputFile) -> String {
+        self.manifest
+            .participants
+            .iter()
+            .find(|p| p.id == file.participant)
+            .map(|p| p.name.clone())
+            .filter(|n| names::is_safe_component(n))
+            .unwrap_or_else(|| names::safe_name(&file.participant))
+    }
+
+    /// A grey tile with the participant's name, for as long as their file plays.
+    fn placeholder(&self, f: &InputFile, fps: u32) -> String {
+        let frames = (f.duration.as_secs_f64() * fps as f64).ceil() as u64;
+        let (w, h) = PLACEHOLDER_SIZE;
+        let mut chain = format!(
+            "videotestsrc pattern=solid-color foreground-color=0xff404040 num-buffers={frames} \
+             ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1"
+        );
+        if gst::ElementFactory::find("textoverlay").is_some() {
+            // A safe name (letters, digits and `._+-`), so it needs no quoting.
+            let _ = write!(
+                chain,
+                " ! textoverlay text={} valignment=center halignment=center",
+                self.participant_name(f)
+            );
+        }
+        chain
     }
 
     /// The complete gst-launch description that plays this call into `template` and writes
@@ -298,9 +332,11 @@ impl CallInputs {
             let tiles: Vec<Tile> = self
                 .files
                 .iter()
-                .filter_map(|f| f.video)
-                .map(|(w, h)| Tile {
-                    aspect: w as f64 / h.max(1) as f64,
+                .map(|f| {
+                    let (w, h) = f.video.unwrap_or(PLACEHOLDER_SIZE);
+                    Tile {
+                        aspect: w as f64 / h.max(1) as f64,
+                    }
                 })
                 .collect();
             layout::place(canvas.layout, canvas.width, canvas.height, &tiles, None)
@@ -318,12 +354,16 @@ impl CallInputs {
                 f.demuxer
             );
             let offset_ms = f.offset.as_millis();
-            if let (Some(vmix), Some(_)) = (&vmix, f.video) {
-                let decoded = format!("{demux}.video_0 ! queue ! decodebin");
+            if let Some(vmix) = &vmix {
+                let shown = match f.video {
+                    Some(_) => format!("{demux}.video_0 ! queue ! decodebin"),
+                    // Heard but not seen: a placeholder tile with their name, as live.
+                    None => self.placeholder(f, canvas.fps),
+                };
                 let _ = write!(
                     text,
                     "{} ! videoconvert ! {vmix}.sink_{pad} ",
-                    delayed(&decoded, &format!("v{n}"), offset_ms, Kind::Video)
+                    delayed(&shown, &format!("v{n}"), offset_ms, Kind::Video)
                 );
                 if let Some(r) = grid.get(video_index) {
                     let _ = write!(

@@ -236,9 +236,6 @@ fn place_participants(
     let placements = inputs.placements(template);
     let mut on_screen = vec![];
     for (n, file) in inputs.files.iter().enumerate() {
-        if file.video.is_none() {
-            continue;
-        }
         let pad = pad(n + 1)?;
         if pad.find_property("xpos").is_none() {
             continue;

@@ -320,3 +320,63 @@ fn remix_works_on_an_interrupted_call() {
         "blue fills the canvas: {c:?}"
     );
 }
+
+#[test]
+fn remix_shows_a_placeholder_for_a_participant_without_video() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start(&config(&server.url(), rec.path()));
+    let url = server.url();
+    let mut seen = spawn(&url, &["--color", "0xff0000", "--duration", "6"]);
+    seen.wait_event("connected", Duration::from_secs(20));
+    let mut heard = spawn(
+        &url,
+        &["--video", "none", "--freq", "660", "--duration", "5"],
+    );
+    heard.wait_event("connected", Duration::from_secs(20));
+    for p in [&mut seen, &mut heard] {
+        p.wait_event("done", Duration::from_secs(60));
+    }
+    let dir = rec.path().join("later");
+    common::wait_complete(&dir);
+    let out = remix(&dir, "mix-webm", &[]);
+    let file = PathBuf::from(out.trim());
+    let m = common::read_manifest(&dir);
+    let entry = m["mixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["remixed_at"].is_string())
+        .unwrap_or_else(|| panic!("no remix in the manifest: {m:#}"));
+    assert_eq!(
+        entry["on_screen"].as_array().unwrap().len(),
+        2,
+        "both are on screen: {entry:#}"
+    );
+    // While both are there: red on the left, the grey placeholder on the right.
+    let spans: Vec<(f64, f64)> = entry["on_screen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["from_ms"].as_f64().unwrap() / 1000.0,
+                s["to_ms"].as_f64().unwrap() / 1000.0,
+            )
+        })
+        .collect();
+    let from = spans.iter().map(|s| s.0).fold(0.0, f64::max);
+    let to = spans.iter().map(|s| s.1).fold(f64::INFINITY, f64::min);
+    assert!(to - from > 2.0, "they overlap too little: {spans:?}");
+    let frame = analysis::frame_rgb(&file, (from + to) / 2.0);
+    let left = frame.mean_rgb(0.15, 0.45, 0.35, 0.55);
+    let right = frame.mean_rgb(0.65, 0.40, 0.70, 0.45);
+    assert!(
+        analysis::color_close(left, [255.0, 0.0, 0.0], 60.0),
+        "left is {left:?}"
+    );
+    assert!(
+        analysis::color_close(right, [64.0, 64.0, 64.0], 30.0),
+        "right should be the grey placeholder, is {right:?}"
+    );
+}
