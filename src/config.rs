@@ -328,6 +328,21 @@ impl Config {
 
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, names) in [
+            ("recording.templates", &self.recording.templates),
+            ("post.templates", &self.post.templates),
+        ] {
+            if let Some((_, name)) = names
+                .iter()
+                .enumerate()
+                .find(|(i, n)| names[..*i].contains(n))
+            {
+                return Err(ConfigError::Value {
+                    key,
+                    message: format!("`{name}` is listed twice; list each template once"),
+                });
+            }
+        }
         if !(1..=64).contains(&self.post.concurrency) {
             return Err(ConfigError::Value {
                 key: "post.concurrency",

@@ -25,6 +25,11 @@ pub enum LaunchError {
         "the output directory {0} has characters that cannot go into pipeline text; give --out-dir with letters, digits, '-', '.', '_', '+' and '/' only"
     )]
     UnsafeOutDir(String),
+    /// Two instances would write one file, or an output would overwrite a recording.
+    #[error(
+        "{0} would be written twice, or over a recording it reads: the recording has several files for one name (a rejoin, or one file per track), or --out-dir is the call directory; render a template that names its outputs apart (e.g. track-mkv), or give another --out-dir"
+    )]
+    Collision(String),
     /// The template takes nothing test sources or the recording can give it.
     #[error("template {template} accepts none of the media callrec can feed it ({media})")]
     NothingToFeed {
@@ -34,6 +39,10 @@ pub enum LaunchError {
         media: String,
     },
 }
+
+/// The name of the demuxer callrec puts before a template (templates' own names are
+/// unlikely to clash with it).
+const SOURCE: &str = "callrec_in";
 
 /// Seconds of test media `render --participants` produces by default.
 pub const DEFAULT_SECONDS: u32 = 5;
@@ -193,7 +202,37 @@ pub fn from_recording(
     if instances.is_empty() {
         return Err(nothing_to_feed(template));
     }
-    Ok(join_instances(instances))
+    let text = join_instances(instances);
+    check_outputs(&text, inputs)?;
+    Ok(text)
+}
+
+/// Refuses a description that would write one file twice (two instances naming their
+/// output the same), or write over a recording it reads.
+fn check_outputs(text: &str, inputs: &CallInputs) -> Result<(), LaunchError> {
+    let recordings: Vec<String> = inputs
+        .files
+        .iter()
+        .map(|f| format!("{}/{}", inputs.dir.display(), f.file))
+        .collect();
+    let mut written: Vec<&str> = vec![];
+    let mut element = "";
+    for word in text.split_whitespace() {
+        let Some(location) = word.strip_prefix("location=") else {
+            if !word.contains('=') && word != "!" {
+                element = word;
+            }
+            continue;
+        };
+        if element == "filesrc" {
+            continue;
+        }
+        if written.contains(&location) || recordings.iter().any(|r| r == location) {
+            return Err(LaunchError::Collision(location.to_owned()));
+        }
+        written.push(location);
+    }
+    Ok(())
 }
 
 /// One `post` instance for file `n` of the call: the file decoded into the template's inputs,
@@ -225,14 +264,14 @@ pub fn post_description(
     vars.insert("input", stem(&file.file));
     let body = template.render(&vars)?;
     let mut text = format!(
-        "filesrc location={dir}/{} ! {} name=in ",
+        "filesrc location={dir}/{} ! {} name={SOURCE} ",
         file.file, file.demuxer
     );
     if let Some(v) = video_in {
         if file.video.is_some() {
             let _ = write!(
                 text,
-                "in.video_0 ! queue ! decodebin ! queue ! videoconvert ! {v}. "
+                "{SOURCE}.video_0 ! queue ! decodebin ! queue ! videoconvert ! {v}. "
             );
         } else {
             let frames = file.duration.as_secs() + 1;
@@ -247,7 +286,7 @@ pub fn post_description(
         if file.audio {
             let _ = write!(
                 text,
-                "in.audio_0 ! queue ! decodebin ! queue ! audioconvert ! audioresample ! {a}. "
+                "{SOURCE}.audio_0 ! queue ! decodebin ! queue ! audioconvert ! audioresample ! {a}. "
             );
         } else {
             let buffers = file.duration.as_millis() / 20 + 1;
@@ -273,82 +312,71 @@ fn remux_descriptions(
     if !names::is_pipeline_safe_path(&dir) {
         return Err(OfflineError::UnsafePath(dir.into_owned()).into());
     }
-    let tracks: Vec<&crate::recording::TrackEntry> = inputs
+    // The file's streams in the order the muxer got them (by m-line); the demuxer numbers
+    // them per kind: video_0, video_1, audio_0...
+    let mut in_file: Vec<&crate::recording::TrackEntry> = inputs
         .manifest
         .tracks
         .iter()
         .filter(|t| t.file.as_deref() == Some(file.file.as_str()))
-        .filter(|t| {
-            (t.kind == "video" && file.video.is_some()) || (t.kind == "audio" && file.audio)
-        })
-        .filter(|t| template.accepts(&media_type(&t.codec)))
+        .filter(|t| t.status != "empty" && t.status != "skipped")
         .collect();
+    in_file.sort_by_key(|t| t.mline);
+    let mut streams = vec![];
+    let mut counts = std::collections::HashMap::new();
+    for t in in_file {
+        let index = counts.entry(t.kind.as_str()).or_insert(0usize);
+        let pad = format!("{}_{index}", t.kind);
+        *index += 1;
+        // Only codecs callrec records, of the kind the manifest says: nothing else from the
+        // manifest reaches the text.
+        let Some(codec) = crate::call::media::CODECS
+            .iter()
+            .find(|c| c.name == t.codec && c.kind.as_str() == t.kind)
+        else {
+            continue;
+        };
+        if !template.accepts(codec.media_type) {
+            continue;
+        }
+        if let Some(input) = template.input_for(codec.kind) {
+            streams.push((t, codec, pad, input));
+        }
+    }
     let mut vars = base_vars(template, out_dir);
     vars.insert("call", inputs.manifest.dir.clone());
     vars.insert("participant", inputs.participant_name(file));
     // The caps filter names the media type, so gst-launch requests the input element's
     // pad for that kind (a muxer's `video_%u` or `audio_%u`) rather than the first it has.
-    let source = |pads: &[(&str, &str, String)]| {
+    let source = |pads: &[&(_, &crate::call::media::Codec, String, &str)]| {
         let mut s = format!(
-            "filesrc location={dir}/{} ! {} name=in ",
+            "filesrc location={dir}/{} ! {} name={SOURCE} ",
             file.file, file.demuxer
         );
-        for (pad, input, media) in pads {
-            let _ = write!(s, "in.{pad} ! queue ! {media} ! {input}. ");
+        for (_, codec, pad, input) in pads {
+            let _ = write!(
+                s,
+                "{SOURCE}.{pad} ! queue ! {} ! {input}. ",
+                codec.media_type
+            );
         }
         s
     };
-    let kind_of = |t: &crate::recording::TrackEntry| {
-        if t.kind == "video" {
-            Kind::Video
-        } else {
-            Kind::Audio
-        }
-    };
     let mut out = vec![];
     if template.scope == Scope::Track {
-        for t in &tracks {
-            let kind = kind_of(t);
-            let Some(input) = template.input_for(kind) else {
-                continue;
-            };
+        for stream in &streams {
+            let (t, codec, _, _) = stream;
             let mut vars = vars.clone();
             vars.insert("track", format!("{}{}", t.kind, t.mline));
-            vars.insert("kind", t.kind.clone());
-            vars.insert("codec", t.codec.clone());
-            let pad = format!("{}_0", t.kind);
-            out.push(format!(
-                "{}{}",
-                source(&[(&pad, input, media_type(&t.codec))]),
-                template.render(&vars)?
-            ));
+            vars.insert("kind", codec.kind.as_str().to_owned());
+            vars.insert("codec", codec.name.to_owned());
+            out.push(format!("{}{}", source(&[stream]), template.render(&vars)?));
         }
-    } else {
-        let pads: Vec<(String, &str, String)> = tracks
-            .iter()
-            .filter_map(|t| {
-                template
-                    .input_for(kind_of(t))
-                    .map(|i| (format!("{}_0", t.kind), i, media_type(&t.codec)))
-            })
-            .collect();
-        if !pads.is_empty() {
-            let pads: Vec<(&str, &str, String)> = pads
-                .iter()
-                .map(|(p, i, m)| (p.as_str(), *i, m.clone()))
-                .collect();
-            out.push(format!("{}{}", source(&pads), template.render(&vars)?));
-        }
+    } else if !streams.is_empty() {
+        let all: Vec<_> = streams.iter().collect();
+        out.push(format!("{}{}", source(&all), template.render(&vars)?));
     }
     Ok(out)
-}
-
-/// The caps media type of a codec name as the manifest writes it.
-fn media_type(codec: &str) -> String {
-    match codec {
-        "opus" => "audio/x-opus".into(),
-        other => format!("video/x-{other}"),
-    }
 }
 
 /// A file name without its extension.
@@ -481,7 +509,7 @@ fn uniquify(text: &str, suffix: &str) -> String {
         .split_whitespace()
         .filter_map(|t| t.strip_prefix("name="))
         .collect();
-    text.split(' ')
+    text.split_whitespace()
         .map(|token| {
             if let Some(name) = token.strip_prefix("name=") {
                 if names.contains(&name) {

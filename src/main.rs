@@ -196,7 +196,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_SOFTWARE);
                 }
             };
-            runtime.block_on(run(config, settings))
+            let code = runtime.block_on(run(config, settings));
+            // Post-processing jobs wind down within the stop; don't wait on a straggler.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            code
         }
     }
 }

@@ -347,7 +347,7 @@ impl CallInputs {
         for (n, f) in self.files.iter().enumerate() {
             let pad = n + 1;
             let location = format!("{dir}/{}", f.file);
-            let demux = format!("in{n}");
+            let demux = format!("callrec_in{n}");
             let _ = write!(
                 text,
                 "filesrc location={location} ! {} name={demux} ",
@@ -363,7 +363,7 @@ impl CallInputs {
                 let _ = write!(
                     text,
                     "{} ! videoconvert ! {vmix}.sink_{pad} ",
-                    delayed(&shown, &format!("v{n}"), offset_ms, Kind::Video)
+                    delayed(&shown, &format!("callrec_v{n}"), offset_ms, Kind::Video)
                 );
                 if let Some(r) = grid.get(video_index) {
                     let _ = write!(
@@ -379,7 +379,7 @@ impl CallInputs {
                 let _ = write!(
                     text,
                     "{} ! audioconvert ! audioresample ! {amix}.sink_{pad} ",
-                    delayed(&decoded, &format!("a{n}"), offset_ms, Kind::Audio)
+                    delayed(&decoded, &format!("callrec_a{n}"), offset_ms, Kind::Audio)
                 );
             }
         }

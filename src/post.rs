@@ -34,6 +34,16 @@ pub enum Outcome {
     Skipped(String),
 }
 
+/// The post-processing a call gets when it ends: fixed when the call starts, so a reload
+/// changes it only for calls that start afterwards.
+#[derive(Debug, Clone, Default)]
+pub struct PostPlan {
+    /// The `post` templates, in order.
+    pub templates: Vec<Template>,
+    /// How long one template may take over the call.
+    pub timeout: Duration,
+}
+
 /// The post-processing queue of the daemon.
 #[derive(Debug, Clone)]
 pub struct PostQueue {
@@ -52,34 +62,39 @@ impl PostQueue {
         }
     }
 
-    /// Queues `templates` over the call in `call_dir`: marks them `queued` in its manifest
-    /// now, and runs them one after another when a slot is free.
-    pub fn submit(&self, call_dir: PathBuf, templates: Vec<Template>, timeout: Duration) {
-        if templates.is_empty() {
+    /// Queues the plan's templates over the call in `call_dir`: marks them `queued` in its
+    /// manifest now, and runs them one after another when a slot is free. Once the queue is
+    /// stopping they are only marked, and run on the next start.
+    pub fn submit(&self, call_dir: PathBuf, plan: PostPlan) {
+        let PostPlan { templates, timeout } = plan;
+        if templates.is_empty() || !call_dir.join(recording::MANIFEST_FILE).is_file() {
             return;
         }
         let names: Vec<String> = templates.iter().map(|t| t.name.clone()).collect();
-        let marked = recording::update_manifest(&call_dir, |m| {
-            for name in &names {
-                let queued = m
-                    .post
-                    .iter()
-                    .any(|e| &e.template == name && e.status == "queued");
-                if !queued {
-                    m.post.push(PostEntry {
-                        template: name.clone(),
-                        status: "queued".into(),
-                        files: vec![],
-                        error: None,
-                        started_at: None,
-                        finished_at: None,
-                        pipelines: vec![],
-                    });
+        let marked = blocking(|| {
+            recording::update_manifest(&call_dir, |m| {
+                for name in &names {
+                    // One entry per pending run: a `running` one (a run that died) waits again.
+                    match queued_entry(&mut m.post, name) {
+                        Some(e) => e.status = "queued".into(),
+                        None => m.post.push(PostEntry {
+                            template: name.clone(),
+                            status: "queued".into(),
+                            files: vec![],
+                            error: None,
+                            started_at: None,
+                            finished_at: None,
+                            pipelines: vec![],
+                        }),
+                    }
                 }
-            }
+            })
         });
         if let Err(e) = marked {
             warn!(dir = %call_dir.display(), "not post-processing: cannot update the manifest: {e}");
+            return;
+        }
+        if self.stop.is_cancelled() {
             return;
         }
         let permits = self.permits.clone();
@@ -104,6 +119,7 @@ impl PostQueue {
     /// Re-queues what a previous run left `queued` in the manifests under `recordings`,
     /// with today's templates of the same names.
     pub fn resume(&self, recordings: &Path, available: &[Template], timeout: Duration) {
+        // Runs before the daemon serves anything; the manifests are small.
         let Ok(entries) = std::fs::read_dir(recordings) else {
             return;
         };
@@ -114,10 +130,15 @@ impl PostQueue {
             let Ok(manifest) = serde_json::from_slice::<recording::Manifest>(&text) else {
                 continue;
             };
+            if manifest.post.is_empty() {
+                continue;
+            }
+            remove_staging(&dir);
+            // `running` here means the previous run died in the middle (SIGKILL, a crash).
             let queued: Vec<String> = manifest
                 .post
                 .iter()
-                .filter(|e| e.status == "queued")
+                .filter(|e| e.status == "queued" || e.status == "running")
                 .map(|e| e.template.clone())
                 .collect();
             if queued.is_empty() {
@@ -137,15 +158,20 @@ impl PostQueue {
                     ),
                 }
             }
-            info!(dir = %dir.display(), "resuming post-processing left queued by the previous run");
-            self.submit(dir, templates, timeout);
+            info!(dir = %dir.display(), "resuming post-processing left unfinished by the previous run");
+            self.submit(dir, PostPlan { templates, timeout });
         }
     }
 
-    /// Stops running jobs (they stay `queued` for the next start) and waits for them, at
-    /// most `grace`.
-    pub async fn stop(&self, grace: Duration) {
+    /// Stops taking new work: later submissions are only marked `queued`, and running jobs
+    /// are told to stop (they go back to `queued` for the next start).
+    pub fn cancel(&self) {
         self.stop.cancel();
+    }
+
+    /// Cancels, then waits for running jobs to wind down, at most `grace`.
+    pub async fn stop(&self, grace: Duration) {
+        self.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
     }
@@ -159,11 +185,13 @@ async fn run_queued(
     stop: &CancellationToken,
 ) {
     let name = template.name.clone();
-    let _ = recording::update_manifest(call_dir, |m| {
-        if let Some(e) = queued_entry(&mut m.post, &name) {
-            e.status = "running".into();
-            e.started_at = Some(recording::now_rfc3339());
-        }
+    let _ = blocking(|| {
+        recording::update_manifest(call_dir, |m| {
+            if let Some(e) = queued_entry(&mut m.post, &name) {
+                e.status = "running".into();
+                e.started_at = Some(recording::now_rfc3339());
+            }
+        })
     });
     info!(dir = %call_dir.display(), template = %name, "post-processing");
     let cancel = Arc::new(AtomicBool::new(false));
@@ -172,19 +200,23 @@ async fn run_queued(
     let job = tokio::task::spawn_blocking(move || run_template(&dir, &template, timeout, &flag));
     tokio::pin!(job);
     let result = tokio::select! {
+        biased;
         r = &mut job => r,
         _ = stop.cancelled() => {
             cancel.store(true, Ordering::Relaxed);
             let r = (&mut job).await;
-            // Stopped by shutdown, not broken: run it again next time.
-            let _ = recording::update_manifest(call_dir, |m| {
-                if let Some(e) = m.post.iter_mut().rev().find(|e| e.template == name && e.status == "running") {
-                    e.status = "queued".into();
-                    e.pipelines.clear();
-                }
-            });
-            drop(r);
-            return;
+            if !matches!(r, Ok((Ok(_), _))) {
+                // Stopped by shutdown, not broken: run it again next time.
+                let _ = blocking(|| recording::update_manifest(call_dir, |m| {
+                    if let Some(e) = queued_entry(&mut m.post, &name) {
+                        e.status = "queued".into();
+                        e.pipelines.clear();
+                    }
+                }));
+                return;
+            }
+            // It finished just as the stop came: keep what it did.
+            r
         }
     };
     let (status, files, pipelines, error) = match result {
@@ -206,7 +238,32 @@ async fn run_queued(
             info!(dir = %call_dir.display(), template = %name, status, ?files, "post-processing done")
         }
     }
-    finish_entry(call_dir, &name, status, files, pipelines, error);
+    blocking(|| finish_entry(call_dir, &name, status, files, pipelines, error));
+}
+
+/// Runs short blocking file work (a manifest update) from async code without stalling the
+/// runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Removes staging folders (`.post-*`) a stopped or crashed run left in a call directory.
+fn remove_staging(call_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(call_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(".post-")
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The entry of `template` that is waiting to run (or running).
@@ -248,6 +305,9 @@ pub fn run_template(
     cancel: &AtomicBool,
 ) -> (Result<Outcome, String>, Vec<String>) {
     let mut pipelines = vec![];
+    if cancel.load(Ordering::Relaxed) {
+        return (Err("stopped: callrec is shutting down".into()), pipelines);
+    }
     let inputs = match CallInputs::load(call_dir) {
         Ok(i) => i,
         Err(e) => return (Err(e.to_string()), pipelines),
@@ -287,6 +347,9 @@ fn run_files(
     let deadline = Instant::now() + timeout;
     let mut ran = 0;
     for (n, file) in inputs.files.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err("stopped: callrec is shutting down".into());
+        }
         let text = launch::post_description(template, inputs, n, &staging_text)
             .map_err(|e| e.to_string())?;
         let Some(text) = text else {
@@ -298,6 +361,15 @@ fn run_files(
             .downcast::<gst::Pipeline>()
             .map_err(|_| format!("{}: the description did not make a pipeline", file.file))?;
         crate::priming::compensate(pipeline.upcast_ref());
+        // Two files of one participant (a rejoin, or one file per track) would otherwise
+        // write the same output one after the other, and only the last would be kept.
+        let outputs = crate::call::output::sink_files(pipeline.upcast_ref(), staging);
+        if let Some(again) = outputs.iter().find(|f| staging.join(f).exists()) {
+            return Err(format!(
+                "{}: would write {again} again (an earlier recording of the call wrote it); name the outputs after ${{input}}, which differs per file",
+                file.file
+            ));
+        }
         let result = remix::run(
             &pipeline,
             file.duration,
@@ -332,9 +404,18 @@ fn move_outputs(staging: &Path, call_dir: &Path) -> Result<Vec<String>, String> 
             "{taken} already exists in the call directory; callrec never overwrites a recording (remove it, or name the output after ${{template}})"
         ));
     }
-    for name in &names {
-        std::fs::rename(staging.join(name), call_dir.join(name))
-            .map_err(|e| format!("cannot move {name} into the call directory: {e}"))?;
+    for (i, name) in names.iter().enumerate() {
+        std::fs::rename(staging.join(name), call_dir.join(name)).map_err(|e| {
+            let moved = &names[..i];
+            format!(
+                "cannot move {name} into the call directory: {e} (already moved: {})",
+                if moved.is_empty() {
+                    "none".to_owned()
+                } else {
+                    moved.join(", ")
+                }
+            )
+        })?;
     }
     Ok(names)
 }

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::call::{self, CallCmd, CallNote, CallSettings};
 use crate::config::{self, Config};
-use crate::post::PostQueue;
+use crate::post::{PostPlan, PostQueue};
 use crate::recording::CallStatus;
 use crate::signalling::{SignalCommand, SignalEvent};
 use crate::templates::{Scope, Template, TemplateError, TemplateSet};
@@ -87,6 +87,8 @@ pub struct SettingsUpdate {
 
 struct CallHandle {
     name: String,
+    /// The linger the call started with (a reload changes it for new calls only).
+    linger: Duration,
     tx: mpsc::UnboundedSender<CallCmd>,
     sessions: usize,
     pending: usize,
@@ -334,6 +336,10 @@ impl Supervisor {
             negotiation_timeout: config::secs(cfg.signalling.negotiation_timeout_secs),
             media_timeout: config::secs(cfg.recording.media_timeout_secs),
             graphs: cfg.debug.graphs,
+            post: PostPlan {
+                templates: self.settings.post_templates.clone(),
+                timeout: config::secs(cfg.post.timeout_secs),
+            },
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = call::spawn(
@@ -351,6 +357,7 @@ impl Supervisor {
             key.to_owned(),
             CallHandle {
                 name: name.to_owned(),
+                linger: config::secs(self.settings.config.recording.linger_secs),
                 tx,
                 sessions: 0,
                 pending: 0,
@@ -390,25 +397,26 @@ impl Supervisor {
                 // Harmless if the server already ended it.
                 self.send(SignalCommand::EndSession { session_id }).await;
             }
-            CallNote::Ended { call, status, dir } => {
+            CallNote::Ended {
+                call,
+                status,
+                dir,
+                post,
+            } => {
                 debug!(%call, ?status, "call task ended");
                 self.forget_call(&call);
-                self.post_process(dir, status);
+                self.post_process(dir, status, post);
             }
         }
     }
 
-    /// Queues the `[post] templates` over a call that ended well and left recordings.
-    fn post_process(&self, dir: Option<std::path::PathBuf>, status: CallStatus) {
+    /// Queues the call's post-processing (fixed when it started) if it ended well and left
+    /// recordings.
+    fn post_process(&self, dir: Option<std::path::PathBuf>, status: CallStatus, plan: PostPlan) {
         let Some(dir) = dir else { return };
-        if status != CallStatus::Complete || self.settings.post_templates.is_empty() {
-            return;
+        if status == CallStatus::Complete {
+            self.post.submit(dir, plan);
         }
-        self.post.submit(
-            dir,
-            self.settings.post_templates.clone(),
-            config::secs(self.settings.config.post.timeout_secs),
-        );
     }
 
     fn forget_call(&mut self, key: &str) {
@@ -452,11 +460,10 @@ impl Supervisor {
         if self.pending.len() != before {
             self.recount_pending();
         }
-        let linger = config::secs(self.settings.config.recording.linger_secs);
         let done: Vec<String> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.empty_since.is_some_and(|t| t.elapsed() >= linger))
+            .filter(|(_, c)| c.empty_since.is_some_and(|t| t.elapsed() >= c.linger))
             .map(|(k, _)| k.clone())
             .collect();
         for key in done {
@@ -473,6 +480,9 @@ impl Supervisor {
     /// Finishes every call, bounded by the grace period.
     async fn drain(mut self) -> Drained {
         self.draining = true;
+        // Finalising calls comes first: post-processing stops now, and the calls that end
+        // while draining only get their jobs marked `queued` for the next start.
+        self.post.cancel();
         let grace = config::secs(self.settings.config.recording.stop_grace_secs);
         info!(
             calls = self.calls.len(),
@@ -515,7 +525,9 @@ impl Supervisor {
                     .signal_tx
                     .try_send(SignalCommand::EndSession { session_id });
             }
-            CallNote::Ended { dir, status, .. } => self.post_process(dir, status),
+            CallNote::Ended {
+                dir, status, post, ..
+            } => self.post_process(dir, status, post),
         }
     }
 

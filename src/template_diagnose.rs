@@ -179,9 +179,8 @@ pub fn package_for(element: &str) -> Option<&'static str> {
         "opusenc" | "opusdec" | "oggmux" | "oggdemux" | "vorbisenc" | "vorbisdec" | "theoraenc"
         | "compositor" | "audiomixer" | "videoconvert" | "audioconvert" | "audioresample"
         | "videoscale" | "videorate" | "audiorate" | "decodebin" | "decodebin3" | "parsebin"
-        | "uridecodebin" | "encodebin" | "videotestsrc" | "audiotestsrc" | "textoverlay"
-        | "timeoverlay" | "clockoverlay" | "appsrc" | "appsink" | "playbin" | "volume"
-        | "videoconvertscale" | "audiointerleave" => BASE,
+        | "uridecodebin" | "encodebin" | "videotestsrc" | "audiotestsrc" | "appsrc" | "appsink"
+        | "playbin" | "volume" | "videoconvertscale" | "audiointerleave" => BASE,
         "matroskamux" | "matroskademux" | "webmmux" | "mp4mux" | "qtmux" | "qtdemux" | "vp8enc"
         | "vp8dec" | "vp9enc" | "vp9dec" | "flacenc" | "flacdec" | "wavenc" | "wavparse"
         | "level" | "spectrum" | "splitmuxsink" | "jpegenc" | "pngenc" | "lamemp3enc"
@@ -190,14 +189,16 @@ pub fn package_for(element: &str) -> Option<&'static str> {
         | "audioecho" | "equalizer-10bands" | "deinterlace" | "alphacolor" => GOOD,
         "x264enc" | "mpeg2dec" | "a52dec" | "sidplay" | "dvdreadsrc" => UGLY,
         "hlssink2" | "hlssink" | "x265enc" | "fdkaacenc" | "fdkaacdec" | "openh264enc"
-        | "openh264dec" | "av1enc" | "av1dec" | "dav1ddec" | "webrtcbin" | "mpegtsmux"
-        | "tsdemux" | "h264parse" | "h265parse" | "vp9parse" | "av1parse" | "voaacenc"
-        | "srtsink" | "srtsrc" | "rtmp2sink" | "dashsink" | "svtav1enc" | "interaudiosink"
+        | "openh264dec" | "av1enc" | "av1dec" | "webrtcbin" | "mpegtsmux" | "tsdemux"
+        | "h264parse" | "h265parse" | "vp9parse" | "av1parse" | "voaacenc" | "srtsink"
+        | "srtsrc" | "rtmp2sink" | "dashsink" | "svtav1enc" | "interaudiosink"
         | "intervideosink" | "videoparse" | "rawvideoparse" | "aesenc" | "watchdog" => BAD,
         "webrtcsink" | "webrtcsrc" | "rtpav1depay" | "rtpav1pay" | "fmp4mux" | "cmafmux"
         | "isofmp4mux" | "hlssink3" | "livesync" | "togglerecord" | "rsfilesink" | "whipsink"
         | "whepsrc" | "rav1enc" | "gtkwaylandsink" => RS,
         "nicesrc" | "nicesink" => "gstreamer1.0-nice",
+        "textoverlay" | "timeoverlay" | "clockoverlay" => "gstreamer1.0-x",
+        "dav1ddec" => RS,
         _ if element.starts_with("avenc_")
             || element.starts_with("avdec_")
             || element.starts_with("avmux_")

@@ -405,6 +405,25 @@ fn hostile_values_never_change_a_rendered_pipeline() {
             text(&out)
         );
     }
+    // Writing into the call directory itself would overwrite the recording being read
+    // (participant-mkv names its file as the recording's own is named here).
+    let clash = root.path().join("clash");
+    std::fs::create_dir(&clash).unwrap();
+    handmade_call(&clash, "alice", "alice", "rec.mkv");
+    std::fs::rename(clash.join("rec.mkv"), clash.join("alice.mkv")).unwrap();
+    let manifest = std::fs::read_to_string(clash.join("manifest.json")).unwrap();
+    std::fs::write(
+        clash.join("manifest.json"),
+        manifest.replace("rec.mkv", "alice.mkv"),
+    )
+    .unwrap();
+    let out = render(&clash, "participant-mkv", &clash);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(
+        text(&out).contains("written twice, or over a recording"),
+        "{}",
+        text(&out)
+    );
     // An output directory that could change the pipeline is refused.
     let out = render(&tame, "post-mp4", Path::new("/tmp/a b ! fakesink"));
     assert_eq!(out.status.code(), Some(64), "{}", text(&out));

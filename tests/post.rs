@@ -180,3 +180,53 @@ fn a_live_template_in_the_post_list_is_refused_at_check() {
     assert_eq!(status.code(), Some(78), "{log}");
     assert!(log.contains("[post] templates"), "{log}");
 }
+
+#[test]
+fn post_processing_cut_short_by_a_crash_runs_again_on_the_next_start() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let pipelines = pipelines_with(&[]);
+    let cfg = config(&server.url(), rec.path(), pipelines.path(), "\"post-mp4\"");
+    let mut daemon = Daemon::start(&cfg);
+    let mut peer = TestPeer::spawn(
+        &server.url(),
+        &[
+            "--duration",
+            "8",
+            "--meta",
+            r#"{"call":"post","name":"alice"}"#,
+        ],
+    );
+    peer.wait_event("done", Duration::from_secs(60));
+    let dir = rec.path().join("post");
+    // Kill the daemon while the job runs (or, on a fast machine, is about to).
+    common::wait_for(Duration::from_secs(60), Duration::from_millis(10), || {
+        let m = common::read_manifest(&dir);
+        let status = m["post"][0]["status"].as_str().map(str::to_owned);
+        matches!(status.as_deref(), Some("queued" | "running")).then_some(())
+    });
+    daemon.sigkill();
+    let m = common::read_manifest(&dir);
+    if m["post"][0]["status"] == "complete" {
+        eprintln!("the job finished before the kill; nothing to resume");
+        return;
+    }
+    let again = Daemon::start(&cfg);
+    let m = common::wait_for(Duration::from_secs(120), Duration::from_millis(200), || {
+        let m = common::read_manifest(&dir);
+        if m["post"][0]["status"] == "failed" {
+            panic!("{m:#}\n{}", again.log());
+        }
+        (m["post"][0]["status"] == "complete").then_some(m)
+    });
+    assert_eq!(m["post"].as_array().unwrap().len(), 1, "{m:#}");
+    let file = m["post"][0]["files"][0].as_str().unwrap();
+    let info = common::probe(&dir.join(file));
+    assert!(
+        info.streams.iter().any(|s| s.codec_name == "h264") && info.duration_s > 7.0,
+        "{info:?}"
+    );
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        assert!(e.file_type().unwrap().is_file(), "{e:?} left behind");
+    }
+}

@@ -71,10 +71,11 @@ fn file_name(n: u32, event: &str) -> String {
 /// Creates the graphs directory (mode 0750, like call directories) and writes one graph.
 fn write_graph(dir: &Path, path: &Path, dot: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)?;
+    // Not recursive: a call directory that is gone must not come back for a graph.
+    match std::fs::DirBuilder::new().mode(0o750).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
     std::fs::write(path, dot)
 }
 

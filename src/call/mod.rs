@@ -63,6 +63,8 @@ pub struct CallSettings {
     pub media_timeout: Duration,
     /// Write pipeline graphs into `<call_dir>/debug/` (`[debug] graphs`).
     pub graphs: bool,
+    /// What runs over the recordings once the call has ended (handed back when it ends).
+    pub post: crate::post::PostPlan,
 }
 
 /// Orders from the supervisor.
@@ -127,6 +129,8 @@ pub enum CallNote {
         status: CallStatus,
         /// Its directory, if it left one (a call nobody joined leaves none).
         dir: Option<std::path::PathBuf>,
+        /// Its post-processing, as fixed when it started.
+        post: crate::post::PostPlan,
     },
 }
 
@@ -588,13 +592,19 @@ impl Call {
         self.manifest.ended_at = Some(recording::now_rfc3339());
         self.manifest.end_reason = Some(reason.to_owned());
         if self.manifest.participants.is_empty() && self.failed.is_none() {
-            // Nobody joined (the session never started): leave no empty directory behind.
+            // Nobody joined (the session never started): leave no directory behind, not even
+            // the mixes of an empty canvas or the graphs of a pipeline that recorded nothing.
+            let files = self.manifest.mixes.iter().flat_map(|m| m.files.iter());
+            for file in files.filter(|f| crate::names::is_safe_component(f)) {
+                let _ = std::fs::remove_file(self.dir.join(file));
+            }
+            let _ = std::fs::remove_dir_all(self.dir.join(graphs::GRAPHS_DIR));
             let _ = std::fs::remove_file(self.dir.join(recording::MANIFEST_FILE));
             let _ = std::fs::remove_dir(&self.dir);
         } else {
             self.save_manifest();
+            self.graphs.dump(&self.pipeline, "eos");
         }
-        self.graphs.dump(&self.pipeline, "eos");
         let pipeline = self.pipeline.clone();
         let stopped = tokio::time::timeout(
             NULL_TIMEOUT,
@@ -608,7 +618,12 @@ impl Call {
         let _ = self.notes_tx.send(CallNote::Ended {
             call: self.key.clone(),
             status: self.manifest.status,
-            dir: self.dir.exists().then(|| self.dir.clone()),
+            dir: self
+                .dir
+                .join(recording::MANIFEST_FILE)
+                .is_file()
+                .then(|| self.dir.clone()),
+            post: self.settings.post.clone(),
         });
     }
 

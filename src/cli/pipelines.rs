@@ -166,6 +166,9 @@ pub fn render(
         }
         RenderSource::Recording(call_dir) => match CallInputs::load(&call_dir) {
             Ok(inputs) => launch::from_recording(&template, &inputs, &out_dir),
+            Err(e @ callrec::offline::OfflineError::Manifest { .. }) => {
+                return fail(&e.to_string(), EX_NOINPUT)
+            }
             Err(e) => return fail(&e.to_string(), EX_DATAERR),
         },
     };
