@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::call::layout::{self, Rect, Tile};
+use crate::call::speaker::SpeakerPicker;
 use crate::names;
 use crate::recording::{Manifest, MANIFEST_FILE};
 use crate::templates::{Kind, Template, TemplateError};
@@ -200,13 +201,21 @@ impl CallInputs {
     }
 
     /// The layout over time for `template`'s canvas: who is where from each join or leave
-    /// on, in join order (as the live mix places them).
+    /// on, in join order (as the live mix places them). For the `speaker` layout the active
+    /// speaker is picked from the files' audio levels as the live mix picks it, and the
+    /// layout also changes when the speaker does.
     pub fn placements(&self, template: &Template) -> Vec<Placement> {
         let canvas = template.canvas;
+        let speakers = if canvas.layout == crate::templates::LayoutKind::Speaker {
+            self.speaker_changes()
+        } else {
+            vec![]
+        };
         let mut instants: Vec<Duration> = self
             .files
             .iter()
             .flat_map(|f| [f.offset, f.end()])
+            .chain(speakers.iter().map(|(t, _)| *t))
             .collect();
         instants.sort();
         instants.dedup();
@@ -222,13 +231,20 @@ impl CallInputs {
                 let tiles: Vec<Tile> = shown
                     .iter()
                     .map(|&i| {
-                        let (w, h) = self.files[i].video.unwrap_or((16, 9));
+                        let (w, h) = self.files[i].video.unwrap_or(PLACEHOLDER_SIZE);
                         Tile {
                             aspect: w as f64 / h.max(1) as f64,
                         }
                     })
                     .collect();
-                let rects = layout::place(canvas.layout, canvas.width, canvas.height, &tiles, None);
+                let speaker = speakers
+                    .iter()
+                    .take_while(|(t, _)| *t <= from)
+                    .last()
+                    .and_then(|(_, who)| *who)
+                    .and_then(|who| shown.iter().position(|&i| i == who));
+                let rects =
+                    layout::place(canvas.layout, canvas.width, canvas.height, &tiles, speaker);
                 Placement {
                     from,
                     rects: shown.into_iter().zip(rects).collect(),
@@ -237,6 +253,48 @@ impl CallInputs {
             .collect()
     }
 
+    /// When the active speaker changes, and to which file (`None`: nobody), from every file's
+    /// audio levels on the call's timeline.
+    fn speaker_changes(&self) -> Vec<(Duration, Option<usize>)> {
+        enum Event {
+            Level(f64),
+            Left,
+        }
+        let mut events: Vec<(Duration, usize, Event)> = vec![];
+        for (n, f) in self.files.iter().enumerate() {
+            if !f.audio {
+                continue;
+            }
+            match audio_levels(&self.dir, f) {
+                Ok(levels) => events.extend(
+                    levels
+                        .into_iter()
+                        .map(|(t, db)| (f.offset + t, n, Event::Level(db))),
+                ),
+                Err(e) => {
+                    tracing::warn!(file = %f.file, "no audio levels for the speaker layout: {e}")
+                }
+            }
+            events.push((f.end(), n, Event::Left));
+        }
+        events.sort_by_key(|(t, n, _)| (*t, *n));
+        let mut picker = SpeakerPicker::default();
+        let mut changes = vec![];
+        for (t, n, event) in events {
+            let before = picker.speaker().copied();
+            match event {
+                Event::Level(db) => {
+                    picker.level(&n, db, t);
+                }
+                Event::Left => picker.forget(&n),
+            }
+            let after = picker.speaker().copied();
+            if after != before {
+                changes.push((t, after));
+            }
+        }
+        changes
+    }
     /// A participant's safe name from the manifest (or made from the peer id): it may go
     /// into pipeline text and file names.
     pub fn participant_name(&self, file: &InputFile) -> String {
@@ -487,6 +545,63 @@ fn probe_file(dir: &Path, f: &mut InputFile) -> Result<bool, OfflineError> {
         .map(|v| (v.width().max(1), v.height().max(1)));
     f.audio = !info.audio_streams().is_empty();
     Ok(f.duration > Duration::ZERO && (f.video.is_some() || f.audio))
+}
+
+/// A file's audio level (dBFS, loudest channel) every 100 ms, by file time: decodes its
+/// first audio stream as fast as it can.
+fn audio_levels(dir: &Path, f: &InputFile) -> Result<Vec<(Duration, f64)>, String> {
+    use gst::prelude::*;
+    const SCAN_TIMEOUT: Duration = Duration::from_secs(300);
+    let path = dir.join(&f.file);
+    let location = path.to_string_lossy();
+    if !names::is_pipeline_safe_path(&location) {
+        return Err(format!("{location}: not a path pipeline text can hold"));
+    }
+    let text = format!(
+        "filesrc location={location} ! {} name=d d.audio_0 ! queue ! decodebin ! audioconvert \
+         ! level interval=100000000 post-messages=true ! fakesink sync=false async=false",
+        f.demuxer
+    );
+    let pipeline = gst::parse::launch(&text).map_err(|e| e.to_string())?;
+    let bus = pipeline.bus().ok_or("the pipeline has no bus")?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + SCAN_TIMEOUT;
+    let mut levels = vec![];
+    let mut result = Ok(());
+    while std::time::Instant::now() < deadline {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                let Some(s) = e.structure().filter(|s| s.name() == "level") else {
+                    continue;
+                };
+                let at = s.get::<gst::ClockTime>("timestamp").ok();
+                let rms = s.get::<gst::glib::ValueArray>("rms").ok();
+                if let (Some(at), Some(rms)) = (at, rms) {
+                    let db = rms
+                        .iter()
+                        .filter_map(|v| v.get::<f64>().ok())
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    levels.push((Duration::from_nanos(at.nseconds()), db));
+                }
+            }
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => {
+                // A file cut short ends in an error where the data stops: keep what came.
+                if levels.is_empty() {
+                    result = Err(e.error().to_string());
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    result.map(|()| levels)
 }
 
 /// How long a file plays, from the end of its last frame: demuxes it to the end (or to

@@ -380,3 +380,76 @@ fn remix_shows_a_placeholder_for_a_participant_without_video() {
         "right should be the grey placeholder, is {right:?}"
     );
 }
+
+#[test]
+fn remix_with_a_speaker_layout_puts_the_one_who_talks_large() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start(&config(&server.url(), rec.path()));
+    let url = server.url();
+    // Only green is heard, and it joins last: without the speaker choice the first to join
+    // would be large.
+    let mut peers: Vec<TestPeer> = [("0xff0000", "none"), ("0x0000ff", "none")]
+        .into_iter()
+        .map(|(colour, audio)| {
+            spawn(
+                &url,
+                &["--color", colour, "--audio", audio, "--duration", "9"],
+            )
+        })
+        .collect();
+    for p in &mut peers {
+        p.wait_event("connected", Duration::from_secs(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    peers.push(spawn(
+        &url,
+        &["--color", "0x00ff00", "--audio", "opus", "--duration", "6"],
+    ));
+    for p in &mut peers {
+        p.wait_event("done", Duration::from_secs(60));
+    }
+    let dir = rec.path().join("later");
+    common::wait_complete(&dir);
+    let pipelines = tempfile::tempdir().unwrap();
+    let webm = std::fs::read_to_string(format!("{PIPELINES}/mix-webm.pipeline")).unwrap();
+    std::fs::write(
+        pipelines.path().join("speaker.pipeline"),
+        webm.replace("# layout: grid", "# layout: speaker"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callrec"));
+    cmd.arg("remix")
+        .arg(&dir)
+        .args(["--template", "speaker", "--pipelines"])
+        .arg(pipelines.path());
+    let out = common::run_with_timeout(cmd, Duration::from_secs(180));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let m = common::read_manifest(&dir);
+    let entry = m["mixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["remixed_at"].is_string())
+        .unwrap_or_else(|| panic!("no remix in the manifest: {m:#}"));
+    let latest_join = entry["on_screen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["from_ms"].as_f64().unwrap())
+        .fold(0.0, f64::max)
+        / 1000.0;
+    // The large tile is the top four fifths; green talks from its start, so it is large
+    // once everyone is there.
+    let frame = analysis::frame_rgb(&file, latest_join + 2.0);
+    let big = frame.mean_rgb(0.4, 0.3, 0.6, 0.5);
+    assert!(
+        analysis::color_close(big, [0.0, 255.0, 0.0], 60.0),
+        "the speaker's tile should be green, got {big:?}"
+    );
+}

@@ -7,12 +7,13 @@
 //! people come and go, and picks the active speaker from audio levels for the speaker layout.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gst::prelude::*;
 
 use super::fade::FadeTail;
 use super::layout::{self, Tile};
+use super::speaker::SpeakerPicker;
 use crate::recording::{MixEntry, OnScreen};
 use crate::templates::{Kind, LayoutKind, Template};
 
@@ -21,12 +22,6 @@ const MIXER_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(200);
 /// Latency the mixers assume their (later) participant inputs have: webrtcbin's jitterbuffer
 /// (200 ms) plus depayloading, a queue and decoding.
 const UPSTREAM_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
-/// Quietest level (dBFS) that counts as speaking.
-const SPEAKING_DB: f64 = -50.0;
-/// How much louder (dB) a challenger must be than the current speaker.
-const SWITCH_MARGIN_DB: f64 = 6.0;
-/// How long a challenger must stay louder before the view switches.
-const SWITCH_AFTER: Duration = Duration::from_millis(1200);
 /// Size of a placeholder tile's source; the compositor scales it.
 const PLACEHOLDER_SIZE: (i32, i32) = (320, 180);
 
@@ -62,7 +57,6 @@ struct TileState {
     aspect: f64,
     placeholder: Option<Placeholder>,
     on_screen_since: Option<u64>,
-    level_db: f64,
 }
 
 /// A running mix.
@@ -77,8 +71,7 @@ pub struct Mix {
     sources: Vec<gst::Element>,
     inputs: Vec<MixInput>,
     tiles: Vec<TileState>,
-    speaker: Option<String>,
-    challenger: Option<(String, Instant)>,
+    speaker: SpeakerPicker<String>,
     /// Its manifest entry.
     pub entry: MixEntry,
     /// EOS was sent into it.
@@ -175,8 +168,7 @@ impl Mix {
             sources,
             inputs: vec![],
             tiles: vec![],
-            speaker: None,
-            challenger: None,
+            speaker: SpeakerPicker::default(),
             entry,
             eos_sent: false,
         })
@@ -241,7 +233,6 @@ impl Mix {
                 aspect: 16.0 / 9.0,
                 placeholder: None,
                 on_screen_since: None,
-                level_db: -100.0,
             });
         }
         self.update_placeholders();
@@ -291,58 +282,27 @@ impl Mix {
                 self.remove_placeholder(p);
             }
         }
-        if self.speaker.as_deref() == Some(session) {
-            self.speaker = None;
-        }
+        self.speaker.forget(&session.to_owned());
         self.relayout(now_ms);
     }
 
     /// Feeds an audio level (dBFS, loudest channel) for a session; switches the speaker view
     /// when someone else has been clearly louder for a while.
     pub fn on_level(&mut self, session: &str, db: f64, now_ms: u64) {
-        let Some(tile) = self.tiles.iter_mut().find(|t| t.session == session) else {
-            return;
-        };
-        // Smooth over ~0.3 s so single syllables and coughs weigh little.
-        tile.level_db = 0.7 * tile.level_db + 0.3 * db;
-        if self.template.canvas.layout != LayoutKind::Speaker {
-            return;
-        }
-        let Some(loudest) = self
-            .tiles
-            .iter()
-            .filter(|t| t.level_db > SPEAKING_DB)
-            .max_by(|a, b| a.level_db.total_cmp(&b.level_db))
-        else {
-            return;
-        };
-        let current_db = self
-            .speaker
-            .as_ref()
-            .and_then(|s| self.tiles.iter().find(|t| &t.session == s))
-            .map_or(f64::NEG_INFINITY, |t| t.level_db);
-        if self.speaker.as_deref() == Some(&loudest.session)
-            || loudest.level_db < current_db + SWITCH_MARGIN_DB
+        if self.template.canvas.layout != LayoutKind::Speaker
+            || !self.tiles.iter().any(|t| t.session == session)
         {
-            self.challenger = None;
             return;
         }
-        let candidate = loudest.session.clone();
-        match &self.challenger {
-            Some((who, since)) if *who == candidate => {
-                if since.elapsed() >= SWITCH_AFTER || self.speaker.is_none() {
-                    self.speaker = Some(candidate);
-                    self.challenger = None;
-                    self.relayout(now_ms);
-                }
-            }
-            _ => self.challenger = Some((candidate, Instant::now())),
+        let now = Duration::from_millis(now_ms);
+        if self.speaker.level(&session.to_owned(), db, now) {
+            self.relayout(now_ms);
         }
     }
 
     /// The session shown large in the speaker layout.
     pub fn speaker(&self) -> Option<&str> {
-        self.speaker.as_deref()
+        self.speaker.speaker().map(String::as_str)
     }
 
     /// Participants heard but not seen get a placeholder tile; seen ones lose it.
@@ -473,7 +433,7 @@ impl Mix {
             .collect();
         let speaker = self
             .speaker
-            .as_ref()
+            .speaker()
             .and_then(|s| shown.iter().position(|&i| &self.tiles[i].session == s));
         let canvas = self.template.canvas;
         let rects = layout::place(canvas.layout, canvas.width, canvas.height, &tiles, speaker);

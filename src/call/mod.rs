@@ -15,6 +15,7 @@ mod negotiation;
 pub mod output;
 mod routing;
 pub mod sdp;
+pub mod speaker;
 mod teardown;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
