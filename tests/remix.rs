@@ -52,6 +52,16 @@ fn spawn(url: &str, args: &[&str]) -> TestPeer {
     TestPeer::spawn(url, &all)
 }
 
+/// The manifest's entry for the remix (live mixes have no `remixed_at`).
+fn remix_entry(m: &Value) -> &Value {
+    m["mixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["remixed_at"].is_string())
+        .unwrap_or_else(|| panic!("no remix in the manifest: {m:#}"))
+}
+
 /// Who is present in the remix at `t`, in join order, from its manifest entry.
 fn present_at(spans: &[(String, f64, f64)], t: f64) -> Vec<String> {
     let mut present: Vec<&(String, f64, f64)> =
@@ -115,12 +125,7 @@ fn remix_mixes_a_recorded_call_with_people_joining_and_leaving() {
     let file = PathBuf::from(out.trim());
     assert_eq!(file, dir.join("remix-mix-mp4.mp4"), "{out}");
     let m = common::read_manifest(&dir);
-    let entry = m["mixes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["remixed_at"].is_string())
-        .unwrap_or_else(|| panic!("no remix in the manifest: {m:#}"));
+    let entry = remix_entry(&m);
     assert_eq!(entry["template"], "mix-mp4");
     assert_eq!(entry["status"], "complete");
     assert_eq!(entry["files"][0], "remix-mix-mp4.mp4");
@@ -342,12 +347,7 @@ fn remix_shows_a_placeholder_for_a_participant_without_video() {
     let out = remix(&dir, "mix-webm", &[]);
     let file = PathBuf::from(out.trim());
     let m = common::read_manifest(&dir);
-    let entry = m["mixes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["remixed_at"].is_string())
-        .unwrap_or_else(|| panic!("no remix in the manifest: {m:#}"));
+    let entry = remix_entry(&m);
     assert_eq!(
         entry["on_screen"].as_array().unwrap().len(),
         2,
@@ -431,12 +431,7 @@ fn remix_with_a_speaker_layout_puts_the_one_who_talks_large() {
     );
     let file = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let m = common::read_manifest(&dir);
-    let entry = m["mixes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["remixed_at"].is_string())
-        .unwrap_or_else(|| panic!("no remix in the manifest: {m:#}"));
+    let entry = remix_entry(&m);
     let latest_join = entry["on_screen"]
         .as_array()
         .unwrap()
