@@ -483,7 +483,10 @@ fn delayed(decoded: &str, name: &str, offset_ms: u128, kind: Kind) -> String {
             )
         }
     };
-    format!("{gap} ! {name}.sink_0 {decoded} ! {name}.sink_1 concat name={name}")
+    // The queue keeps the decoded stream's events in order behind its stream-start, which
+    // concat holds until the gap has played; linked straight to concat, a decoder's caps
+    // could reach concat's second pad early, under load, and fail the run at its start.
+    format!("{gap} ! {name}.sink_0 {decoded} ! queue ! {name}.sink_1 concat name={name}")
 }
 
 /// Inserts `props` right after the `name=<element>` token of `body`.
