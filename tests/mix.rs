@@ -687,8 +687,10 @@ fn a_resolution_change_keeps_every_output_playable() {
         );
         let info = common::probe(&file);
         let sent = sent[track["participant"].as_str().unwrap()];
+        // The file starts at the first keyframe callrec asked for; with two 720p producers
+        // and two live mixes on two cores, that can take most of a second.
         assert!(
-            (info.duration_s - sent).abs() < 0.5,
+            (info.duration_s - sent).abs() < 1.0,
             "{}: {:.2} s recorded of {sent:.2} s sent",
             file.display(),
             info.duration_s
