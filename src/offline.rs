@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::call::layout::{self, Rect, Tile};
+use crate::call::mix;
 use crate::call::speaker::SpeakerPicker;
 use crate::names;
 use crate::recording::{Manifest, MANIFEST_FILE};
@@ -72,9 +73,11 @@ pub enum OfflineError {
     UnsafePath(String),
 }
 
-/// Size of a placeholder tile's source (a participant heard but not seen); the compositor
-/// scales it.
-const PLACEHOLDER_SIZE: (u32, u32) = (320, 180);
+/// A placeholder tile's size, as the live mix makes it.
+const PLACEHOLDER_SIZE: (u32, u32) = (
+    mix::PLACEHOLDER_SIZE.0 as u32,
+    mix::PLACEHOLDER_SIZE.1 as u32,
+);
 
 /// One recorded file of a participant.
 #[derive(Debug, Clone)]
@@ -312,8 +315,9 @@ impl CallInputs {
         let frames = (f.duration.as_secs_f64() * fps as f64).ceil() as u64;
         let (w, h) = PLACEHOLDER_SIZE;
         let mut chain = format!(
-            "videotestsrc pattern=solid-color foreground-color=0xff404040 num-buffers={frames} \
-             ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1"
+            "videotestsrc pattern=solid-color foreground-color={:#010x} num-buffers={frames} \
+             ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1",
+            mix::PLACEHOLDER_COLOUR
         );
         if gst::ElementFactory::find("textoverlay").is_some() {
             // A safe name (letters, digits and `._+-`), so it needs no quoting.
@@ -553,7 +557,6 @@ fn probe_file(dir: &Path, f: &mut InputFile) -> Result<bool, OfflineError> {
 /// A file's audio level (dBFS, loudest channel) every 100 ms, by file time: decodes its
 /// first audio stream as fast as it can.
 fn audio_levels(dir: &Path, f: &InputFile) -> Result<Vec<(Duration, f64)>, String> {
-    use gst::prelude::*;
     const SCAN_TIMEOUT: Duration = Duration::from_secs(300);
     let path = dir.join(&f.file);
     let location = path.to_string_lossy();
@@ -566,45 +569,56 @@ fn audio_levels(dir: &Path, f: &InputFile) -> Result<Vec<(Duration, f64)>, Strin
         f.demuxer
     );
     let pipeline = gst::parse::launch(&text).map_err(|e| e.to_string())?;
-    let bus = pipeline.bus().ok_or("the pipeline has no bus")?;
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| e.to_string())?;
-    let deadline = std::time::Instant::now() + SCAN_TIMEOUT;
     let mut levels = vec![];
-    let mut result = Ok(());
-    while std::time::Instant::now() < deadline {
+    let error = play_through(&pipeline, SCAN_TIMEOUT, |msg| {
+        let gst::MessageView::Element(e) = msg.view() else {
+            return;
+        };
+        let Some(s) = e.structure().filter(|s| s.name() == "level") else {
+            return;
+        };
+        if let (Ok(at), Some(db)) = (
+            s.get::<gst::ClockTime>("timestamp"),
+            crate::call::media::loudest_rms_db(s),
+        ) {
+            levels.push((Duration::from_nanos(at.nseconds()), db));
+        }
+    })?;
+    // A file cut short ends in an error where the data stops: keep what came.
+    match error {
+        Some(e) if levels.is_empty() => Err(e),
+        _ => Ok(levels),
+    }
+}
+
+/// Plays a pipeline until EOS, an error or `timeout`, handing every other message to
+/// `on_message`, then sets it to NULL. Returns the error's text if it ended in one.
+fn play_through(
+    pipeline: &gst::Element,
+    timeout: Duration,
+    mut on_message: impl FnMut(&gst::Message),
+) -> Result<Option<String>, String> {
+    use gst::prelude::*;
+    let bus = pipeline.bus().ok_or("the pipeline has no bus")?;
+    let started = pipeline.set_state(gst::State::Playing);
+    let deadline = std::time::Instant::now() + timeout;
+    let mut error = None;
+    while started.is_ok() && std::time::Instant::now() < deadline {
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
             continue;
         };
         match msg.view() {
-            gst::MessageView::Element(e) => {
-                let Some(s) = e.structure().filter(|s| s.name() == "level") else {
-                    continue;
-                };
-                let at = s.get::<gst::ClockTime>("timestamp").ok();
-                let rms = s.get::<gst::glib::ValueArray>("rms").ok();
-                if let (Some(at), Some(rms)) = (at, rms) {
-                    let db = rms
-                        .iter()
-                        .filter_map(|v| v.get::<f64>().ok())
-                        .fold(f64::NEG_INFINITY, f64::max);
-                    levels.push((Duration::from_nanos(at.nseconds()), db));
-                }
-            }
             gst::MessageView::Eos(_) => break,
             gst::MessageView::Error(e) => {
-                // A file cut short ends in an error where the data stops: keep what came.
-                if levels.is_empty() {
-                    result = Err(e.error().to_string());
-                }
+                error = Some(e.error().to_string());
                 break;
             }
-            _ => {}
+            _ => on_message(&msg),
         }
     }
     let _ = pipeline.set_state(gst::State::Null);
-    result.map(|()| levels)
+    started.map_err(|e| e.to_string())?;
+    Ok(error)
 }
 
 /// How long a file plays, from the end of its last frame: demuxes it to the end (or to
@@ -661,24 +675,8 @@ fn scan_duration(path: &Path, demuxer: &str) -> Result<Duration, String> {
             gst::PadProbeReturn::Ok
         });
     });
-    let bus = pipeline.bus().ok_or("the pipeline has no bus")?;
-    let result = pipeline.set_state(gst::State::Playing).map(|_| ());
-    let deadline = std::time::Instant::now() + SCAN_TIMEOUT;
-    if result.is_ok() {
-        while std::time::Instant::now() < deadline {
-            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
-                continue;
-            };
-            // A file cut short ends in an error where the data stops: what came before counts.
-            if matches!(
-                msg.view(),
-                gst::MessageView::Eos(_) | gst::MessageView::Error(_)
-            ) {
-                break;
-            }
-        }
-    }
-    let _ = pipeline.set_state(gst::State::Null);
+    // A file cut short ends in an error where the data stops: what came before counts.
+    let _ = play_through(pipeline.upcast_ref(), SCAN_TIMEOUT, |_| {});
     Ok(Duration::from_nanos(end.load(Ordering::Relaxed)))
 }
 

@@ -272,6 +272,16 @@ pub fn isolate(pad: &gst::Pad) {
     );
 }
 
+/// The loudest channel's RMS level (dBFS) in a `level` element message.
+pub fn loudest_rms_db(level: &gst::StructureRef) -> Option<f64> {
+    let rms = level.get::<glib::ValueArray>("rms").ok()?;
+    let db = rms
+        .iter()
+        .filter_map(|v| v.get::<f64>().ok())
+        .fold(f64::NEG_INFINITY, f64::max);
+    Some(db)
+}
+
 /// Consumes the buffer, buffer list or event a probe was given, as if it went downstream.
 ///
 /// This is how callrec's probes drop data. GStreamer 1.22 unreferences a NULL object (a

@@ -23,7 +23,9 @@ const MIXER_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(200);
 /// (200 ms) plus depayloading, a queue and decoding.
 const UPSTREAM_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
 /// Size of a placeholder tile's source; the compositor scales it.
-const PLACEHOLDER_SIZE: (i32, i32) = (320, 180);
+pub const PLACEHOLDER_SIZE: (i32, i32) = (320, 180);
+/// A placeholder tile's colour (ARGB): dark grey.
+pub const PLACEHOLDER_COLOUR: u32 = 0xff40_4040;
 
 /// A participant's stream linked into a mixer.
 #[derive(Debug)]
@@ -343,7 +345,7 @@ impl Mix {
         let src = gst::ElementFactory::make("videotestsrc")
             .property("is-live", false)
             .property_from_str("pattern", "solid-color")
-            .property("foreground-color", 0xff40_4040u32)
+            .property("foreground-color", PLACEHOLDER_COLOUR)
             .build()
             .map_err(|e| e.to_string())?;
         let caps = gst::Caps::builder("video/x-raw")

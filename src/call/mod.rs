@@ -669,13 +669,9 @@ impl Call {
         let Some(session) = session.map(|s| s.id.clone()) else {
             return;
         };
-        let Ok(rms) = level.get::<glib::ValueArray>("rms") else {
+        let Some(db) = media::loudest_rms_db(level) else {
             return;
         };
-        let db = rms
-            .iter()
-            .filter_map(|v| v.get::<f64>().ok())
-            .fold(f64::NEG_INFINITY, f64::max);
         let now = self.now_ms();
         for m in &mut self.mixes {
             m.on_level(&session, db, now);
