@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what callrec needs on Debian 12 to build, run its tests and its demo:
-# GStreamer (dev packages and plugins), ffmpeg (ffprobe, for verifying recordings) and the
-# real gst-webrtc-signalling-server. Idempotent: skips what is already there.
+# a C toolchain, GStreamer (dev packages and plugins), ffmpeg (ffprobe, for verifying
+# recordings), Rust (rustup, if there is no cargo) and the real gst-webrtc-signalling-server.
+# Idempotent: skips what is already there.
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
 PACKAGES=(
-  pkg-config libssl-dev
+  build-essential curl ca-certificates pkg-config libssl-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
@@ -23,6 +24,12 @@ if [ "${#missing[@]}" -gt 0 ] || [ "${CALLREC_FORCE_APT:-}" = 1 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  # The toolchain Cargo.toml's rust-version names, with the checks CI runs.
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+    | sh -s -- -y --profile minimal --default-toolchain 1.95 --component rustfmt,clippy
 fi
 
 if ! command -v gst-webrtc-signalling-server >/dev/null 2>&1; then
