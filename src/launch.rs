@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::call::layout::{self, Tile};
 use crate::names;
 use crate::offline::{CallInputs, InputFile, OfflineError};
+use crate::recording::TrackStatus;
 use crate::templates::{Kind, Scope, Template, TemplateError};
 
 /// Why a template cannot be rendered for gst-launch.
@@ -319,7 +320,7 @@ fn remux_descriptions(
         .tracks
         .iter()
         .filter(|t| t.file.as_deref() == Some(file.file.as_str()))
-        .filter(|t| t.status != "empty" && t.status != "skipped")
+        .filter(|t| !matches!(t.status, TrackStatus::Empty | TrackStatus::Skipped))
         .collect();
     in_file.sort_by_key(|t| t.mline);
     let mut streams = vec![];

@@ -153,7 +153,7 @@ impl CallInputs {
                 continue;
             };
             let offset = Duration::from_millis(offset_ms.max(0) as u64);
-            let finalised = track.status == "complete";
+            let finalised = track.status == crate::recording::TrackStatus::Complete;
             if let Some(known) = files.iter_mut().find(|f| &f.file == file) {
                 known.offset = known.offset.min(offset);
                 known.finalised &= finalised;

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::launch;
 use crate::offline::CallInputs;
-use crate::recording::{self, PostEntry};
+use crate::recording::{self, PostEntry, PostStatus};
 use crate::remix::{self, Limits, Progress};
 use crate::templates::Template;
 
@@ -76,10 +76,10 @@ impl PostQueue {
                 for name in &names {
                     // One entry per pending run: a `running` one (a run that died) waits again.
                     match queued_entry(&mut m.post, name) {
-                        Some(e) => e.status = "queued".into(),
+                        Some(e) => e.status = PostStatus::Queued,
                         None => m.post.push(PostEntry {
                             template: name.clone(),
-                            status: "queued".into(),
+                            status: PostStatus::Queued,
                             files: vec![],
                             error: None,
                             started_at: None,
@@ -138,7 +138,7 @@ impl PostQueue {
             let queued: Vec<String> = manifest
                 .post
                 .iter()
-                .filter(|e| e.status == "queued" || e.status == "running")
+                .filter(|e| e.status.is_pending())
                 .map(|e| e.template.clone())
                 .collect();
             if queued.is_empty() {
@@ -151,7 +151,7 @@ impl PostQueue {
                     None => finish_entry(
                         &dir,
                         &name,
-                        "failed",
+                        PostStatus::Failed,
                         vec![],
                         vec![],
                         Some("the template is no longer configured in [post] templates".into()),
@@ -188,7 +188,7 @@ async fn run_queued(
     let _ = blocking(|| {
         recording::update_manifest(call_dir, |m| {
             if let Some(e) = queued_entry(&mut m.post, &name) {
-                e.status = "running".into();
+                e.status = PostStatus::Running;
                 e.started_at = Some(recording::now_rfc3339());
             }
         })
@@ -209,7 +209,7 @@ async fn run_queued(
                 // Stopped by shutdown, not broken: run it again next time.
                 let _ = blocking(|| recording::update_manifest(call_dir, |m| {
                     if let Some(e) = queued_entry(&mut m.post, &name) {
-                        e.status = "queued".into();
+                        e.status = PostStatus::Queued;
                         e.pipelines.clear();
                     }
                 }));
@@ -220,22 +220,26 @@ async fn run_queued(
         }
     };
     let (status, files, pipelines, error) = match result {
-        Ok((Ok(Outcome::Complete(files)), pipelines)) => ("complete", files, pipelines, None),
-        Ok((Ok(Outcome::Skipped(why)), pipelines)) => ("skipped", vec![], pipelines, Some(why)),
-        Ok((Err(e), pipelines)) => ("failed", vec![], pipelines, Some(e)),
+        Ok((Ok(Outcome::Complete(files)), pipelines)) => {
+            (PostStatus::Complete, files, pipelines, None)
+        }
+        Ok((Ok(Outcome::Skipped(why)), pipelines)) => {
+            (PostStatus::Skipped, vec![], pipelines, Some(why))
+        }
+        Ok((Err(e), pipelines)) => (PostStatus::Failed, vec![], pipelines, Some(e)),
         Err(e) => (
-            "failed",
+            PostStatus::Failed,
             vec![],
             vec![],
             Some(format!("the job crashed: {e}")),
         ),
     };
     match &error {
-        Some(e) if status == "failed" => {
+        Some(e) if status == PostStatus::Failed => {
             warn!(dir = %call_dir.display(), template = %name, "post-processing failed: {e}")
         }
         _ => {
-            info!(dir = %call_dir.display(), template = %name, status, ?files, "post-processing done")
+            info!(dir = %call_dir.display(), template = %name, ?status, ?files, "post-processing done")
         }
     }
     blocking(|| finish_entry(call_dir, &name, status, files, pipelines, error));
@@ -271,20 +275,20 @@ fn queued_entry<'a>(entries: &'a mut [PostEntry], template: &str) -> Option<&'a 
     entries
         .iter_mut()
         .rev()
-        .find(|e| e.template == template && (e.status == "queued" || e.status == "running"))
+        .find(|e| e.template == template && e.status.is_pending())
 }
 
 fn finish_entry(
     call_dir: &Path,
     template: &str,
-    status: &str,
+    status: PostStatus,
     files: Vec<String>,
     pipelines: Vec<String>,
     error: Option<String>,
 ) {
     let result = recording::update_manifest(call_dir, |m| {
         if let Some(e) = queued_entry(&mut m.post, template) {
-            e.status = status.into();
+            e.status = status;
             e.files = files;
             e.pipelines = pipelines;
             e.error = error;

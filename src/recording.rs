@@ -32,6 +32,59 @@ pub enum CallStatus {
     Failed,
 }
 
+/// Where one recorded track stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackStatus {
+    /// Being written.
+    Recording,
+    /// Its file was finalised (EOS reached every sink).
+    Complete,
+    /// Cut short: the file was not finalised (a stop, a crash or a stuck muxer).
+    Interrupted,
+    /// No media ever arrived for it; its file was removed.
+    Empty,
+    /// Not recorded (no template takes its codec, or its decoder is missing).
+    Skipped,
+}
+
+/// Where one live or offline mix stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixStatus {
+    /// Being written.
+    Recording,
+    /// Finalised.
+    Complete,
+    /// Cut short before its files were finalised.
+    Interrupted,
+    /// Its pipeline failed; the passthrough recordings went on without it.
+    Failed,
+}
+
+/// Where one post-processing run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostStatus {
+    /// Waiting for a slot (also after a stop cut it short: it runs on the next start).
+    Queued,
+    /// Running now.
+    Running,
+    /// Done; its files were moved into the call directory.
+    Complete,
+    /// Nothing to do for this call (the reason is in `error`).
+    Skipped,
+    /// It failed; the recordings are untouched and `error` says why.
+    Failed,
+}
+
+impl PostStatus {
+    /// True while the run has not reached an end (it resumes on the next start).
+    pub fn is_pending(self) -> bool {
+        matches!(self, PostStatus::Queued | PostStatus::Running)
+    }
+}
+
 /// `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -70,8 +123,8 @@ pub struct Manifest {
 pub struct PostEntry {
     /// The template.
     pub template: String,
-    /// `queued`, `running`, `complete`, `skipped` or `failed`.
-    pub status: String,
+    /// Where it stands.
+    pub status: PostStatus,
     /// Files it wrote, relative to the call directory (moved in only on success).
     #[serde(default)]
     pub files: Vec<String>,
@@ -100,8 +153,8 @@ pub struct MixEntry {
     pub layout: crate::templates::LayoutKind,
     /// `WIDTHxHEIGHT@FPS`.
     pub canvas: String,
-    /// `recording`, `complete`, `interrupted` or `failed`.
-    pub status: String,
+    /// Where it stands.
+    pub status: MixStatus,
     /// When each participant was on screen, in ms from the call's start.
     pub on_screen: Vec<OnScreen>,
     /// The exact pipeline text.
@@ -109,6 +162,19 @@ pub struct MixEntry {
     /// When `callrec remix` made it (RFC 3339 UTC); absent for live mixes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remixed_at: Option<String>,
+    /// Stretches of call time left out of the files because nobody was in the call (the
+    /// files' own timeline runs on without them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<MixGap>,
+}
+
+/// A stretch of call time a mix left out, in ms since the call started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MixGap {
+    /// From (the mix stopped writing).
+    pub from_ms: u64,
+    /// To (it went on).
+    pub to_ms: u64,
 }
 
 /// A participant's time on a mix's screen.
@@ -156,8 +222,8 @@ pub struct TrackEntry {
     pub template: Option<String>,
     /// The file, relative to the call directory, if recorded.
     pub file: Option<String>,
-    /// `recording`, `complete`, `skipped` or `empty`.
-    pub status: String,
+    /// Where it stands.
+    pub status: TrackStatus,
     /// When its first frame arrived, from the call's start.
     pub start_offset_ms: Option<i64>,
     /// How long it ran.
@@ -304,8 +370,8 @@ pub fn mark_interrupted(recordings: &Path) -> Vec<PathBuf> {
         manifest.ended_at.get_or_insert_with(now_rfc3339);
         manifest.end_reason = Some("callrec stopped before finalising the call".into());
         for t in &mut manifest.tracks {
-            if t.status == "recording" {
-                t.status = "interrupted".into();
+            if t.status == TrackStatus::Recording {
+                t.status = TrackStatus::Interrupted;
             }
             if let Some(file) = &t.file {
                 t.bytes = std::fs::metadata(dir.join(file)).ok().map(|m| m.len());
@@ -346,7 +412,7 @@ mod tests {
             mline: 0,
             template: Some("participant-mkv".into()),
             file: Some("p.mkv".into()),
-            status: "recording".into(),
+            status: TrackStatus::Recording,
             start_offset_ms: Some(10),
             duration_ms: None,
             bytes: None,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::call::{self, CallCmd, CallNote, CallSettings};
+use crate::call::{self, CallCmd, CallId, CallNote, CallSettings};
 use crate::config::{self, Config};
 use crate::post::{PostPlan, PostQueue};
 use crate::recording::CallStatus;
@@ -24,6 +24,8 @@ use crate::templates::{Scope, Template, TemplateError, TemplateSet};
 
 /// How long stopping waits for running post-processing to notice and clean up.
 const POST_STOP_GRACE: Duration = Duration::from_secs(5);
+/// Room for the calls' reports to the supervisor.
+const NOTE_QUEUE: usize = 1024;
 
 /// Settings derived from the config. A reload replaces them for calls that start afterwards.
 #[derive(Debug, Clone)]
@@ -86,17 +88,23 @@ pub struct SettingsUpdate {
 }
 
 struct CallHandle {
+    /// The grouping key it was started for (see [`call_key`]).
+    key: String,
     name: String,
     /// The linger the call started with (a reload changes it for new calls only).
     linger: Duration,
-    tx: mpsc::UnboundedSender<CallCmd>,
+    tx: mpsc::Sender<CallCmd>,
     sessions: usize,
     pending: usize,
     empty_since: Option<Instant>,
+    /// Told to finish (its linger ran out); it no longer takes sessions.
+    finishing: bool,
+    /// Remote candidates dropped because the call's queue was full (logged once).
+    dropped_ice: u64,
 }
 
 struct PendingStart {
-    call: String,
+    call: CallId,
     meta: Value,
     asked_at: Instant,
 }
@@ -104,13 +112,19 @@ struct PendingStart {
 /// The call table and its routing.
 pub struct Supervisor {
     settings: SupervisorSettings,
-    calls: HashMap<String, CallHandle>,
+    /// Every call task still running, finishing ones included.
+    calls: HashMap<CallId, CallHandle>,
+    /// The call that new producers of a key join (finishing calls are not here).
+    by_key: HashMap<String, CallId>,
+    next_id: u64,
     pending: HashMap<String, PendingStart>,
-    sessions: HashMap<String, String>,
+    sessions: HashMap<String, CallId>,
     producers_in_session: HashMap<String, String>,
+    /// Session ends the signalling client had no room for; retried every tick.
+    unsent_ends: Vec<String>,
     signal_tx: mpsc::Sender<SignalCommand>,
-    notes_tx: mpsc::UnboundedSender<CallNote>,
-    notes_rx: mpsc::UnboundedReceiver<CallNote>,
+    notes_tx: mpsc::Sender<CallNote>,
+    notes_rx: mpsc::Receiver<CallNote>,
     tracker: TaskTracker,
     draining: bool,
     post: PostQueue,
@@ -128,7 +142,7 @@ pub enum Drained {
 impl Supervisor {
     /// A supervisor that sends signalling commands through `signal_tx`.
     pub fn new(settings: SupervisorSettings, signal_tx: mpsc::Sender<SignalCommand>) -> Self {
-        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        let (notes_tx, notes_rx) = mpsc::channel(NOTE_QUEUE);
         let post = PostQueue::new(settings.config.post.concurrency);
         post.resume(
             &settings.config.recording.dir,
@@ -139,9 +153,12 @@ impl Supervisor {
             post,
             settings,
             calls: HashMap::new(),
+            by_key: HashMap::new(),
+            next_id: 0,
             pending: HashMap::new(),
             sessions: HashMap::new(),
             producers_in_session: HashMap::new(),
+            unsent_ends: vec![],
             signal_tx,
             notes_tx,
             notes_rx,
@@ -167,11 +184,11 @@ impl Supervisor {
                 ev = events.recv() => match ev {
                     Some(ev) => {
                         on_event(&ev);
-                        self.on_signal(ev).await;
+                        self.on_signal(ev);
                     }
                     None => break,
                 },
-                Some(note) = self.notes_rx.recv() => self.on_note(note).await,
+                Some(note) = self.notes_rx.recv() => self.on_note(note),
                 Some(update) = updates.recv() => self.apply(update),
                 _ = tick.tick() => self.on_tick(),
             }
@@ -190,7 +207,7 @@ impl Supervisor {
         let _ = update.applied.send(());
     }
 
-    async fn on_signal(&mut self, ev: SignalEvent) {
+    fn on_signal(&mut self, ev: SignalEvent) {
         match ev {
             SignalEvent::Connected => info!("registered with the signalling server"),
             SignalEvent::Disconnected { .. } => {
@@ -198,7 +215,7 @@ impl Supervisor {
                 self.pending.clear();
                 self.recount_pending();
             }
-            SignalEvent::ProducerAdded { peer_id, meta } => self.on_producer(peer_id, meta).await,
+            SignalEvent::ProducerAdded { peer_id, meta } => self.on_producer(peer_id, meta),
             SignalEvent::ProducerRemoved { peer_id } => {
                 if self.pending.remove(&peer_id).is_some() {
                     self.recount_pending();
@@ -210,24 +227,28 @@ impl Supervisor {
             } => {
                 let Some(start) = self.pending.remove(&peer_id) else {
                     warn!(%session_id, %peer_id, "a session started that callrec did not ask for; ending it");
-                    self.send(SignalCommand::EndSession { session_id }).await;
+                    self.end_remote(session_id);
                     return;
                 };
                 self.recount_pending();
-                let Some(call) = self.calls.get_mut(&start.call) else {
-                    self.send(SignalCommand::EndSession { session_id }).await;
+                let Some(call) = self.calls.get_mut(&start.call).filter(|c| !c.finishing) else {
+                    self.end_remote(session_id);
                     return;
                 };
+                let cmd = CallCmd::StartSession {
+                    session_id: session_id.clone(),
+                    peer_id: peer_id.clone(),
+                    meta: start.meta,
+                };
+                if let Err(e) = call.tx.try_send(cmd) {
+                    warn!(call = %call.name, %peer_id, "not recording: the call is not keeping up ({e})");
+                    self.end_remote(session_id);
+                    return;
+                }
                 call.sessions += 1;
                 call.empty_since = None;
-                self.sessions.insert(session_id.clone(), start.call.clone());
-                self.producers_in_session
-                    .insert(peer_id.clone(), session_id.clone());
-                let _ = call.tx.send(CallCmd::StartSession {
-                    session_id,
-                    peer_id,
-                    meta: start.meta,
-                });
+                self.sessions.insert(session_id.clone(), start.call);
+                self.producers_in_session.insert(peer_id, session_id);
             }
             SignalEvent::Offer { session_id, sdp } => {
                 self.route(
@@ -236,8 +257,7 @@ impl Supervisor {
                         session_id: session_id.clone(),
                         sdp,
                     },
-                )
-                .await;
+                );
             }
             SignalEvent::Answer { session_id, .. } => {
                 warn!(%session_id, "unexpected SDP answer (callrec does not offer); ending the session");
@@ -247,8 +267,7 @@ impl Supervisor {
                         session_id: session_id.clone(),
                         reason: "producer sent an answer to an offer callrec never made".into(),
                     },
-                )
-                .await;
+                );
             }
             SignalEvent::Ice {
                 session_id,
@@ -262,8 +281,7 @@ impl Supervisor {
                         mline: mline_index,
                         candidate,
                     },
-                )
-                .await;
+                );
             }
             SignalEvent::SessionEnded { session_id } => {
                 self.route(
@@ -272,8 +290,7 @@ impl Supervisor {
                         session_id: session_id.clone(),
                         reason: "session ended by the producer or the server".into(),
                     },
-                )
-                .await;
+                );
             }
             SignalEvent::ServerError { details } => {
                 warn!(details = %details.chars().take(500).collect::<String>(), "signalling server reported an error");
@@ -282,7 +299,7 @@ impl Supervisor {
     }
 
     /// A producer appeared: decide whether and where to record it, and start a session.
-    async fn on_producer(&mut self, peer_id: String, meta: Option<Value>) {
+    fn on_producer(&mut self, peer_id: String, meta: Option<Value>) {
         if self.draining
             || self.pending.contains_key(&peer_id)
             || self.producers_in_session.contains_key(&peer_id)
@@ -296,34 +313,45 @@ impl Supervisor {
             return;
         }
         let (key, name) = call_key(&peer_id, &meta, &rec.group_key);
-        if !self.calls.contains_key(&key) {
-            if self.calls.len() >= rec.max_calls {
-                warn!(%peer_id, call = %name, max = rec.max_calls, "not recording: recording.max_calls reached");
-                return;
+        let id = match self.by_key.get(&key) {
+            Some(&id) => id,
+            None => {
+                // Finishing calls still count: their pipelines are still running.
+                if self.calls.len() >= rec.max_calls {
+                    warn!(%peer_id, call = %name, max = rec.max_calls, "not recording: recording.max_calls reached");
+                    return;
+                }
+                match self.start_call(&key, &name) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        warn!(%peer_id, call = %name, "not recording: {e}");
+                        return;
+                    }
+                }
             }
-            if let Err(e) = self.start_call(&key, &name) {
-                warn!(%peer_id, call = %name, "not recording: {e}");
-                return;
-            }
+        };
+        let start = SignalCommand::StartSession {
+            peer_id: peer_id.clone(),
+            offer: None,
+        };
+        if let Err(e) = self.signal_tx.try_send(start) {
+            warn!(%peer_id, call = %name, "not recording: the signalling client is not keeping up ({e})");
+            self.recount_pending();
+            return;
         }
         self.pending.insert(
             peer_id.clone(),
             PendingStart {
-                call: key,
+                call: id,
                 meta,
                 asked_at: Instant::now(),
             },
         );
         self.recount_pending();
         info!(%peer_id, call = %name, "starting a session with producer");
-        self.send(SignalCommand::StartSession {
-            peer_id,
-            offer: None,
-        })
-        .await;
     }
 
-    fn start_call(&mut self, key: &str, name: &str) -> Result<(), String> {
+    fn start_call(&mut self, key: &str, name: &str) -> Result<CallId, String> {
         let cfg = &self.settings.config;
         let settings = CallSettings {
             name: name.to_owned(),
@@ -341,9 +369,11 @@ impl Supervisor {
                 timeout: config::secs(cfg.post.timeout_secs),
             },
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(call::COMMAND_QUEUE);
+        self.next_id += 1;
+        let id = CallId(self.next_id);
         let handle = call::spawn(
-            key.to_owned(),
+            id,
             settings,
             rx,
             self.notes_tx.clone(),
@@ -354,39 +384,72 @@ impl Supervisor {
             let _ = handle.await;
         });
         self.calls.insert(
-            key.to_owned(),
+            id,
             CallHandle {
+                key: key.to_owned(),
                 name: name.to_owned(),
                 linger: config::secs(self.settings.config.recording.linger_secs),
                 tx,
                 sessions: 0,
                 pending: 0,
                 empty_since: None,
+                finishing: false,
+                dropped_ice: 0,
             },
         );
-        Ok(())
+        self.by_key.insert(key.to_owned(), id);
+        Ok(id)
     }
 
-    async fn route(&mut self, session_id: &str, cmd: CallCmd) {
+    /// Hands a signalling message to the session's call without waiting. A call's queue is
+    /// full only when a producer floods it: extra candidates are dropped, and anything else
+    /// that does not fit ends that session (and nothing else).
+    fn route(&mut self, session_id: &str, cmd: CallCmd) {
         let Some(call) = self
             .sessions
             .get(session_id)
-            .and_then(|k| self.calls.get(k))
+            .and_then(|id| self.calls.get_mut(id))
         else {
             debug!(%session_id, "signalling message for a session callrec does not have; ignoring");
             return;
         };
-        let _ = call.tx.send(cmd);
+        match call.tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(CallCmd::Ice { .. })) => {
+                call.dropped_ice += 1;
+                if call.dropped_ice == 1 {
+                    warn!(call = %call.name, %session_id, "the call's queue is full; dropping ICE candidates");
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(call = %call.name, %session_id, "the call's queue is full (a producer is flooding it); ending the session");
+                self.end_remote(session_id.to_owned());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                debug!(%session_id, "the call has ended; ignoring a signalling message");
+            }
+        }
     }
 
-    async fn on_note(&mut self, note: CallNote) {
+    /// Asks the server to end a session, now or on a later tick if the client has no room.
+    fn end_remote(&mut self, session_id: String) {
+        if let Err(mpsc::error::TrySendError::Full(SignalCommand::EndSession { session_id })) = self
+            .signal_tx
+            .try_send(SignalCommand::EndSession { session_id })
+        {
+            self.unsent_ends.push(session_id);
+        }
+    }
+
+    fn on_note(&mut self, note: CallNote) {
         match note {
             CallNote::SessionClosed {
                 call,
                 session_id,
                 reason,
             } => {
-                if self.sessions.remove(&session_id).is_some() {
+                if self.sessions.get(&session_id) == Some(&call) {
+                    self.sessions.remove(&session_id);
                     self.producers_in_session.retain(|_, s| *s != session_id);
                     if let Some(c) = self.calls.get_mut(&call) {
                         c.sessions = c.sessions.saturating_sub(1);
@@ -395,7 +458,7 @@ impl Supervisor {
                 }
                 debug!(%session_id, %reason, "session closed");
                 // Harmless if the server already ended it.
-                self.send(SignalCommand::EndSession { session_id }).await;
+                self.end_remote(session_id);
             }
             CallNote::Ended {
                 call,
@@ -404,7 +467,7 @@ impl Supervisor {
                 post,
             } => {
                 debug!(%call, ?status, "call task ended");
-                self.forget_call(&call);
+                self.forget_call(call);
                 self.post_process(dir, status, post);
             }
         }
@@ -419,13 +482,43 @@ impl Supervisor {
         }
     }
 
-    fn forget_call(&mut self, key: &str) {
-        self.calls.remove(key);
-        self.sessions.retain(|_, c| c != key);
-        let live: Vec<&String> = self.sessions.keys().collect();
-        let live: std::collections::HashSet<String> = live.into_iter().cloned().collect();
+    /// Forgets a call whose task has ended. Only that call: a successor with the same key
+    /// keeps its handle, sessions and pending starts.
+    fn forget_call(&mut self, id: CallId) {
+        let Some(handle) = self.calls.remove(&id) else {
+            return;
+        };
+        if self.by_key.get(&handle.key) == Some(&id) {
+            self.by_key.remove(&handle.key);
+        }
+        self.sessions.retain(|_, c| *c != id);
+        let live: std::collections::HashSet<&String> = self.sessions.keys().collect();
         self.producers_in_session.retain(|_, s| live.contains(s));
-        self.pending.retain(|_, p| p.call != key);
+        self.pending.retain(|_, p| p.call != id);
+    }
+
+    /// Tells a call to finish; it stops taking producers at once, so a group that meets again
+    /// gets a new call while this one finalises.
+    fn finish_call(&mut self, id: CallId, reason: &str) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if !call.finishing {
+            let cmd = CallCmd::Finish {
+                reason: reason.to_owned(),
+            };
+            if call.tx.try_send(cmd).is_err() {
+                // Full: try again on the next tick (a closed queue means it already ended).
+                if !call.tx.is_closed() {
+                    return;
+                }
+            }
+            call.finishing = true;
+        }
+        if self.by_key.get(&call.key) == Some(&id) {
+            self.by_key.remove(&call.key);
+        }
+        self.pending.retain(|_, p| p.call != id);
     }
 
     fn recount_pending(&mut self) {
@@ -460,20 +553,22 @@ impl Supervisor {
         if self.pending.len() != before {
             self.recount_pending();
         }
-        let done: Vec<String> = self
+        let done: Vec<CallId> = self
             .calls
             .iter()
+            .filter(|(_, c)| !c.finishing)
             .filter(|(_, c)| c.empty_since.is_some_and(|t| t.elapsed() >= c.linger))
-            .map(|(k, _)| k.clone())
+            .map(|(&id, _)| id)
             .collect();
-        for key in done {
-            if let Some(call) = self.calls.get(&key) {
+        for id in done {
+            if let Some(call) = self.calls.get(&id) {
                 info!(call = %call.name, "last participant left and the linger is over; finishing the call");
-                let _ = call.tx.send(CallCmd::Finish {
-                    reason: "all participants left".into(),
-                });
             }
-            self.forget_call(&key);
+            self.finish_call(id, "all participants left");
+        }
+        let unsent = std::mem::take(&mut self.unsent_ends);
+        for session_id in unsent {
+            self.end_remote(session_id);
         }
     }
 
@@ -490,9 +585,12 @@ impl Supervisor {
             "stopping: finalising every call"
         );
         for call in self.calls.values() {
-            let _ = call.tx.send(CallCmd::Finish {
+            // A full queue drains fast (calls never wait in their loop), so a short wait
+            // suffices; the grace period below bounds the whole drain anyway.
+            let finish = call.tx.send(CallCmd::Finish {
                 reason: "callrec is shutting down".into(),
             });
+            let _ = tokio::time::timeout(Duration::from_secs(1), finish).await;
         }
         self.tracker.close();
         let tracker = self.tracker.clone();
@@ -528,12 +626,6 @@ impl Supervisor {
             CallNote::Ended {
                 dir, status, post, ..
             } => self.post_process(dir, status, post),
-        }
-    }
-
-    async fn send(&self, cmd: SignalCommand) {
-        if self.signal_tx.send(cmd).await.is_err() {
-            debug!("signalling client is gone");
         }
     }
 }
@@ -583,6 +675,51 @@ mod tests {
         assert_ne!(e, f);
         let (g, name_g) = call_key("p", &json!({"call": 42}), "call");
         assert_eq!((g.as_str(), name_g.as_str()), ("g:42", "42"));
+    }
+
+    /// A group that meets again while its previous call is still finishing gets a new call,
+    /// and the old call's end does not touch the new one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_ending_late_does_not_drop_its_successor() {
+        gst::init().unwrap();
+        let rec = tempfile::tempdir().unwrap();
+        let pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
+        let config = Config::parse(&format!(
+            "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{pipelines}\"\n",
+            rec.path().display()
+        ))
+        .unwrap();
+        let set = TemplateSet::load_dir(std::path::Path::new(pipelines)).unwrap();
+        let (signal_tx, mut signal_rx) = mpsc::channel(64);
+        let mut sup = Supervisor::new(SupervisorSettings::new(config, &set).unwrap(), signal_tx);
+        let meta = json!({"call": "standup"});
+        sup.on_producer("p1".into(), Some(meta.clone()));
+        let first = *sup.by_key.get("g:standup").expect("a call for the group");
+        // Its linger ran out: it is told to finish and takes no one new.
+        sup.finish_call(first, "all participants left");
+        assert!(!sup.by_key.contains_key("g:standup"));
+        // The group meets again before the old task has ended.
+        sup.on_producer("p2".into(), Some(meta));
+        let second = *sup.by_key.get("g:standup").expect("a new call");
+        assert_ne!(first, second);
+        assert_eq!(sup.pending["p2"].call, second);
+        // Now the old call's end arrives.
+        let ended = CallNote::Ended {
+            call: first,
+            status: CallStatus::Complete,
+            dir: None,
+            post: PostPlan::default(),
+        };
+        sup.on_note(ended);
+        assert!(!sup.calls.contains_key(&first));
+        assert!(
+            sup.calls.contains_key(&second),
+            "the new call keeps its handle"
+        );
+        assert_eq!(sup.by_key.get("g:standup"), Some(&second));
+        assert_eq!(sup.pending["p2"].call, second, "and its pending start");
+        while signal_rx.try_recv().is_ok() {}
+        sup.drain().await;
     }
 
     #[test]

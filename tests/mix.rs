@@ -20,6 +20,26 @@ fn rfc3339_secs(v: &serde_json::Value) -> f64 {
     t.unix_timestamp_nanos() as f64 / 1e9
 }
 
+/// Seconds from the call's start until its last participant left: how long a mix lasts.
+fn presence_secs(m: &serde_json::Value) -> f64 {
+    let last_left = m["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| rfc3339_secs(&p["left_at"]))
+        .fold(f64::MIN, f64::max);
+    last_left - rfc3339_secs(&m["started_at"])
+}
+
+/// Total duration of an HLS playlist's segments.
+fn playlist_secs(playlist: &str) -> f64 {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|d| d.split(',').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
 #[test]
 fn audio_mix_covers_the_whole_call() {
     let server = SignallingServer::start();
@@ -64,7 +84,7 @@ fn audio_mix_covers_the_whole_call() {
     assert_eq!(mix["template"], "mix-audio", "{m:#}");
     assert_eq!(mix["status"], "complete", "{m:#}");
     let file = dir.join(mix["files"][0].as_str().unwrap());
-    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    let call_secs = presence_secs(&m);
     let info = common::probe(&file);
     assert_eq!(info.streams[0].codec_name, "opus");
     assert!(
@@ -222,7 +242,7 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
     }
     let dir = rec.path().join("grid");
     let m = common::wait_complete(&dir);
-    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    let call_secs = presence_secs(&m);
     for mix in m["mixes"].as_array().unwrap() {
         assert_eq!(mix["status"], "complete", "{mix:#}");
         let file = dir.join(mix["files"][0].as_str().unwrap());
@@ -492,7 +512,7 @@ fn a_frozen_camera_does_not_stall_the_mix() {
     peer.wait_event("done", Duration::from_secs(60));
     let dir = rec.path().join("frozen");
     let m = common::wait_complete(&dir);
-    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    let call_secs = presence_secs(&m);
     let file = dir.join(m["mixes"][0]["files"][0].as_str().unwrap());
     let info = common::probe(&file);
     assert!(
@@ -542,7 +562,7 @@ fn hls_mix_has_a_valid_playlist_covering_the_call() {
     peer.wait_event("done", Duration::from_secs(60));
     let dir = rec.path().join("live");
     let m = common::wait_complete(&dir);
-    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    let call_secs = presence_secs(&m);
     let playlist = std::fs::read_to_string(dir.join("mix-hls.m3u8")).unwrap();
     assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
     assert!(
@@ -659,7 +679,7 @@ fn a_resolution_change_keeps_every_output_playable() {
     }
     let dir = rec.path().join("resize");
     let m = common::wait_complete(&dir);
-    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    let call_secs = presence_secs(&m);
     // Each participant's passthrough file carries both sizes and decodes cleanly.
     let videos: Vec<_> = m["tracks"]
         .as_array()
@@ -829,7 +849,7 @@ fn mixes_are_finalised_when_the_daemon_stops() {
     let dir = rec.path().join("stop");
     let m = common::read_manifest(&dir);
     assert_eq!(m["status"], "complete", "{m:#}");
-    let call_secs = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    let call_secs = presence_secs(&m);
     for mix in m["mixes"].as_array().unwrap() {
         assert_eq!(mix["status"], "complete", "{mix:#}");
         let file = dir.join(mix["files"][0].as_str().unwrap());
@@ -846,5 +866,141 @@ fn mixes_are_finalised_when_the_daemon_stops() {
             "{}: {report:?}",
             mix["template"]
         );
+    }
+}
+
+/// A mix ends with its call: when the last participant leaves and nobody comes back, every
+/// mix stops writing within a second instead of showing an empty canvas through the linger.
+#[test]
+fn mixes_end_within_a_second_of_the_last_participant_leaving() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let config = mix_config(
+        &server.url(),
+        rec.path(),
+        PIPELINES,
+        "\"mix-webm\", \"mix-mp4\", \"mix-audio\", \"mix-hls\"",
+    )
+    .replace("linger_secs = 1", "linger_secs = 5");
+    let _daemon = Daemon::start(&config);
+    let mut peers: Vec<TestPeer> = ["4", "6"]
+        .iter()
+        .map(|secs| {
+            TestPeer::spawn(
+                &server.url(),
+                &[
+                    "--duration",
+                    secs,
+                    "--width",
+                    "320",
+                    "--height",
+                    "180",
+                    "--meta",
+                    r#"{"call":"ends"}"#,
+                ],
+            )
+        })
+        .collect();
+    for p in &mut peers {
+        p.wait_event("done", Duration::from_secs(60));
+    }
+    let dir = rec.path().join("ends");
+    let m = common::wait_complete(&dir);
+    let left = presence_secs(&m);
+    let call = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    assert!(
+        call > left + 4.0,
+        "the call lingered: {call:.2} s, left at {left:.2} s"
+    );
+    let mixes = m["mixes"].as_array().unwrap();
+    assert_eq!(mixes.len(), 4, "{m:#}");
+    for mix in mixes {
+        assert_eq!(mix["status"], "complete", "{m:#}");
+        let file = mix["files"][0].as_str().unwrap();
+        let secs = if file.ends_with(".m3u8") {
+            playlist_secs(&std::fs::read_to_string(dir.join(file)).unwrap())
+        } else {
+            common::probe(&dir.join(file)).duration_s
+        };
+        assert!(
+            secs <= left + 1.0 && secs >= left - 1.5,
+            "{}: {secs:.2} s; the last participant left at {left:.2} s, the call ended at {call:.2} s",
+            mix["template"]
+        );
+        assert!(mix.get("gaps").is_none(), "nobody came back: {mix:#}");
+    }
+}
+
+/// Someone who comes back within the linger continues the same mix: one file, the empty
+/// stretch cut out (listed in `gaps`), the first participant before it and the second after.
+#[test]
+fn a_mix_goes_on_when_someone_returns_within_the_linger() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let config = mix_config(
+        &server.url(),
+        rec.path(),
+        PIPELINES,
+        "\"mix-webm\", \"mix-hls\"",
+    )
+    .replace("linger_secs = 1", "linger_secs = 5");
+    let _daemon = Daemon::start(&config);
+    let peer = |colour: &str| {
+        TestPeer::spawn(
+            &server.url(),
+            &[
+                "--duration",
+                "3",
+                "--color",
+                colour,
+                "--width",
+                "320",
+                "--height",
+                "180",
+                "--meta",
+                r#"{"call":"back"}"#,
+            ],
+        )
+    };
+    let mut red = peer("0xff0000");
+    red.wait_event("done", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut blue = peer("0x0000ff");
+    blue.wait_event("done", Duration::from_secs(60));
+    let dir = rec.path().join("back");
+    let m = common::wait_complete(&dir);
+    assert_eq!(m["participants"].as_array().unwrap().len(), 2, "{m:#}");
+    let left = presence_secs(&m);
+    for mix in m["mixes"].as_array().unwrap() {
+        assert_eq!(mix["status"], "complete", "{m:#}");
+        let gaps = mix["gaps"].as_array().expect("the empty stretch is listed");
+        assert_eq!(gaps.len(), 1, "{mix:#}");
+        let gap =
+            (gaps[0]["to_ms"].as_f64().unwrap() - gaps[0]["from_ms"].as_f64().unwrap()) / 1000.0;
+        assert!(gap > 1.0, "{mix:#}");
+        let file = dir.join(mix["files"][0].as_str().unwrap());
+        let secs = if mix["template"] == "mix-hls" {
+            playlist_secs(&std::fs::read_to_string(&file).unwrap())
+        } else {
+            common::probe(&file).duration_s
+        };
+        let expected = left - gap;
+        assert!(
+            (secs - expected).abs() < 1.2,
+            "{}: {secs:.2} s, expected {expected:.2} s (present until {left:.2} s, gap {gap:.2} s)",
+            mix["template"]
+        );
+        if mix["template"] == "mix-webm" {
+            // Continuous: the file decodes without errors across the cut.
+            let report = common::decode_check(&file);
+            assert!(report.errors.trim().is_empty(), "{report:?}");
+            let early = frame_at(&file, 2.0).cell(1, 1, 0, 0);
+            let late = frame_at(&file, secs - 0.8).cell(1, 1, 0, 0);
+            assert!(
+                close(early, [255.0, 0.0, 0.0]),
+                "red before the gap: {early:?}"
+            );
+            assert!(close(late, [0.0, 0.0, 255.0]), "blue after it: {late:?}");
+        }
     }
 }

@@ -329,6 +329,14 @@ pub fn input_pad(element: &gst::Element, kind: Kind) -> Option<gst::Pad> {
     element.request_pad(&template, None, None)
 }
 
+/// The running time of a buffer on a pad, from the pad's segment.
+pub fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
+    let pts = buffer.pts().or(buffer.dts())?;
+    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+    let segment = segment.segment().downcast_ref::<gst::ClockTime>()?;
+    segment.to_running_time(pts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

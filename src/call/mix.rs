@@ -12,9 +12,10 @@ use std::time::Duration;
 use gst::prelude::*;
 
 use super::fade::FadeTail;
+use super::gate::TimelineGate;
 use super::layout::{self, Tile};
 use super::speaker::SpeakerPicker;
-use crate::recording::{MixEntry, OnScreen};
+use crate::recording::{MixEntry, MixGap, OnScreen};
 use crate::templates::{Kind, LayoutKind, Template};
 
 /// Extra time the mixers wait for late participant data before producing a frame.
@@ -26,6 +27,11 @@ const UPSTREAM_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
 pub const PLACEHOLDER_SIZE: (i32, i32) = (320, 180);
 /// A placeholder tile's colour (ARGB): dark grey.
 pub const PLACEHOLDER_COLOUR: u32 = 0xff40_4040;
+/// How long after the last participant left a mix stops writing: their last audio, faded,
+/// is out of the mixer by then.
+const PAUSE_AFTER: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+/// Grid of an audio-only mix's cuts (the audiomixer's default buffer duration).
+const AUDIO_GRID: gst::ClockTime = gst::ClockTime::from_mseconds(10);
 
 /// A participant's stream linked into a mixer.
 #[derive(Debug)]
@@ -78,6 +84,8 @@ pub struct Mix {
     pub entry: MixEntry,
     /// EOS was sent into it.
     pub eos_sent: bool,
+    /// Cuts the empty stretches out of its output (see [`Mix::pause`]).
+    gate: TimelineGate,
 }
 
 impl Mix {
@@ -150,6 +158,19 @@ impl Mix {
             add_source(&bin, &src, caps, amix, Kind::Audio)?;
             sources.push(src);
         }
+        let grid = match vmix {
+            Some(_) => gst::ClockTime::SECOND
+                .mul_div_floor(1, u64::from(canvas.fps.max(1)))
+                .unwrap_or(AUDIO_GRID),
+            None => AUDIO_GRID,
+        };
+        let gate = TimelineGate::new(grid);
+        for mixer in vmix.iter().chain(amix.iter()) {
+            let pad = mixer
+                .static_pad("src")
+                .ok_or_else(|| format!("{} has no src pad", mixer.name()))?;
+            gate.install(&pad);
+        }
         let files = super::output::sink_files(&bin, call_dir);
         pipeline.add(&bin).map_err(|e| e.to_string())?;
         let entry = MixEntry {
@@ -157,10 +178,11 @@ impl Mix {
             files,
             layout: canvas.layout,
             canvas: format!("{}x{}@{}", canvas.width, canvas.height, canvas.fps),
-            status: "recording".into(),
+            status: crate::recording::MixStatus::Recording,
             on_screen: vec![],
             pipeline: text,
             remixed_at: None,
+            gaps: vec![],
         };
         Ok(Mix {
             template: template.clone(),
@@ -173,6 +195,7 @@ impl Mix {
             speaker: SpeakerPicker::default(),
             entry,
             eos_sent: false,
+            gate,
         })
     }
 
@@ -239,7 +262,31 @@ impl Mix {
         }
         self.update_placeholders();
         self.relayout(now_ms);
+        self.resume(now_ms);
         Ok(())
+    }
+
+    /// Everyone has left: the mix stops writing once the mixers have played out their last
+    /// audio, instead of filling the linger with an empty canvas. EOS, or someone coming back
+    /// ([`Mix::resume`]), follows.
+    pub fn pause(&mut self, now_ms: u64) {
+        let at = gst::ClockTime::from_mseconds(now_ms) + PAUSE_AFTER;
+        if self.gate.close(at) {
+            tracing::debug!(template = %self.template.name, at_ms = at.mseconds(), "mix paused: nobody left in the call");
+        }
+    }
+
+    /// Someone is back: the mix goes on in the same files, with the empty stretch cut out
+    /// (listed in the manifest's `gaps`, in call time).
+    fn resume(&mut self, now_ms: u64) {
+        if let Some((from, to)) = self.gate.open(gst::ClockTime::from_mseconds(now_ms)) {
+            let gap = MixGap {
+                from_ms: from / 1_000_000,
+                to_ms: to / 1_000_000,
+            };
+            tracing::debug!(template = %self.template.name, ?gap, "mix resumed");
+            self.entry.gaps.push(gap);
+        }
     }
 
     /// A participant's video changed size (caps on the decoded stream).

@@ -3,10 +3,13 @@
 //!
 //! The task selects over commands from the supervisor, events forwarded from GStreamer's
 //! threads (callbacks hold weak references and only send), the pipeline's bus and a timer.
-//! Its state only moves forward (`Recording → Draining → Finished | Failed`); finishing is
-//! idempotent and every wait in it is bounded. A failure ends this call only.
+//! It never waits inside its loop: answering an offer and finalising a leaving participant's
+//! files are jobs that report back as events, so one stuck participant cannot hold up the
+//! others. Its state only moves forward ([`CallState`]); finishing is idempotent and every
+//! wait in it is bounded. A failure ends this call only.
 
 mod fade;
+mod gate;
 mod graphs;
 pub mod layout;
 pub mod media;
@@ -15,11 +18,14 @@ mod negotiation;
 pub mod output;
 mod routing;
 pub mod sdp;
+mod session;
 pub mod speaker;
+mod state;
 mod teardown;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +37,9 @@ use tracing::{debug, error, info, warn};
 use crate::config::IceConfig;
 use crate::recording::{self, CallStatus, Manifest};
 use crate::signalling::SignalCommand;
-use crate::templates::{Kind, Scope, Template};
-use output::Output;
+use crate::templates::{Scope, Template};
+use session::{Session, SessionState, Track};
+pub use state::CallState;
 
 /// How long sinks get to see EOS before their bin is stopped anyway.
 const EOS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +47,27 @@ const EOS_TIMEOUT: Duration = Duration::from_secs(5);
 const NULL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the call's timers run.
 const TICK: Duration = Duration::from_millis(100);
+/// Room for commands from the supervisor. The task never waits inside its loop, so this
+/// fills only when a producer floods it; the supervisor then drops or refuses, see there.
+pub const COMMAND_QUEUE: usize = 512;
+/// Room for events from GStreamer's threads and the call's jobs.
+const EVENT_QUEUE: usize = 4096;
+/// Remote ICE candidates kept for one session; a producer sending more is hostile or broken.
+const MAX_REMOTE_CANDIDATES: usize = 1000;
+/// Offers one session may make per minute before it is ended (a renegotiation flood).
+const MAX_OFFERS_PER_MINUTE: u32 = 60;
+
+/// Identifies one spawned call for its whole life. Keys of calls (group values) repeat when a
+/// group meets again; ids never do, so a note from a call that is ending cannot be mistaken
+/// for one from its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
 
 /// What a call needs to know, fixed when it starts.
 #[derive(Debug, Clone)]
@@ -115,8 +143,8 @@ pub enum CallCmd {
 pub enum CallNote {
     /// A session of this call is over (for any reason).
     SessionClosed {
-        /// The call's key.
-        call: String,
+        /// The call.
+        call: CallId,
         /// Session id.
         session_id: String,
         /// Why.
@@ -124,8 +152,8 @@ pub enum CallNote {
     },
     /// The call task has ended.
     Ended {
-        /// The call's key.
-        call: String,
+        /// The call.
+        call: CallId,
         /// How it ended.
         status: CallStatus,
         /// Its directory, if it left one (a call nobody joined leaves none).
@@ -135,9 +163,44 @@ pub enum CallNote {
     },
 }
 
-/// Events from GStreamer threads.
+/// Hands events to the call's task from GStreamer's threads and from the call's jobs.
+#[derive(Debug, Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<CallEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSender {
+    fn new(tx: mpsc::Sender<CallEvent>) -> Self {
+        Self {
+            tx,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// From a GStreamer thread: never waits. The queue is large and the task never stalls, so
+    /// a full queue means something floods the call; the event is dropped and logged.
+    fn send(&self, event: CallEvent) {
+        if self.tx.try_send(event).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() || n == 0 {
+                warn!(
+                    dropped = n + 1,
+                    "a call's event queue is full; dropping GStreamer events"
+                );
+            }
+        }
+    }
+
+    /// From a job: waits for room (a job may wait; the call's loop does not).
+    async fn report(&self, event: CallEvent) {
+        let _ = self.tx.send(event).await;
+    }
+}
+
+/// Events from GStreamer threads and from the call's jobs.
 #[derive(Debug)]
-pub enum CallEvent {
+enum CallEvent {
     /// webrtcbin produced a local ICE candidate.
     LocalIce {
         /// Session.
@@ -196,60 +259,46 @@ pub enum CallEvent {
         /// New state.
         state: gst_webrtc::WebRTCPeerConnectionState,
     },
-}
-
-/// Where a session stands; it only moves forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum SessionState {
-    AwaitingOffer,
-    Answered,
-    Connected,
-    Ended,
-}
-
-#[derive(Debug)]
-struct Track {
-    kind: Kind,
-    codec: &'static media::Codec,
-    chain: media::TrackChain,
-    last_keyframe_request: Option<Instant>,
-}
-
-#[derive(Debug)]
-struct Session {
-    id: String,
-    peer_id: String,
-    name: String,
-    /// What the mix shows for them: their meta name, or their safe name.
-    label: String,
-    state: SessionState,
-    created: Instant,
-    connected_at: Option<Instant>,
-    webrtcbin: gst::Element,
-    remote_set: bool,
-    pending_ice: Vec<(u32, String)>,
-    offered: Vec<sdp::OfferedTrack>,
-    tracks: BTreeMap<u32, Track>,
-    discarded: Vec<gst::Element>,
-    outputs: Vec<Output>,
-    decoders: BTreeMap<u32, media::DecodeChain>,
-    manifest_index: usize,
+    /// A negotiation job is done: the answer's SDP, or why there is none.
+    Negotiated {
+        /// Session.
+        session: String,
+        /// What the offer said the producer sends.
+        offered: Vec<sdp::OfferedTrack>,
+        /// The answer to send.
+        answer: Result<String, String>,
+    },
+    /// A leaving session's outputs saw EOS (or ran out of time): its files are final.
+    SessionFlushed {
+        /// The session, handed back by the job.
+        session: Box<Session>,
+        /// Why it ended.
+        reason: String,
+        /// Outputs that did not finish in time.
+        unfinished: usize,
+    },
 }
 
 /// A running call.
 struct Call {
-    key: String,
+    id: CallId,
+    state: CallState,
     settings: CallSettings,
     dir: PathBuf,
     pipeline: gst::Pipeline,
     manifest: Manifest,
     mixes: Vec<mix::Mix>,
     sessions: HashMap<String, Session>,
+    /// Sessions whose files a job is finalising, with their top-level elements (errors
+    /// from those concern only that session).
+    flushing: HashMap<String, Vec<gst::Element>>,
+    /// Element teardowns under way (bounded each); the call's end waits for them.
+    teardowns: tokio::task::JoinSet<()>,
     used_names: HashSet<String>,
     next_output: usize,
-    events_tx: mpsc::UnboundedSender<CallEvent>,
+    events_tx: EventSender,
     signal_tx: mpsc::Sender<SignalCommand>,
-    notes_tx: mpsc::UnboundedSender<CallNote>,
+    notes_tx: mpsc::Sender<CallNote>,
     failed: Option<String>,
     graphs: graphs::Graphs,
 }
@@ -257,10 +306,10 @@ struct Call {
 /// Starts a call task. The call directory and manifest are created before it returns, so a
 /// call that cannot write is refused at once.
 pub fn spawn(
-    key: String,
+    id: CallId,
     settings: CallSettings,
-    cmds: mpsc::UnboundedReceiver<CallCmd>,
-    notes_tx: mpsc::UnboundedSender<CallNote>,
+    cmds: mpsc::Receiver<CallCmd>,
+    notes_tx: mpsc::Sender<CallNote>,
     signal_tx: mpsc::Sender<SignalCommand>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let dir =
@@ -283,20 +332,23 @@ pub fn spawn(
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|e| format!("cannot start the call pipeline: {e}"))?;
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    info!(call = %settings.name, dir = %dir.display(), "call started");
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    info!(call = %settings.name, %id, dir = %dir.display(), "call started");
     let graphs = graphs::Graphs::new(settings.graphs, &dir);
     let call = Call {
-        key,
+        id,
+        state: CallState::Negotiating,
         settings,
         dir,
         pipeline,
         manifest,
         mixes,
         sessions: HashMap::new(),
+        flushing: HashMap::new(),
+        teardowns: tokio::task::JoinSet::new(),
         used_names: HashSet::new(),
         next_output: 0,
-        events_tx,
+        events_tx: EventSender::new(events_tx),
         signal_tx,
         notes_tx,
         failed: None,
@@ -308,11 +360,12 @@ pub fn spawn(
 impl Call {
     async fn run(
         mut self,
-        mut cmds: mpsc::UnboundedReceiver<CallCmd>,
-        mut events: mpsc::UnboundedReceiver<CallEvent>,
+        mut cmds: mpsc::Receiver<CallCmd>,
+        mut events: mpsc::Receiver<CallEvent>,
     ) {
         let Some(bus) = self.pipeline.bus() else {
-            self.fail("the pipeline has no bus").await;
+            self.failed = Some("the pipeline has no bus".into());
+            self.finish("the pipeline has no bus", &mut events).await;
             return;
         };
         let mut bus_stream = bus.stream();
@@ -322,12 +375,13 @@ impl Call {
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
                     Some(CallCmd::Finish { reason }) => break reason,
-                    Some(cmd) => self.on_command(cmd).await,
+                    Some(cmd) => self.on_command(cmd),
                     None => break "callrec is shutting down".to_owned(),
                 },
-                Some(ev) = events.recv() => self.on_event(ev).await,
-                Some(msg) = bus_stream.next() => self.on_bus(&msg).await,
-                _ = tick.tick() => self.on_tick().await,
+                Some(ev) = events.recv() => self.on_event(ev),
+                Some(msg) = bus_stream.next() => self.on_bus(&msg),
+                Some(_) = self.teardowns.join_next(), if !self.teardowns.is_empty() => {}
+                _ = tick.tick() => self.on_tick(),
             }
             if let Some(reason) = self.failed.clone() {
                 break reason;
@@ -336,48 +390,67 @@ impl Call {
         self.finish(&reason, &mut events).await;
     }
 
-    async fn on_command(&mut self, cmd: CallCmd) {
+    fn on_command(&mut self, cmd: CallCmd) {
         match cmd {
             CallCmd::StartSession {
                 session_id,
                 peer_id,
                 meta,
             } => {
+                if self.state >= CallState::Draining {
+                    self.close_session_note(&session_id, "the call is ending");
+                    return;
+                }
                 if let Err(e) = self.start_session(&session_id, &peer_id, meta) {
                     warn!(call = %self.settings.name, session = %session_id, "cannot start session: {e}");
-                    self.end_session(&session_id, &format!("could not start: {e}"))
-                        .await;
+                    self.end_session(&session_id, &format!("could not start: {e}"));
+                    if !self.sessions.contains_key(&session_id)
+                        && !self.flushing.contains_key(&session_id)
+                    {
+                        // It never made it into the table: tell the supervisor all the same.
+                        self.close_session_note(&session_id, &format!("could not start: {e}"));
+                    }
                 }
             }
             CallCmd::Offer { session_id, sdp } => {
-                if let Err(e) = self.on_offer(&session_id, &sdp).await {
+                if let Err(e) = self.on_offer(&session_id, sdp) {
                     warn!(call = %self.settings.name, session = %session_id, "cannot answer the offer: {e}");
-                    self.end_session(&session_id, &format!("negotiation failed: {e}"))
-                        .await;
+                    self.end_session(&session_id, &format!("negotiation failed: {e}"));
                 }
             }
             CallCmd::Ice {
                 session_id,
                 mline,
                 candidate,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&session_id) {
-                    if s.remote_set {
-                        s.webrtcbin
-                            .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
-                    } else if s.pending_ice.len() < 256 {
-                        s.pending_ice.push((mline, candidate));
-                    }
-                }
-            }
+            } => self.on_remote_ice(&session_id, mline, candidate),
             CallCmd::RemoteEnded { session_id, reason } => {
-                self.end_session(&session_id, &reason).await;
+                self.end_session(&session_id, &reason);
             }
             CallCmd::Finish { .. } => {}
         }
     }
 
-    async fn on_event(&mut self, ev: CallEvent) {
+    /// A producer's trickled candidate: added now, or kept until the offer is applied.
+    fn on_remote_ice(&mut self, session_id: &str, mline: u32, candidate: String) {
+        let Some(s) = self.sessions.get_mut(session_id) else {
+            return;
+        };
+        s.remote_candidates += 1;
+        if s.remote_candidates > MAX_REMOTE_CANDIDATES {
+            if s.remote_candidates == MAX_REMOTE_CANDIDATES + 1 {
+                warn!(call = %self.settings.name, session = %session_id, "more than {MAX_REMOTE_CANDIDATES} ICE candidates; ignoring the rest");
+            }
+            return;
+        }
+        if s.remote_set {
+            s.webrtcbin
+                .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+        } else {
+            s.pending_ice.push((mline, candidate));
+        }
+    }
+
+    fn on_event(&mut self, ev: CallEvent) {
         match ev {
             CallEvent::LocalIce {
                 session,
@@ -385,14 +458,11 @@ impl Call {
                 candidate,
             } => {
                 if self.sessions.contains_key(&session) {
-                    let _ = self
-                        .signal_tx
-                        .send(SignalCommand::Ice {
-                            session_id: session,
-                            candidate,
-                            mline_index: mline,
-                        })
-                        .await;
+                    self.signal(SignalCommand::Ice {
+                        session_id: session,
+                        candidate,
+                        mline_index: mline,
+                    });
                 }
             }
             CallEvent::TrackReady {
@@ -400,32 +470,21 @@ impl Call {
                 mline,
                 codec,
                 chain,
-            } => self.on_track(&session, mline, codec, chain),
+            } => {
+                if self.sessions.contains_key(&session) {
+                    self.on_track(&session, mline, codec, chain);
+                } else {
+                    // The session left while webrtcbin was building the track.
+                    self.stop_in_background(chain.elements.clone());
+                }
+            }
             CallEvent::TrackDiscarded {
                 session,
                 mline,
                 encoding,
                 reason,
                 sink,
-            } => {
-                let participant = self.sessions.get_mut(&session).map(|s| {
-                    s.discarded.extend(sink);
-                    // Outputs waiting for this track need not wait any longer.
-                    for out in &mut s.outputs {
-                        out.release(mline);
-                    }
-                    s.peer_id.clone()
-                });
-                if let Some(participant) = participant {
-                    let kind = self
-                        .sessions
-                        .get(&session)
-                        .and_then(|s| s.offered.iter().find(|t| t.mline == mline))
-                        .map_or("unknown", |t| t.kind.as_str());
-                    self.skip_track(&participant, mline, kind, &encoding, reason);
-                    self.check_outputs(&session);
-                }
-            }
+            } => self.on_track_discarded(&session, mline, &encoding, reason, sink),
             CallEvent::FirstBuffer {
                 session,
                 output,
@@ -451,16 +510,52 @@ impl Call {
                         }
                     }
                     S::Failed | S::Closed => {
-                        self.end_session(&session, &format!("peer connection {state:?}"))
-                            .await;
+                        self.end_session(&session, &format!("peer connection {state:?}"));
                     }
                     _ => {}
                 }
             }
+            CallEvent::Negotiated {
+                session,
+                offered,
+                answer,
+            } => self.on_negotiated(&session, offered, answer),
+            CallEvent::SessionFlushed {
+                session,
+                reason,
+                unfinished,
+            } => self.on_session_flushed(*session, &reason, unfinished),
         }
     }
 
-    async fn on_tick(&mut self) {
+    fn on_track_discarded(
+        &mut self,
+        session: &str,
+        mline: u32,
+        encoding: &str,
+        reason: String,
+        sink: Option<gst::Element>,
+    ) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            self.stop_in_background(sink.into_iter().collect());
+            return;
+        };
+        s.discarded.extend(sink);
+        // Outputs waiting for this track need not wait any longer.
+        for out in &mut s.outputs {
+            out.release(mline);
+        }
+        let participant = s.peer_id.clone();
+        let kind = s
+            .offered
+            .iter()
+            .find(|t| t.mline == mline)
+            .map_or("unknown", |t| t.kind.as_str());
+        self.skip_track(&participant, mline, kind, encoding, reason);
+        self.check_outputs(session);
+    }
+
+    fn on_tick(&mut self) {
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         for id in ids {
             self.check_outputs(&id);
@@ -468,16 +563,7 @@ impl Call {
                 continue;
             };
             // Keep asking for keyframes while any video input waits for one.
-            let waiting: Vec<u32> = session
-                .outputs
-                .iter()
-                .flat_map(|o| o.inputs.iter())
-                .filter(|i| {
-                    i.kind == Kind::Video && !i.released && i.first.is_none() && i.tee_pad.is_some()
-                })
-                .map(|i| i.mline)
-                .collect();
-            for mline in waiting {
+            for mline in session.video_waiting_for_keyframe() {
                 self.request_keyframe(&id, mline);
             }
             let Some(session) = self.sessions.get(&id) else {
@@ -496,19 +582,19 @@ impl Call {
                     self.settings.negotiation_timeout.as_secs_f64()
                 );
                 warn!(call = %self.settings.name, session = %id, "{reason}");
-                self.end_session(&id, &reason).await;
+                self.end_session(&id, &reason);
             } else if session.state == SessionState::Connected && self.media_silent(session) {
                 let reason = format!(
                     "no media for {:.0}s",
                     self.settings.media_timeout.as_secs_f64()
                 );
                 warn!(call = %self.settings.name, session = %id, "{reason}");
-                self.end_session(&id, &reason).await;
+                self.end_session(&id, &reason);
             }
         }
     }
 
-    async fn on_bus(&mut self, msg: &gst::Message) {
+    fn on_bus(&mut self, msg: &gst::Message) {
         use gst::MessageView;
         match msg.view() {
             MessageView::Error(err) => {
@@ -527,22 +613,14 @@ impl Call {
                 let owner = self
                     .sessions
                     .values()
-                    .find(|s| {
-                        msg.src().is_some_and(|src| {
-                            owns(src, &s.webrtcbin)
-                                || s.outputs.iter().any(|o| owns(src, &o.bin))
-                                || s.tracks
-                                    .values()
-                                    .any(|t| t.chain.elements.iter().any(|e| owns(src, e)))
-                        })
-                    })
+                    .find(|s| msg.src().is_some_and(|src| s.owns(src)))
                     .map(|s| s.id.clone());
                 let mix = msg
                     .src()
                     .and_then(|src| self.mixes.iter_mut().find(|m| owns(src, &m.bin)));
                 if let Some(mix) = mix {
                     // A broken mix ends only that mix; passthrough recordings go on.
-                    mix.entry.status = "failed".into();
+                    mix.entry.status = recording::MixStatus::Failed;
                     let message = format!("mix {} failed: {text}", mix.template.name);
                     self.warn(message);
                     return;
@@ -550,8 +628,10 @@ impl Call {
                 match owner {
                     Some(session) => {
                         warn!(call = %self.settings.name, %session, "pipeline error: {text}");
-                        self.end_session(&session, &format!("pipeline error: {text}"))
-                            .await;
+                        self.end_session(&session, &format!("pipeline error: {text}"));
+                    }
+                    None if self.owned_by_leaving_session(msg) => {
+                        debug!(call = %self.settings.name, "error from a leaving session's elements: {text}");
                     }
                     None => {
                         error!(call = %self.settings.name, "pipeline error: {text}");
@@ -577,13 +657,68 @@ impl Call {
         }
     }
 
+    /// True if a message comes from elements no live session or mix owns: a session being
+    /// finalised or torn down, whose errors concern only that session.
+    fn owned_by_leaving_session(&self, msg: &gst::Message) -> bool {
+        let Some(src) = msg.src() else { return false };
+        self.flushing.values().flatten().any(|e| owns(src, e))
+    }
+
+    /// Asks the signalling client to send something. Never waits: the client's queue is
+    /// large and drained by its own task, so a full one means it is gone or stuck.
+    fn signal(&self, cmd: SignalCommand) {
+        if let Err(e) = self.signal_tx.try_send(cmd) {
+            warn!(call = %self.settings.name, "cannot hand a message to the signalling client: {e}");
+        }
+    }
+
+    /// Tells the supervisor a session is over.
+    fn close_session_note(&self, session_id: &str, reason: &str) {
+        let note = CallNote::SessionClosed {
+            call: self.id,
+            session_id: session_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Err(e) = self.notes_tx.try_send(note) {
+            error!(call = %self.settings.name, "cannot tell the supervisor a session closed: {e}");
+        }
+    }
+
+    /// Moves the call's state forward (never back).
+    fn advance(&mut self, to: CallState) {
+        if self.state.advance(to) {
+            debug!(call = %self.settings.name, state = ?self.state, "call state");
+        }
+    }
+
     /// Ends every session and the call, writes the final manifest and stops the pipeline.
-    async fn finish(mut self, reason: &str, events: &mut mpsc::UnboundedReceiver<CallEvent>) {
+    /// Every wait here is bounded; it runs once, after the loop.
+    async fn finish(mut self, reason: &str, events: &mut mpsc::Receiver<CallEvent>) {
+        self.advance(CallState::Draining);
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         for id in ids {
-            self.end_session(&id, reason).await;
+            self.end_session(&id, reason);
         }
-        while events.try_recv().is_ok() {}
+        // The sessions' jobs report back; other events no longer matter.
+        let deadline = tokio::time::Instant::now() + EOS_TIMEOUT + NULL_TIMEOUT;
+        while !self.flushing.is_empty() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(CallEvent::SessionFlushed {
+                    session,
+                    reason,
+                    unfinished,
+                })) => self.on_session_flushed(*session, &reason, unfinished),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !self.flushing.is_empty() {
+            error!(call = %self.settings.name, sessions = self.flushing.len(), "sessions did not finalise in time");
+        }
+        let _ = tokio::time::timeout_at(deadline, async {
+            while self.teardowns.join_next().await.is_some() {}
+        })
+        .await;
         self.finish_mixes().await;
         self.manifest.status = if self.failed.is_some() {
             CallStatus::Failed
@@ -615,9 +750,14 @@ impl Call {
         if stopped.is_err() {
             error!(call = %self.settings.name, "the pipeline did not stop within {}s", NULL_TIMEOUT.as_secs());
         }
+        self.advance(if self.failed.is_some() {
+            CallState::Failed
+        } else {
+            CallState::Finished
+        });
         info!(call = %self.settings.name, dir = %self.dir.display(), status = ?self.manifest.status, "call finished");
-        let _ = self.notes_tx.send(CallNote::Ended {
-            call: self.key.clone(),
+        let note = CallNote::Ended {
+            call: self.id,
             status: self.manifest.status,
             dir: self
                 .dir
@@ -625,7 +765,13 @@ impl Call {
                 .is_file()
                 .then(|| self.dir.clone()),
             post: self.settings.post.clone(),
-        });
+        };
+        if tokio::time::timeout(NULL_TIMEOUT, self.notes_tx.send(note))
+            .await
+            .is_err()
+        {
+            error!(call = %self.settings.name, "the supervisor did not take the call's end");
+        }
     }
 
     /// Ends every live mix: EOS from its sources, then a bounded wait for its files.
@@ -639,21 +785,14 @@ impl Call {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for m in &mut self.mixes {
-            if m.entry.status == "recording" {
+            if m.entry.status == recording::MixStatus::Recording {
                 m.entry.status = if m.finished() {
-                    "complete"
+                    recording::MixStatus::Complete
                 } else {
-                    "interrupted"
-                }
-                .into();
+                    recording::MixStatus::Interrupted
+                };
             }
         }
-    }
-
-    async fn fail(mut self, reason: &str) {
-        self.failed = Some(reason.to_owned());
-        let (_tx, mut rx) = mpsc::unbounded_channel();
-        self.finish(reason, &mut rx).await;
     }
 
     /// An audio level message: the loudest channel's RMS goes to the mixes' speaker choice.
@@ -758,6 +897,6 @@ pub fn restrict_ice_addresses(
 }
 
 /// True if `src` is `element` or inside it.
-fn owns(src: &gst::Object, element: &impl IsA<gst::Object>) -> bool {
+pub(super) fn owns(src: &gst::Object, element: &impl IsA<gst::Object>) -> bool {
     src == element.upcast_ref::<gst::Object>() || src.has_as_ancestor(element)
 }

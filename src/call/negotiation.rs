@@ -1,14 +1,12 @@
 //! Joining a participant: a webrtcbin per session, its signals wired to the call's event
 //! channel, and the answer to the producer's offer.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gst::prelude::*;
-use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::{media, sdp, Call, CallEvent, Session, SessionState};
+use super::{media, sdp, Call, CallEvent, EventSender, Session, SessionState};
 use crate::names;
 use crate::recording::{self, ParticipantEntry};
 use crate::signalling::SignalCommand;
@@ -64,24 +62,7 @@ impl Call {
         info!(call = %self.settings.name, session = %session_id, participant = %name, "participant joined");
         self.sessions.insert(
             session_id.to_owned(),
-            Session {
-                id: session_id.to_owned(),
-                peer_id: peer_id.to_owned(),
-                label,
-                name,
-                state: SessionState::AwaitingOffer,
-                created: Instant::now(),
-                connected_at: None,
-                webrtcbin,
-                remote_set: false,
-                pending_ice: vec![],
-                offered: vec![],
-                tracks: BTreeMap::new(),
-                discarded: vec![],
-                outputs: vec![],
-                decoders: BTreeMap::new(),
-                manifest_index,
-            },
+            Session::new(session_id, peer_id, name, label, webrtcbin, manifest_index),
         );
         self.save_manifest();
         Ok(())
@@ -94,7 +75,7 @@ impl Call {
         webrtcbin.connect("on-ice-candidate", false, move |values| {
             let mline = values.get(1).and_then(|v| v.get::<u32>().ok())?;
             let candidate = values.get(2).and_then(|v| v.get::<String>().ok())?;
-            let _ = tx.send(CallEvent::LocalIce {
+            tx.send(CallEvent::LocalIce {
                 session: session.clone(),
                 mline,
                 candidate,
@@ -105,7 +86,7 @@ impl Call {
         let session = session_id.to_owned();
         webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
             let state = bin.property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state");
-            let _ = tx.send(CallEvent::Connection {
+            tx.send(CallEvent::Connection {
                 session: session.clone(),
                 state,
             });
@@ -124,63 +105,112 @@ impl Call {
         });
     }
 
-    pub(super) async fn on_offer(
-        &mut self,
-        session_id: &str,
-        sdp_text: &str,
-    ) -> Result<(), String> {
+    /// The producer's offer: answered by a job that reports back with
+    /// [`CallEvent::Negotiated`]. An offer that comes while one is being answered waits, and
+    /// only the latest one waiting is answered (a flood of renegotiations costs one).
+    pub(super) fn on_offer(&mut self, session_id: &str, sdp_text: String) -> Result<(), String> {
         let Some(session) = self.sessions.get_mut(session_id) else {
             return Err("unknown session".into());
         };
+        if !session.count_offer() {
+            return Err(format!(
+                "more than {} offers in a minute (a renegotiation flood)",
+                super::MAX_OFFERS_PER_MINUTE
+            ));
+        }
+        if session.negotiating {
+            session.next_offer = Some(sdp_text);
+            return Ok(());
+        }
+        let (msg, offered) = sdp::offered_tracks(&sdp_text).map_err(|e| e.to_string())?;
+        session.negotiating = true;
+        let webrtcbin = session.webrtcbin.clone();
+        let events = self.events_tx.clone();
+        let session = session_id.to_owned();
+        tokio::spawn(async move {
+            let answer = negotiate(&webrtcbin, msg).await;
+            events
+                .report(CallEvent::Negotiated {
+                    session,
+                    offered,
+                    answer,
+                })
+                .await;
+        });
+        Ok(())
+    }
+
+    /// A negotiation job is done: send the answer and get ready for the tracks, or end the
+    /// session.
+    pub(super) fn on_negotiated(
+        &mut self,
+        session_id: &str,
+        offered: Vec<sdp::OfferedTrack>,
+        answer: Result<String, String>,
+    ) {
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
+        session.negotiating = false;
+        let sdp_answer = match answer {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                warn!(call = %self.settings.name, session = %session_id, "cannot answer the offer: {e}");
+                self.end_session(session_id, &format!("negotiation failed: {e}"));
+                return;
+            }
+        };
         // A later offer renegotiates: tracks it adds are recorded as they arrive (into their own
         // files if the participant's file has started), and nothing recorded so far changes.
-        let renegotiating = session.state != SessionState::AwaitingOffer;
-        let (msg, offered) = sdp::offered_tracks(sdp_text).map_err(|e| e.to_string())?;
-        let offer =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, msg);
-        let webrtcbin = session.webrtcbin.clone();
-        let (promise, fut) = gst::Promise::new_future();
-        webrtcbin.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
-        await_promise(fut, "set-remote-description").await?;
-        let (promise, fut) = gst::Promise::new_future();
-        webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
-        let reply = await_promise(fut, "create-answer").await?;
-        let answer = reply
-            .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
-            .ok_or("webrtcbin gave no answer (the offer has nothing callrec can receive)")?;
-        let (promise, fut) = gst::Promise::new_future();
-        webrtcbin.emit_by_name::<()>("set-local-description", &[&answer, &promise]);
-        await_promise(fut, "set-local-description").await?;
-        let sdp_answer = answer
-            .sdp()
-            .as_text()
-            .map_err(|e| format!("cannot serialise the answer: {e}"))?;
-
-        let Some(session) = self.sessions.get_mut(session_id) else {
-            return Err("session ended while negotiating".into());
-        };
+        let renegotiating = session.remote_set;
         session.remote_set = true;
         if session.state < SessionState::Answered {
             session.state = SessionState::Answered;
         }
         for (mline, candidate) in session.pending_ice.drain(..) {
-            webrtcbin.emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+            session
+                .webrtcbin
+                .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
         }
-        debug!(call = %self.settings.name, session = %session_id, renegotiating, ?offered, "offer");
+        debug!(call = %self.settings.name, session = %session_id, renegotiating, ?offered, "offer answered");
         session.offered = offered;
-        let _ = self
-            .signal_tx
-            .send(SignalCommand::Answer {
-                session_id: session_id.to_owned(),
-                sdp: sdp_answer,
-            })
-            .await;
+        let next = session.next_offer.take();
+        self.signal(SignalCommand::Answer {
+            session_id: session_id.to_owned(),
+            sdp: sdp_answer,
+        });
         if !renegotiating {
             self.create_participant_outputs(session_id);
         }
         self.save_manifest();
-        Ok(())
+        if let Some(next) = next {
+            if let Err(e) = self.on_offer(session_id, next) {
+                warn!(call = %self.settings.name, session = %session_id, "cannot answer the offer: {e}");
+                self.end_session(session_id, &format!("negotiation failed: {e}"));
+            }
+        }
     }
+}
+
+/// Applies an offer to a webrtcbin and makes the answer: three promises, each bounded.
+async fn negotiate(webrtcbin: &gst::Element, offer: gst_sdp::SDPMessage) -> Result<String, String> {
+    let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
+    let (promise, fut) = gst::Promise::new_future();
+    webrtcbin.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
+    await_promise(fut, "set-remote-description").await?;
+    let (promise, fut) = gst::Promise::new_future();
+    webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+    let reply = await_promise(fut, "create-answer").await?;
+    let answer = reply
+        .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
+        .ok_or("webrtcbin gave no answer (the offer has nothing callrec can receive)")?;
+    let (promise, fut) = gst::Promise::new_future();
+    webrtcbin.emit_by_name::<()>("set-local-description", &[&answer, &promise]);
+    await_promise(fut, "set-local-description").await?;
+    answer
+        .sdp()
+        .as_text()
+        .map_err(|e| format!("cannot serialise the answer: {e}"))
 }
 
 /// webrtcbin's pad-added: build the track's chain right here (a src pad must be linked before
@@ -189,7 +219,7 @@ pub(super) fn on_pad_added(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
     session: &str,
-    tx: &mpsc::UnboundedSender<CallEvent>,
+    tx: &EventSender,
 ) {
     let mline = pad
         .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
@@ -203,7 +233,7 @@ pub(super) fn on_pad_added(
         .unwrap_or_default();
     let discard = |reason: String| {
         let sink = media::discard(pipeline, pad).ok();
-        let _ = tx.send(CallEvent::TrackDiscarded {
+        tx.send(CallEvent::TrackDiscarded {
             session: session.to_owned(),
             mline,
             encoding: encoding.clone(),
@@ -226,7 +256,7 @@ pub(super) fn on_pad_added(
     }
     match media::build_chain(pipeline, pad, codec) {
         Ok(chain) => {
-            let _ = tx.send(CallEvent::TrackReady {
+            tx.send(CallEvent::TrackReady {
                 session: session.to_owned(),
                 mline,
                 codec,

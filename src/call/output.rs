@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gst::prelude::*;
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::media;
-use super::CallEvent;
+use super::{CallEvent, EventSender};
 use crate::templates::{Kind, Scope, Template};
 
 /// Per-input counters, updated by a pad probe.
@@ -259,7 +258,7 @@ impl Output {
         mline: u32,
         tee: &gst::Element,
         session: &str,
-        events: &UnboundedSender<CallEvent>,
+        events: &EventSender,
     ) -> Result<(), String> {
         let id = self.id;
         let input = self
@@ -285,8 +284,8 @@ impl Output {
                     return media::consume(info);
                 }
                 if !seen.swap(true, Ordering::SeqCst) {
-                    let running = running_time(pad, buffer).unwrap_or(gst::ClockTime::ZERO);
-                    let _ = events.send(CallEvent::FirstBuffer {
+                    let running = media::running_time(pad, buffer).unwrap_or(gst::ClockTime::ZERO);
+                    events.send(CallEvent::FirstBuffer {
                         session: session.clone(),
                         output: id,
                         mline,
@@ -347,7 +346,7 @@ impl Output {
             tee_pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
                 if let Some(buffer) = info.buffer_mut() {
                     keep_monotonic(buffer, &stats.last_pts_ns);
-                    if let Some(rt) = running_time(pad, buffer) {
+                    if let Some(rt) = media::running_time(pad, buffer) {
                         let end = rt.nseconds() + buffer.duration().map_or(0, |d| d.nseconds());
                         stats
                             .last_end_ns
@@ -472,14 +471,6 @@ fn release_input(bin: &gst::Bin, input: &mut Input) {
             element.release_request_pad(&input.target);
         }
     }
-}
-
-/// The running time of a buffer on a pad, from the pad's segment.
-fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
-    let pts = buffer.pts().or(buffer.dts())?;
-    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
-    let segment = segment.segment().downcast_ref::<gst::ClockTime>()?;
-    segment.to_running_time(pts)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use super::output::Output;
 use super::{media, Call, CallEvent, Track};
-use crate::recording::{PipelineEntry, TrackEntry};
+use crate::recording::{PipelineEntry, TrackEntry, TrackStatus};
 use crate::templates::{Kind, Scope, Template};
 
 impl Call {
@@ -242,7 +242,7 @@ impl Call {
                     let par = info.par();
                     let aspect = info.width() as f64 * par.numer() as f64
                         / (info.height().max(1) as f64 * par.denom().max(1) as f64);
-                    let _ = tx.send(CallEvent::VideoSize {
+                    tx.send(CallEvent::VideoSize {
                         session: session.clone(),
                         aspect,
                     });
@@ -357,7 +357,7 @@ impl Call {
             mline,
             template: None,
             file: None,
-            status: "skipped".into(),
+            status: TrackStatus::Skipped,
             start_offset_ms: None,
             duration_ms: None,
             bytes: None,
@@ -428,6 +428,7 @@ impl Call {
             }
         }
         if started {
+            self.advance(super::CallState::Recording);
             // The participant's whole chain is linked and flowing: the most useful picture.
             self.graphs.dump(&self.pipeline, "playing");
         }
@@ -474,7 +475,7 @@ fn track_entry(peer_id: &str, codec: &media::Codec, mline: u32, out: &Output) ->
         mline,
         template: Some(out.template.name.clone()),
         file: out.files.first().cloned(),
-        status: "recording".into(),
+        status: TrackStatus::Recording,
         start_offset_ms: None,
         duration_ms: None,
         bytes: None,

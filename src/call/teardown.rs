@@ -1,13 +1,11 @@
 //! Ending a session: EOS into its outputs (bounded), tearing its elements down off the async
 //! threads, and the final manifest entries.
 
-use std::time::Duration;
-
 use gst::prelude::*;
 use tracing::{error, info};
 
-use super::{Call, CallNote, Session, SessionState, EOS_TIMEOUT, NULL_TIMEOUT};
-use crate::recording;
+use super::{Call, CallEvent, Session, EOS_TIMEOUT, NULL_TIMEOUT};
+use crate::recording::{self, TrackStatus};
 
 impl Call {
     /// True when a connected session has received nothing for the media timeout.
@@ -31,88 +29,74 @@ impl Call {
         }
     }
 
-    /// Ends one session: finalises its outputs (EOS, bounded), stops its webrtcbin and
-    /// records why. Idempotent.
-    pub(super) async fn end_session(&mut self, session_id: &str, reason: &str) {
-        let Some(session) = self.sessions.get_mut(session_id) else {
+    /// Ends one session: it leaves the call's table and the mixes at once, and a job
+    /// finalises its files (EOS, bounded) and reports back with
+    /// [`CallEvent::SessionFlushed`]. Idempotent.
+    pub(super) fn end_session(&mut self, session_id: &str, reason: &str) {
+        let Some(mut session) = self.sessions.remove(session_id) else {
             return;
         };
-        if session.state == SessionState::Ended {
-            return;
-        }
-        session.state = SessionState::Ended;
         info!(call = %self.settings.name, participant = %session.name, %reason, "participant left");
         let now = self.now_ms();
         for m in &mut self.mixes {
             m.detach_session(session_id, now);
         }
-        let Some(session) = self.sessions.get_mut(session_id) else {
-            return;
-        };
-        // Data that waited for a missing track goes out now.
-        for out in &mut session.outputs {
-            out.start();
-        }
-        // EOS into every output that has data, each from its own thread: a muxer can hold one
-        // input's streaming thread while it waits for another, so the order must not matter.
-        let mut sends = vec![];
-        for out in &mut session.outputs {
-            if !out.has_data() {
-                continue;
-            }
-            out.eos_sent = true;
-            for ghost in out.live_inputs() {
-                sends.push(tokio::task::spawn_blocking(move || {
-                    ghost.send_event(gst::event::Eos::new());
-                }));
+        if self.sessions.is_empty() {
+            // Nobody left: the mixes stop writing now rather than at the linger's end.
+            for m in &mut self.mixes {
+                m.pause(now);
             }
         }
-        let deadline = tokio::time::Instant::now() + EOS_TIMEOUT;
-        let _ = tokio::time::timeout_at(deadline, futures::future::join_all(sends)).await;
-        let mut unfinished = 0;
-        while let Some(session) = self.sessions.get_mut(session_id) {
-            unfinished = 0;
-            for out in session.outputs.iter_mut().filter(|o| o.eos_sent) {
-                out.completed = out.finished();
-                unfinished += usize::from(!out.completed);
-            }
-            if unfinished == 0 || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.flushing
+            .insert(session_id.to_owned(), session.elements());
+        self.close_session_note(session_id, reason);
+        let events = self.events_tx.clone();
+        let reason = reason.to_owned();
+        tokio::spawn(async move {
+            let unfinished = session.flush().await;
+            events
+                .report(CallEvent::SessionFlushed {
+                    session: Box::new(session),
+                    reason,
+                    unfinished,
+                })
+                .await;
+        });
+    }
+
+    /// A leaving session's files are final: record them, and stop its elements in the
+    /// background.
+    pub(super) fn on_session_flushed(
+        &mut self,
+        mut session: Session,
+        reason: &str,
+        unfinished: usize,
+    ) {
+        self.flushing.remove(&session.id);
         if unfinished > 0 {
             self.warn(format!(
-                "session {session_id}: {unfinished} output(s) did not finish within {}s; their files may lack an index",
+                "session {}: {unfinished} output(s) did not finish within {}s; their files may lack an index",
+                session.id,
                 EOS_TIMEOUT.as_secs()
             ));
         }
         // The session's elements as they ended, before they go to NULL.
         self.graphs.dump(&self.pipeline, "eos");
-        let Some(mut session) = self.sessions.remove(session_id) else {
-            return;
-        };
-        // Tear down: webrtcbin and track chains first (nothing flows any more), then outputs.
-        let mut elements = vec![session.webrtcbin.clone()];
-        for track in session.tracks.values() {
-            elements.extend(track.chain.elements.iter().cloned());
-        }
-        for decoder in session.decoders.values() {
-            elements.extend(decoder.elements.iter().cloned());
-        }
-        elements.extend(session.discarded.iter().cloned());
-        for out in &mut session.outputs {
-            out.detach();
-            elements.push(out.bin.clone().upcast());
-        }
-        stop_and_remove(&self.pipeline, elements).await;
+        let elements = session.take_elements();
+        self.stop_in_background(elements);
         self.finalise_entries(&session, reason);
-        let _ = self.notes_tx.send(CallNote::SessionClosed {
-            call: self.key.clone(),
-            session_id: session.id.clone(),
-            reason: reason.to_owned(),
-        });
         self.save_manifest();
+    }
+
+    /// Stops elements and removes them from the pipeline in a job (bounded); the call's end
+    /// waits for such jobs.
+    pub(super) fn stop_in_background(&mut self, elements: Vec<gst::Element>) {
+        if elements.is_empty() {
+            return;
+        }
+        let pipeline = self.pipeline.clone();
+        self.teardowns
+            .spawn(async move { stop_and_remove(&pipeline, elements).await });
     }
 
     /// Fills in the manifest entries of a finished session's tracks and files.
@@ -151,13 +135,13 @@ impl Call {
                         entry.duration_ms = Some(end.saturating_sub(start_in_file) / 1_000_000);
                         entry.bytes = Some(bytes);
                         entry.status = if out.completed {
-                            "complete".into()
+                            TrackStatus::Complete
                         } else {
-                            "interrupted".into()
+                            TrackStatus::Interrupted
                         };
                     }
                     None => {
-                        entry.status = "empty".into();
+                        entry.status = TrackStatus::Empty;
                         entry.file = None;
                         entry.note = Some("no media arrived for this track".into());
                     }
