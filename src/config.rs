@@ -167,6 +167,10 @@ pub struct RecordingConfig {
     /// Most calls recorded at once; producers beyond it are refused with a log line.
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
+    /// Free space (MB) the recordings directory's filesystem must have for a new call to
+    /// start; below it new calls are refused with a log line (0: no floor).
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
 }
 
 /// `[ice]`: optional STUN and TURN servers.
@@ -238,6 +242,9 @@ fn default_media_timeout() -> f64 {
 }
 fn default_max_calls() -> usize {
     64
+}
+fn default_min_free_mb() -> u64 {
+    100
 }
 
 /// Converts a validated seconds value into a `Duration`.

@@ -75,8 +75,10 @@ pub fn compensate(bin: &gst::Bin) {
                     gst::PadProbeReturn::Ok
                 }
                 // The priming packet (and anything else before the shift) goes.
-                Some(_) => crate::call::media::consume(info),
-                None => gst::PadProbeReturn::Ok,
+                // Before the shifted start, or untimed (avenc_aac's last frame at EOS can
+                // come without a PTS when its input stopped earlier): mp4mux would refuse it
+                // and fail the whole file over 21 ms of audio.
+                Some(_) | None => crate::call::media::consume(info),
             }
         });
     }

@@ -309,20 +309,69 @@ pub fn create_call_dir(recordings: &Path, call: &str) -> std::io::Result<PathBuf
     )))
 }
 
-/// Writes the manifest atomically: temporary file, fsync, rename.
+/// Space kept aside in each call directory so that the manifest can still be rewritten
+/// once the disk is full: the call's last word (`failed`, `disk full`) must reach it.
+pub const RESERVE_FILE: &str = ".manifest.reserve";
+/// Size of [`RESERVE_FILE`]: a manifest of a large call, several times over.
+const RESERVE_BYTES: usize = 256 * 1024;
+
+/// Sets space aside for the manifest's last rewrites (see [`RESERVE_FILE`]).
+pub fn reserve_space(call_dir: &Path) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(call_dir.join(RESERVE_FILE))?;
+    file.write_all(&vec![0u8; RESERVE_BYTES])?;
+    file.sync_all()
+}
+
+/// Free space on the filesystem holding `dir`, in MB (for `[recording] min_free_mb`).
+pub fn free_mb(dir: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize) / (1024 * 1024))
+}
+
+/// True if an I/O error means the disk is full (or the quota is).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Writes the manifest atomically: temporary file, fsync, rename. If the disk is full, the
+/// call directory's reserve is given up and the write tried once more; if it still fails,
+/// the previous manifest stays as it was.
 pub fn write_manifest(call_dir: &Path, manifest: &Manifest) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
+    match write_atomically(call_dir, &json) {
+        Err(e) if is_disk_full(&e) && call_dir.join(RESERVE_FILE).exists() => {
+            std::fs::remove_file(call_dir.join(RESERVE_FILE))?;
+            write_atomically(call_dir, &json)
+        }
+        other => other,
+    }
+}
+
+fn write_atomically(call_dir: &Path, json: &[u8]) -> std::io::Result<()> {
     let tmp = call_dir.join(".manifest.json.tmp");
-    {
+    let written = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o640)
             .open(&tmp)?;
-        file.write_all(&json)?;
+        file.write_all(json)?;
         file.write_all(b"\n")?;
-        file.sync_all()?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        // A half-written temporary file only takes space the next attempt needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, call_dir.join(MANIFEST_FILE))
 }

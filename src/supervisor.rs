@@ -321,6 +321,19 @@ impl Supervisor {
                     warn!(%peer_id, call = %name, max = rec.max_calls, "not recording: recording.max_calls reached");
                     return;
                 }
+                if rec.min_free_mb > 0 {
+                    match crate::recording::free_mb(&rec.dir) {
+                        Ok(free) if free < rec.min_free_mb => {
+                            warn!(%peer_id, call = %name, free_mb = free, min_free_mb = rec.min_free_mb, dir = %rec.dir.display(),
+                                "not recording: the recordings disk is below [recording] min_free_mb; free space or lower the floor");
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(dir = %rec.dir.display(), "cannot read the free space of the recordings directory: {e}");
+                        }
+                    }
+                }
                 match self.start_call(&key, &name) {
                     Ok(id) => id,
                     Err(e) => {

@@ -325,7 +325,13 @@ pub fn spawn(
         .unwrap_or_default();
     let manifest = Manifest::new(&settings.name, &dir_name);
     recording::write_manifest(&dir, &manifest)
-        .map_err(|e| format!("cannot write the manifest in {}: {e}", dir.display()))?;
+        .and_then(|()| recording::reserve_space(&dir))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(dir.join(recording::RESERVE_FILE));
+            let _ = std::fs::remove_file(dir.join(recording::MANIFEST_FILE));
+            let _ = std::fs::remove_dir(&dir);
+            format!("cannot write the manifest in {}: {e}", dir.display())
+        })?;
     let pipeline = gst::Pipeline::with_name(&format!("call-{dir_name}"));
     let mut manifest = manifest;
     let mixes = create_mixes(&settings, &pipeline, &dir, &dir_name, &mut manifest);
@@ -608,6 +614,13 @@ impl Call {
                     err.error(),
                     err.debug().unwrap_or_default()
                 );
+                if err.error().matches(gst::ResourceError::NoSpaceLeft) {
+                    // Every file of the call shares the disk: end the call, keep what it wrote.
+                    error!(call = %self.settings.name, "disk full: {text}");
+                    self.failed
+                        .get_or_insert_with(|| format!("disk full: {text}"));
+                    return;
+                }
                 // An error inside one session's elements ends that session; anything else
                 // fails the call.
                 let owner = self
@@ -735,11 +748,14 @@ impl Call {
                 let _ = std::fs::remove_file(self.dir.join(file));
             }
             let _ = std::fs::remove_dir_all(self.dir.join(graphs::GRAPHS_DIR));
+            let _ = std::fs::remove_file(self.dir.join(recording::RESERVE_FILE));
             let _ = std::fs::remove_file(self.dir.join(recording::MANIFEST_FILE));
             let _ = std::fs::remove_dir(&self.dir);
         } else {
             self.save_manifest();
             self.graphs.dump(&self.pipeline, "eos");
+            // The final manifest is written: the space kept for it can go.
+            let _ = std::fs::remove_file(self.dir.join(recording::RESERVE_FILE));
         }
         let pipeline = self.pipeline.clone();
         let stopped = tokio::time::timeout(
@@ -830,13 +846,19 @@ impl Call {
         self.save_manifest();
     }
 
-    fn save_manifest(&self) {
+    /// Rewrites manifest.json. A full disk fails the call (what was written stays, and so
+    /// does the previous manifest if even the reserve did not suffice).
+    fn save_manifest(&mut self) {
         let mut manifest = self.manifest.clone();
         manifest.mixes = self.mixes.iter().map(|m| m.entry.clone()).collect();
         if let Err(e) =
             tokio::task::block_in_place(|| recording::write_manifest(&self.dir, &manifest))
         {
             error!(call = %self.settings.name, dir = %self.dir.display(), "cannot write manifest.json: {e}");
+            if recording::is_disk_full(&e) {
+                self.failed
+                    .get_or_insert_with(|| format!("disk full: cannot write manifest.json: {e}"));
+            }
         }
     }
 }

@@ -354,6 +354,11 @@ impl Daemon {
         signal(&self.child, "-HUP");
     }
 
+    /// True while the daemon process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills it with SIGKILL and reaps it, as a crash would end it.
     pub fn sigkill(&mut self) {
         kill(&mut self.child);
