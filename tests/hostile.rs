@@ -43,6 +43,10 @@ a=ssrc:3735928559 cname:flood\r\n";
 enum Attack {
     /// Sends this many offers back to back, without waiting for answers.
     OfferFlood(usize),
+    /// Sends one offer padded to this many bytes.
+    HugeOffer(usize),
+    /// Sends a valid offer, then this many ICE candidates.
+    CandidateFlood(usize),
 }
 
 /// A producer on a raw WebSocket, run on its own thread; it stops when dropped.
@@ -111,15 +115,30 @@ async fn run_hostile(url: &str, meta: Value, attack: Attack) -> Vec<Value> {
             }
             proto::OutgoingMessage::StartSession { session_id, .. } => {
                 seen.push(json!({"event": "session", "session": session_id}));
+                let offer = |sdp: &str| {
+                    json!({"type": "peer", "sessionId": session_id,
+                        "sdp": {"type": "offer", "sdp": sdp}})
+                };
+                let mut out = vec![];
                 match attack {
-                    Attack::OfferFlood(n) => {
-                        for _ in 0..n {
-                            let offer = json!({"type": "peer", "sessionId": session_id,
-                                "sdp": {"type": "offer", "sdp": OFFER}});
-                            if ws.send(send(offer)).await.is_err() {
-                                return seen;
-                            }
-                        }
+                    Attack::OfferFlood(n) => out.extend((0..n).map(|_| offer(OFFER))),
+                    Attack::HugeOffer(bytes) => {
+                        let line = format!("a=x-pad:{}\r\n", "x".repeat(990));
+                        out.push(offer(&format!("{OFFER}{}", line.repeat(bytes / 1000))));
+                    }
+                    Attack::CandidateFlood(n) => {
+                        out.push(offer(OFFER));
+                        out.extend((0..n).map(|i| {
+                            json!({"type": "peer", "sessionId": session_id,
+                                "ice": {"candidate": format!(
+                                    "candidate:{i} 1 UDP 2122260223 127.0.0.1 {} typ host",
+                                    1024 + i % 60000), "sdpMLineIndex": 0}})
+                        }));
+                    }
+                }
+                for m in out {
+                    if ws.send(send(m)).await.is_err() {
+                        return seen;
                     }
                 }
             }
@@ -160,20 +179,19 @@ fn wait_first_frame(call_dir: &std::path::Path, peer: &str, timeout: Duration) -
     None
 }
 
-/// One participant floods the call with renegotiations (hundreds of offers, never
-/// connecting); another who joins the same call starts recording within 2 s of its session
-/// starting, and the flooder's session alone is ended.
-#[test]
-fn a_flood_of_renegotiations_does_not_hold_up_another_participant() {
+/// Runs `attack` from one producer in a call, then records a well-behaved participant in
+/// the same call: its file starts within 2 s of its session and plays. Returns the call's
+/// manifest and the hostile participant's entry, if it joined.
+fn attack_beside_a_good_participant(attack: Attack) -> (Value, Option<Value>) {
     let server = SignallingServer::start();
     let rec = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&config(&server.url(), rec.path()));
-    let _flood = HostileProducer::start(
+    let _hostile = HostileProducer::start(
         &server.url(),
-        json!({"call": "crowded", "name": "flooder"}),
-        Attack::OfferFlood(400),
+        json!({"call": "crowded", "name": "hostile"}),
+        attack,
     );
-    // Let the flood reach callrec first.
+    // Let the attack reach callrec first.
     std::thread::sleep(Duration::from_millis(1500));
     let mut good = TestPeer::spawn(
         &server.url(),
@@ -195,6 +213,7 @@ fn a_flood_of_renegotiations_does_not_hold_up_another_participant() {
     );
     good.wait_event("done", Duration::from_secs(60));
     let m = common::wait_complete(&dir);
+    assert_eq!(m["status"], "complete", "{m:#}");
     let files = common::files_of(&m, &id);
     assert_eq!(files.len(), 1, "{m:#}");
     let report = common::decode_check(&dir.join(&files[0]));
@@ -202,15 +221,142 @@ fn a_flood_of_renegotiations_does_not_hold_up_another_participant() {
         report.video_frames > 0 && report.errors.trim().is_empty(),
         "{report:?}"
     );
-    let flooder = m["participants"]
+    let hostile = m["participants"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["meta"]["name"] == "flooder")
-        .expect("the flooder joined");
-    let reason = flooder["end_reason"].as_str().unwrap_or_default();
+        .find(|p| p["meta"]["name"] == "hostile")
+        .cloned();
+    (m, hostile)
+}
+
+/// One participant floods the call with renegotiations (hundreds of offers, never
+/// connecting): only its session is ended, and the participant beside it records at once.
+#[test]
+fn a_flood_of_renegotiations_ends_only_its_own_session() {
+    let (m, hostile) = attack_beside_a_good_participant(Attack::OfferFlood(400));
+    let hostile = hostile.unwrap_or_else(|| panic!("the flooder joined: {m:#}"));
+    let reason = hostile["end_reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("renegotiation flood"),
-        "the flooder's session was ended for flooding: {flooder:#}"
+        "ended for flooding: {hostile:#}"
     );
+}
+
+/// A 3 MB offer reaches callrec (the server forwards it) and is refused by size: only that
+/// session ends.
+#[test]
+fn an_oversized_offer_ends_only_its_own_session() {
+    let (m, hostile) = attack_beside_a_good_participant(Attack::HugeOffer(3 << 20));
+    let hostile = hostile.unwrap_or_else(|| panic!("the producer joined: {m:#}"));
+    let reason = hostile["end_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("bytes, more than"), "{hostile:#}");
+}
+
+/// A 50 MB offer is more than the signalling server takes in one frame: the server drops
+/// that producer, and callrec records the others as usual.
+#[test]
+fn a_50_mb_offer_breaks_nothing() {
+    attack_beside_a_good_participant(Attack::HugeOffer(50 << 20));
+}
+
+/// Ten thousand ICE candidates: callrec takes the first thousand and ignores the rest.
+#[test]
+fn ten_thousand_ice_candidates_break_nothing() {
+    attack_beside_a_good_participant(Attack::CandidateFlood(10_000));
+}
+
+/// `n` producers that register, each in a call of its own, and do nothing else; they
+/// disconnect when dropped.
+struct Swarm {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Swarm {
+    fn start(url: &str, n: usize) -> Self {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let url = url.to_owned();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut sockets = vec![];
+                for i in 0..n {
+                    let connect = tokio_tungstenite::connect_async(url.as_str());
+                    let Ok(Ok((mut ws, _))) =
+                        tokio::time::timeout(Duration::from_secs(10), connect).await
+                    else {
+                        break;
+                    };
+                    let status = json!({"type": "setPeerStatus", "roles": ["producer"],
+                        "meta": {"call": format!("swarm-{i}")}});
+                    if ws.send(Message::text(status.to_string())).await.is_err() {
+                        break;
+                    }
+                    sockets.push(ws);
+                }
+                let registered = sockets.len();
+                // Keep reading so the server's queues to us never fill.
+                let reads = futures::future::join_all(
+                    sockets
+                        .iter_mut()
+                        .map(|ws| async move { while let Some(Ok(_)) = ws.next().await {} }),
+                );
+                tokio::select! {
+                    _ = reads => {}
+                    _ = stop_rx => {}
+                }
+                registered
+            })
+        });
+        Self {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A thousand producers appear at once: callrec admits `max_calls` calls, refuses the rest
+/// with a log line each, keeps running, and records normally once they are gone.
+#[test]
+fn a_thousand_producers_at_once_are_refused_beyond_max_calls() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    let cfg = config(&server.url(), rec.path())
+        .replace("linger_secs = 5", "linger_secs = 1\nmax_calls = 5")
+        .replace("[recording]", "negotiation_timeout_secs = 3\n[recording]");
+    let mut daemon = Daemon::start(&cfg);
+    let swarm = Swarm::start(&server.url(), 1000);
+    let refused = common::wait_for(Duration::from_secs(60), Duration::from_millis(200), || {
+        let n = daemon.log().matches("recording.max_calls reached").count();
+        (n >= 995).then_some(n)
+    });
+    assert!(refused >= 995, "{refused}");
+    assert!(common::find_call_dirs(rec.path()).len() <= 5);
+    assert!(daemon.is_running());
+    drop(swarm);
+    // Their calls end (nobody offered, then nobody is left); then there is room again.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut good = TestPeer::spawn(
+        &server.url(),
+        &["--duration", "2", "--meta", r#"{"call":"after"}"#],
+    );
+    good.wait_event("done", Duration::from_secs(60));
+    let m = common::wait_complete(&rec.path().join("after"));
+    assert_eq!(m["status"], "complete", "{m:#}");
+    assert!(daemon.is_running());
 }

@@ -13,9 +13,22 @@ pub struct OfferedTrack {
     pub encodings: Vec<String>,
 }
 
+/// Largest offer callrec reads. A browser's offer with simulcast and a dozen tracks is tens
+/// of kB; anything near this is broken or hostile.
+pub const MAX_SDP_BYTES: usize = 1 << 20;
+/// Most m-lines an offer may have (webrtcbin builds a transceiver, and callrec a chain, for
+/// each).
+pub const MAX_MLINES: usize = 64;
+
 /// An offer callrec cannot use.
 #[derive(Debug, thiserror::Error)]
 pub enum SdpError {
+    /// Larger than [`MAX_SDP_BYTES`].
+    #[error("the producer's offer is {0} bytes, more than the {MAX_SDP_BYTES} callrec reads")]
+    TooLarge(usize),
+    /// More than [`MAX_MLINES`] m-lines.
+    #[error("the producer's offer has {0} m-lines, more than the {MAX_MLINES} callrec takes")]
+    TooManyTracks(usize),
     /// The text is not SDP.
     #[error("the producer's offer is not valid SDP: {0}")]
     Invalid(String),
@@ -26,6 +39,13 @@ pub enum SdpError {
 
 /// Parses an offer and lists the tracks the producer will send.
 pub fn offered_tracks(sdp: &str) -> Result<(gst_sdp::SDPMessage, Vec<OfferedTrack>), SdpError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(SdpError::TooLarge(sdp.len()));
+    }
+    let mlines = sdp.lines().filter(|l| l.starts_with("m=")).count();
+    if mlines > MAX_MLINES {
+        return Err(SdpError::TooManyTracks(mlines));
+    }
     let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
         .map_err(|e| SdpError::Invalid(e.to_string()))?;
     let session_dir = direction(msg.attributes().map(|a| a.key()));
@@ -99,6 +119,23 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:da
                 },
             ]
         );
+    }
+
+    #[test]
+    fn refuses_huge_offers_before_parsing() {
+        gst::init().unwrap();
+        let huge = format!("{OFFER}a=x:{}\r\n", "y".repeat(MAX_SDP_BYTES));
+        assert!(matches!(offered_tracks(&huge), Err(SdpError::TooLarge(_))));
+        let many = (0..=MAX_MLINES).fold(String::from(OFFER), |mut s, i| {
+            s.push_str(&format!(
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:x{i}\r\n"
+            ));
+            s
+        });
+        assert!(matches!(
+            offered_tracks(&many),
+            Err(SdpError::TooManyTracks(n)) if n > MAX_MLINES
+        ));
     }
 
     #[test]

@@ -25,8 +25,12 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(35);
 /// Longest time one write may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest text frame accepted from the server; anything bigger is hostile.
-const MAX_MESSAGE_SIZE: usize = 4 << 20;
+/// Largest message and frame accepted from the server: the gst-webrtc server's own limits,
+/// so whatever it forwards reaches callrec, which refuses an oversized offer by ending that
+/// one session. A smaller limit here would drop the whole connection, and every call's
+/// signalling with it, over one hostile producer.
+const MAX_MESSAGE_SIZE: usize = 64 << 20;
+const MAX_FRAME_SIZE: usize = 16 << 20;
 
 /// Connection settings, taken from the `[signalling]` config.
 #[derive(Debug, Clone)]
@@ -115,7 +119,7 @@ pub async fn run(
         }
         let mut ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
         ws_config.max_message_size = Some(MAX_MESSAGE_SIZE);
-        ws_config.max_frame_size = Some(MAX_MESSAGE_SIZE);
+        ws_config.max_frame_size = Some(MAX_FRAME_SIZE);
         let connect = tokio_tungstenite::connect_async_tls_with_config(
             settings.url.as_str(),
             Some(ws_config),
