@@ -418,6 +418,11 @@ pub fn mark_interrupted(recordings: &Path) -> Vec<PathBuf> {
         manifest.status = CallStatus::Interrupted;
         manifest.ended_at.get_or_insert_with(now_rfc3339);
         manifest.end_reason = Some("callrec stopped before finalising the call".into());
+        for m in &mut manifest.mixes {
+            if m.status == MixStatus::Recording {
+                m.status = MixStatus::Interrupted;
+            }
+        }
         for t in &mut manifest.tracks {
             if t.status == TrackStatus::Recording {
                 t.status = TrackStatus::Interrupted;
