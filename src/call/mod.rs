@@ -101,39 +101,39 @@ pub struct CallSettings {
 pub enum CallCmd {
     /// A session with a producer has started on the server.
     StartSession {
-        /// Session id.
+        /// The server's session id.
         session_id: String,
-        /// Producer id.
+        /// The producer's peer id on the server.
         peer_id: String,
-        /// Producer meta.
+        /// The producer's meta, as sent (untrusted).
         meta: serde_json::Value,
     },
     /// The producer's offer.
     Offer {
-        /// Session id.
+        /// The session it is for.
         session_id: String,
-        /// SDP.
+        /// The SDP text (untrusted).
         sdp: String,
     },
     /// A remote ICE candidate.
     Ice {
-        /// Session id.
+        /// The session it is for.
         session_id: String,
-        /// m-line.
+        /// The m-line it belongs to.
         mline: u32,
-        /// Candidate.
+        /// The candidate line (untrusted).
         candidate: String,
     },
     /// The server ended a session.
     RemoteEnded {
-        /// Session id.
+        /// The session that ended.
         session_id: String,
-        /// Why.
+        /// What ended it, for the manifest.
         reason: String,
     },
     /// Finalise everything and end the call.
     Finish {
-        /// Why.
+        /// What ends the call, for the manifest (`all participants left`, a shutdown...).
         reason: String,
     },
 }
@@ -145,9 +145,9 @@ pub enum CallNote {
     SessionClosed {
         /// The call.
         call: CallId,
-        /// Session id.
+        /// The session that is over.
         session_id: String,
-        /// Why.
+        /// What ended it.
         reason: String,
     },
     /// The call task has ended.
@@ -203,65 +203,65 @@ impl EventSender {
 enum CallEvent {
     /// webrtcbin produced a local ICE candidate.
     LocalIce {
-        /// Session.
+        /// The session it concerns.
         session: String,
-        /// m-line.
+        /// The m-line of the track.
         mline: u32,
-        /// Candidate.
+        /// The candidate line to send.
         candidate: String,
     },
     /// An incoming track's chain is built and its tee is ready.
     TrackReady {
-        /// Session.
+        /// The session it concerns.
         session: String,
-        /// m-line.
+        /// The m-line of the track.
         mline: u32,
-        /// Codec.
+        /// What it carries.
         codec: &'static media::Codec,
-        /// The elements.
+        /// Its depayloading chain, ending in a tee.
         chain: media::TrackChain,
     },
     /// An incoming track callrec cannot record was discarded.
     TrackDiscarded {
-        /// Session.
+        /// The session it concerns.
         session: String,
-        /// m-line.
+        /// The m-line of the track.
         mline: u32,
         /// The encoding it came in.
         encoding: String,
-        /// Why.
+        /// Why it cannot be recorded.
         reason: String,
         /// The fakesink it went to.
         sink: Option<gst::Element>,
     },
     /// An output input got its first usable buffer.
     FirstBuffer {
-        /// Session.
+        /// The session it concerns.
         session: String,
-        /// Output id.
+        /// The output (template instance) it feeds.
         output: usize,
-        /// m-line.
+        /// The m-line of the track.
         mline: u32,
         /// Its running time.
         running: gst::ClockTime,
     },
     /// A decoded video track's size is known or changed.
     VideoSize {
-        /// Session.
+        /// The session it concerns.
         session: String,
         /// Width / height.
         aspect: f64,
     },
     /// webrtcbin's peer connection state changed.
     Connection {
-        /// Session.
+        /// The session it concerns.
         session: String,
-        /// New state.
+        /// The new state.
         state: gst_webrtc::WebRTCPeerConnectionState,
     },
     /// A negotiation job is done: the answer's SDP, or why there is none.
     Negotiated {
-        /// Session.
+        /// The session it concerns.
         session: String,
         /// What the offer said the producer sends.
         offered: Vec<sdp::OfferedTrack>,
