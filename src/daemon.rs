@@ -120,14 +120,17 @@ pub async fn run(
         connect_timeout: config::secs(sig.connect_timeout_secs),
         reconnect_min: config::secs(sig.reconnect_min_secs),
         reconnect_max: config::secs(sig.reconnect_max_secs),
-        meta: sig.meta.clone(),
         ca_file: sig.ca_file.clone(),
     };
     let (event_tx, event_rx) = mpsc::channel(256);
     let (command_tx, command_rx) = mpsc::channel(1024);
     let client_stop = CancellationToken::new();
+    let protocol = crate::signalling::gst_webrtc::GstWebrtc {
+        meta: sig.meta.clone(),
+    };
     let client = tokio::spawn(client::run(
         client_settings,
+        protocol,
         event_tx,
         command_rx,
         client_stop.clone(),

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{gst_webrtc, SignalCommand, SignalEvent};
+use super::{Protocol, SignalCommand, SignalEvent};
 
 /// How often we ping the server.
 const PING_INTERVAL: Duration = Duration::from_secs(10);
@@ -43,8 +43,6 @@ pub struct ClientSettings {
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
-    /// The meta callrec registers with.
-    pub meta: serde_json::Map<String, serde_json::Value>,
     /// PEM file of the CAs trusted for `wss://` (instead of the public web roots).
     pub ca_file: Option<PathBuf>,
 }
@@ -100,6 +98,7 @@ pub fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_tungstenite::Connec
 /// Runs the client until `shutdown` is cancelled or the event receiver is gone.
 pub async fn run(
     settings: ClientSettings,
+    mut protocol: impl Protocol,
     events: mpsc::Sender<SignalEvent>,
     mut commands: mpsc::Receiver<SignalCommand>,
     shutdown: CancellationToken,
@@ -135,7 +134,7 @@ pub async fn run(
                 info!(url = %settings.url, "connected to the signalling server");
                 failures = 0;
                 let reason =
-                    serve_connection(ws, &settings, &events, &mut commands, &shutdown).await;
+                    serve_connection(ws, &mut protocol, &events, &mut commands, &shutdown).await;
                 if shutdown.is_cancelled() {
                     return;
                 }
@@ -188,12 +187,12 @@ type Ws =
 /// Serves one connection; returns why it ended.
 async fn serve_connection(
     mut ws: Ws,
-    settings: &ClientSettings,
+    protocol: &mut impl Protocol,
     events: &mpsc::Sender<SignalEvent>,
     commands: &mut mpsc::Receiver<SignalCommand>,
     shutdown: &CancellationToken,
 ) -> String {
-    for text in gst_webrtc::hello(&settings.meta) {
+    for text in protocol.hello() {
         if let Err(e) = send(&mut ws, Message::text(text)).await {
             return format!("registering failed: {e}");
         }
@@ -213,7 +212,7 @@ async fn serve_connection(
             msg = ws.next() => {
                 last_heard = Instant::now();
                 match msg {
-                    Some(Ok(Message::Text(text))) => match gst_webrtc::parse(&text) {
+                    Some(Ok(Message::Text(text))) => match protocol.parse(&text) {
                         Ok(parsed) => {
                             for event in parsed {
                                 if events.send(event).await.is_err() {
@@ -235,8 +234,10 @@ async fn serve_connection(
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return "callrec is shutting down".into() };
                 debug!(?cmd, "signalling command");
-                if let Err(e) = send(&mut ws, Message::text(gst_webrtc::serialize(&cmd))).await {
-                    return format!("write error: {e}");
+                for text in protocol.encode(&cmd) {
+                    if let Err(e) = send(&mut ws, Message::text(text)).await {
+                        return format!("write error: {e}");
+                    }
                 }
             }
             _ = ping.tick() => {

@@ -7,19 +7,28 @@
 use gst_plugin_webrtc_signalling_protocol as p;
 use serde_json::Value;
 
-use super::{SignalCommand, SignalEvent};
+pub use super::ProtocolError;
+use super::{Protocol, SignalCommand, SignalEvent};
 
-/// A message from the server that callrec cannot use.
-#[derive(Debug, thiserror::Error)]
-pub enum ProtocolError {
-    /// Not JSON, or not a message of this protocol.
-    #[error("malformed signalling message ({source}); ignoring it: {excerpt}")]
-    Malformed {
-        /// The parser's error.
-        source: serde_json::Error,
-        /// The start of the message, for the log.
-        excerpt: String,
-    },
+/// The gst-webrtc protocol as callrec speaks it: a listener that starts consumer sessions.
+#[derive(Debug, Clone)]
+pub struct GstWebrtc {
+    /// The meta callrec registers with (`[signalling] meta`).
+    pub meta: serde_json::Map<String, Value>,
+}
+
+impl Protocol for GstWebrtc {
+    fn hello(&mut self) -> Vec<String> {
+        hello(&self.meta)
+    }
+
+    fn parse(&mut self, text: &str) -> Result<Vec<SignalEvent>, ProtocolError> {
+        parse(text)
+    }
+
+    fn encode(&mut self, command: &SignalCommand) -> Vec<String> {
+        vec![serialize(command)]
+    }
 }
 
 /// The messages callrec sends right after connecting: register as a listener (so the server

@@ -9,6 +9,31 @@ pub mod gst_webrtc;
 
 use serde_json::Value;
 
+/// One signalling protocol: wire messages in, [`SignalEvent`]s out, and [`SignalCommand`]s
+/// in, wire messages out. Implementations are plain data with no I/O, so they are tested on
+/// sample messages; the [`client`] owns the socket and calls them.
+pub trait Protocol: Send + 'static {
+    /// The messages to send once connected (registering, listing what already exists).
+    fn hello(&mut self) -> Vec<String>;
+    /// Translates one text message from the server (one message may give several events).
+    fn parse(&mut self, text: &str) -> Result<Vec<SignalEvent>, ProtocolError>;
+    /// Translates a command into the messages that carry it.
+    fn encode(&mut self, command: &SignalCommand) -> Vec<String>;
+}
+
+/// A message from the server that callrec cannot use; it is logged and skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// Not JSON, or not a message of this protocol.
+    #[error("malformed signalling message ({source}); ignoring it: {excerpt}")]
+    Malformed {
+        /// The parser's error.
+        source: serde_json::Error,
+        /// The start of the message, for the log.
+        excerpt: String,
+    },
+}
+
 /// Something the signalling server told us, in protocol-neutral terms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalEvent {
