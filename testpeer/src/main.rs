@@ -881,8 +881,7 @@ impl Session {
             .property("bundle-policy", WebRTCBundlePolicy::MaxBundle)
             .build()
             .context("cannot create `webrtcbin`")?;
-        callrec::call::restrict_ice_addresses(&webrtc, ice_addresses)
-            .map_err(anyhow::Error::msg)?;
+        restrict_ice_addresses(&webrtc, ice_addresses)?;
         bin.add(&webrtc)?;
 
         let mut branches = Vec::new();
@@ -1137,6 +1136,24 @@ impl Session {
     }
 }
 
+/// Lets ICE gather candidates on `addresses` only (all interfaces when empty), so tests on
+/// loopback never wait for other interfaces.
+fn restrict_ice_addresses(webrtc: &gst::Element, addresses: &[String]) -> Result<()> {
+    if addresses.is_empty() {
+        return Ok(());
+    }
+    let agent = webrtc.property::<glib::Object>("ice-agent");
+    if glib::subclass::signal::SignalId::lookup("add-local-ip-address", agent.type_()).is_none() {
+        bail!("this GStreamer's ICE agent cannot limit local addresses (--ice-address)");
+    }
+    for address in addresses {
+        if !agent.emit_by_name::<bool>("add-local-ip-address", &[address]) {
+            bail!("the ICE agent refused local address {address}");
+        }
+    }
+    Ok(())
+}
+
 /// Parses a remote SDP, rejecting text without any media section.
 fn parse_sdp(text: &str, what: &str) -> Result<gst_sdp::SDPMessage> {
     let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes())
@@ -1283,6 +1300,37 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// The TLS connector for `wss://`: the CAs of `ca_file` if given, else the public web roots.
+fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_tungstenite::Connector> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Harmless when already installed; any other rustls user in the process needs one too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+            if certs.is_empty() {
+                bail!("no certificate in the CA file {}", path.display());
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("bad certificate in {}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("rustls protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
+}
+
 /// Connects to the signalling server, retrying briefly while it starts up.
 async fn connect_ws(
     url: &str,
@@ -1291,8 +1339,7 @@ async fn connect_ws(
 ) -> Result<Option<Ws>> {
     let give_up = Instant::now() + WS_CONNECT_RETRY;
     loop {
-        let connector =
-            callrec::signalling::client::tls_connector(ca_file).map_err(anyhow::Error::msg)?;
+        let connector = tls_connector(ca_file)?;
         match tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
             .await
         {
