@@ -10,7 +10,7 @@ N=${1:-4}
 SECS=${2:-30}
 TEMPLATE=${3:-mix-mp4}
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --locked --release --bins >/dev/null
+cargo build --locked --release -p callrec -p callrec-testpeer >/dev/null
 
 out="$PWD/bench-out/remix"
 rm -rf "$out"; mkdir -p "$out"
@@ -32,11 +32,11 @@ linger_secs = 1
 [ice]
 local_addresses = ["127.0.0.1"]
 TOML
-./target/release/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
+"$bin"/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
 callrec=$!
 pids+=($callrec)
 sleep 1
-./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --peers "$N" \
+"$bin"/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --peers "$N" \
   --width 1280 --height 720 --bitrate 1500 --fps 30 --duration "$SECS" --meta '{"call":"bench"}' \
   >"$out/peers.log" 2>&1
 for _ in $(seq 100); do
@@ -46,7 +46,7 @@ done
 kill -TERM "$callrec"; wait "$callrec" || true
 
 /usr/bin/time -f "%e %U %S %M" -o "$out/time.txt" \
-  ./target/release/callrec remix "$out/recordings/bench" --template "$TEMPLATE" --pipelines "$PWD/pipelines" \
+  "$bin"/callrec remix "$out/recordings/bench" --template "$TEMPLATE" --pipelines "$PWD/pipelines" \
   >"$out/remix.out" 2>"$out/remix.log"
 python3 - "$N" "$TEMPLATE" "$out" <<'PY' | tee "$out/../remix-results.txt"
 import sys, subprocess

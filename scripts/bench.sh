@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 N=${1:-4}
 SECS=${2:-60}
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --locked --release --bins >/dev/null
+cargo build --locked --release -p callrec -p callrec-testpeer >/dev/null
 
 out="$PWD/bench-out"
 rm -rf "$out/recordings"; mkdir -p "$out"
@@ -32,7 +32,7 @@ linger_secs = 1
 [ice]
 local_addresses = ["127.0.0.1"]
 TOML
-./target/release/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
+"$bin"/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
 callrec=$!
 pids+=($callrec)
 sleep 1
@@ -53,7 +53,7 @@ if [ -n "${CALLREC_BENCH_MIX:-}" ]; then
 else
   size=(--width 1280 --height 720 --bitrate 1500)
 fi
-./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --peers "$N" "${size[@]}" \
+"$bin"/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --peers "$N" "${size[@]}" \
   --fps 30 --duration $((SECS + 10)) >"$out/peers.log" 2>&1 &
 peers=$!
 pids+=($peers)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --locked --release --bins
+cargo build --locked --release -p callrec -p callrec-testpeer
 
 out="$PWD/demo-out"
 rm -rf "$out"; mkdir -p "$out"
@@ -28,16 +28,16 @@ linger_secs = 2
 [ice]
 local_addresses = ["127.0.0.1"]
 TOML
-./target/release/callrec check --config "$out/callrec.toml"
-./target/release/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
+"$bin"/callrec check --config "$out/callrec.toml"
+"$bin"/callrec run --config "$out/callrec.toml" 2>"$out/callrec.log" &
 callrec=$!
 pids+=($callrec)
 sleep 1
 
-./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --meta '{"call":"demo","name":"alice"}' \
+"$bin"/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --meta '{"call":"demo","name":"alice"}' \
   --video vp8 --pattern smpte --freq 440 --duration 10 >"$out/alice.log" 2>&1 &
 alice=$!
-./target/release/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --meta '{"call":"demo","name":"bob"}' \
+"$bin"/callrec-testpeer --url "ws://127.0.0.1:$port" --ice-address 127.0.0.1 --meta '{"call":"demo","name":"bob"}' \
   --video h264 --pattern ball --freq 660 --duration 10 >"$out/bob.log" 2>&1 &
 bob=$!
 wait "$alice" "$bob"

@@ -1,5 +1,9 @@
-# Shared by demo.sh and bench.sh: a free loopback port and a signalling server on it.
+# Shared by demo.sh, bench.sh and bench-remix.sh: the release binaries' directory, a free
+# loopback port and a signalling server on it.
 # Sourced, not run. Callers keep a `pids` array and kill it on exit.
+
+# Where `cargo build --release` put callrec and callrec-testpeer (both workspace members).
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -4,4 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo test --locked -- --test-threads=1
+# The test peer is a crate of its own (testpeer/): build it first, so that a broken peer fails
+# here, loudly, and the tests find it up to date (they would build it themselves otherwise).
+cargo build --locked -p callrec-testpeer
+cargo test --locked --workspace -- --test-threads=1

@@ -2,15 +2,14 @@
 //! real files made with GStreamer and ffmpeg whose colours, tones and flash/beep times are
 //! known.
 
-#[path = "common/analysis.rs"]
-mod analysis;
+mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use analysis::*;
+use common::analysis::*;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -1,12 +1,11 @@
 //! Live mixes against the real signalling server and webrtcbin producers: grid and speaker
 //! layouts, frozen cameras, resolution changes, A/V sync, HLS and the audio-only mix.
 
-#[path = "common/analysis.rs"]
-mod analysis;
 mod common;
 
 use std::time::Duration;
 
+use common::analysis;
 use common::{Daemon, SignallingServer, TestPeer};
 
 const PIPELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");

@@ -3,13 +3,13 @@
 //! in the real `gst-launch-1.0` and writes playable files, and hostile values never change a
 //! rendered pipeline's structure or leave its directories.
 
-#[path = "common/analysis.rs"]
-mod analysis;
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
+
+use common::analysis;
 
 const PIPELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
 

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, Expect, SignallingServer, TestPeer};
+use common::{pipelines_with, Daemon, Expect, SignallingServer, TestPeer};
 use serde_json::Value;
 
 const PIPELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
@@ -17,20 +17,6 @@ fn config(url: &str, rec: &Path, pipelines: &Path, post: &str) -> String {
         rec.display(),
         pipelines.display()
     )
-}
-
-/// The shipped templates, plus `extra` files, in a directory of the test's own.
-fn pipelines_with(extra: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(PIPELINES).unwrap().flatten() {
-        if entry.path().extension().is_some_and(|e| e == "pipeline") {
-            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-        }
-    }
-    for (name, text) in extra {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    dir
 }
 
 /// Records one 3 s call and waits until every post entry of its manifest is settled.

@@ -2,14 +2,13 @@
 //! different times) is mixed offline, and the result is checked frame by frame: who is in
 //! which cell when, and that a flash and a beep sent together come out together.
 
-#[path = "common/analysis.rs"]
-mod analysis;
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::analysis;
 use common::{Daemon, SignallingServer, TestPeer};
 use serde_json::Value;
 

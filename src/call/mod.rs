@@ -896,7 +896,7 @@ fn create_mixes(
 
 /// Limits a webrtcbin's ICE candidates to the given local addresses (none given: every
 /// interface). Operators use it to keep media on one interface; tests keep it on loopback.
-pub fn restrict_ice_addresses(
+pub(crate) fn restrict_ice_addresses(
     webrtcbin: &gst::Element,
     addresses: &[String],
 ) -> Result<(), String> {

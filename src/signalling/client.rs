@@ -59,7 +59,9 @@ pub struct TlsError {
 
 /// The TLS connector for `wss://`: the CAs of `ca_file` if given, else the public web roots.
 /// Also makes sure rustls has its crypto provider.
-pub fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_tungstenite::Connector, TlsError> {
+pub(crate) fn tls_connector(
+    ca_file: Option<&Path>,
+) -> Result<tokio_tungstenite::Connector, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // Harmless when already installed; other rustls users in the process need one too.
     let _ = rustls::crypto::ring::default_provider().install_default();

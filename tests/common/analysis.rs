@@ -12,14 +12,13 @@
 //! file is in sync. For a recording whose first packet is at 0 that is simply the playing
 //! time. (`ffmpeg -ss` counts from the container's start time instead; the helpers convert.)
 //! Audio before its stream starts or in gaps is silence; video simply has no frames there.
-#![allow(dead_code)]
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use serde_json::Value;
+use super::media::{ffprobe_json, num};
+use super::processes::{run_ok, tail_bytes};
 
 /// Sample rate of everything [`audio_mono`] returns and the analysis functions assume.
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -40,108 +39,9 @@ const LEAD_IN_S: f64 = 0.25;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 const DECODE_TIMEOUT: Duration = Duration::from_secs(120);
 
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-/// Runs `cmd` to completion with a time limit; kills it and panics if it runs over. Output is
-/// collected on threads so a chatty child can never block on a full pipe.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut v = vec![];
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut v = vec![];
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let status = match wait_until(&mut child, Instant::now() + timeout) {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = err_thread.join().unwrap_or_default();
-            panic!(
-                "{cmd:?} did not finish within {timeout:?}, killed it; stderr tail:\n{}",
-                tail(&stderr, 4000)
-            );
-        }
-    };
-    Output {
-        status,
-        stdout: out_thread.join().unwrap_or_default(),
-        stderr: err_thread.join().unwrap_or_default(),
-    }
-}
-
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() >= deadline => return None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("waiting for child {}: {e}", child.id()),
-        }
-    }
-}
-
-fn tail(bytes: &[u8], max: usize) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    let mut start = s.len().saturating_sub(max);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    s[start..].to_owned()
-}
-
-/// Runs a command that must succeed; panics with its stderr otherwise.
-fn run_ok(cmd: Command, timeout: Duration) -> Output {
-    let desc = format!("{cmd:?}");
-    let out = run_with_timeout(cmd, timeout);
-    assert!(
-        out.status.success(),
-        "{desc} failed ({}):\n{}",
-        out.status,
-        tail(&out.stderr, 4000)
-    );
-    out
-}
-
+/// Seconds as an ffmpeg `-ss`/`-t` argument (never negative).
 fn secs(t: f64) -> String {
     format!("{:.6}", t.max(0.0))
-}
-
-fn ffprobe_json(path: &Path, args: &[&str], timeout: Duration) -> Value {
-    let mut cmd = Command::new("ffprobe");
-    cmd.args(["-v", "error", "-of", "json"])
-        .args(args)
-        .arg(path);
-    let out = run_ok(cmd, timeout);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ffprobe {args:?} {}: bad JSON ({e}): {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// ffprobe prints numbers as strings (`"1.234000"`); missing or `N/A` gives `None`.
-fn num(v: &Value) -> Option<f64> {
-    match v {
-        Value::String(s) => s.parse().ok(),
-        Value::Number(n) => n.as_f64(),
-        _ => None,
-    }
 }
 
 /// The container's start time (ffprobe's `format.start_time`: the earliest stream start).
@@ -280,7 +180,7 @@ pub fn frame_rgb(path: &Path, t_s: f64) -> Frame {
         panic!(
             "no frame at {t_s:.3} s in {}: {e}; ffmpeg said:\n{}",
             path.display(),
-            tail(&out.stderr, 2000)
+            tail_bytes(&out.stderr, 2000)
         )
     })
 }
@@ -602,7 +502,7 @@ pub fn luma_series(
         path.display(),
         times.len(),
         out.stdout.len(),
-        tail(&out.stderr, 3000)
+        tail_bytes(&out.stderr, 3000)
     );
     let (px0, py0, px1, py1) =
         pixel_rect(LUMA_W, LUMA_H, region.unwrap_or((0.0, 0.0, 1.0, 1.0)), 1.0);

@@ -1,0 +1,199 @@
+//! The command line: what to send, how, to which signalling server, and for how long.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Video codec choices.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VideoCodec {
+    Vp8,
+    Vp9,
+    H264,
+    None,
+}
+
+/// Audio codec choices.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AudioCodec {
+    Opus,
+    None,
+}
+
+/// Synthetic WebRTC producer for the gst-webrtc-signalling-server protocol.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "callrec-testpeer", version, about, long_about = None)]
+pub struct Args {
+    /// Signalling server WebSocket URL, e.g. ws://127.0.0.1:8443
+    #[arg(long)]
+    pub url: String,
+    /// Producer meta data announced with setPeerStatus (a JSON object)
+    #[arg(long, default_value = "{}", value_parser = parse_meta)]
+    pub meta: serde_json::Value,
+    /// Video codec, or `none` for an audio-only producer
+    #[arg(long, value_enum, default_value_t = VideoCodec::Vp8)]
+    pub video: VideoCodec,
+    /// Audio codec, or `none` for a video-only producer
+    #[arg(long, value_enum, default_value_t = AudioCodec::Opus)]
+    pub audio: AudioCodec,
+    /// Video width in pixels
+    #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(u32).range(16..=7680))]
+    pub width: u32,
+    /// Video height in pixels
+    #[arg(long, default_value_t = 360, value_parser = clap::value_parser!(u32).range(16..=4320))]
+    pub height: u32,
+    /// Video frame rate (frames per second)
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub fps: u32,
+    /// Video bitrate in kbit/s
+    #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(16..=100_000))]
+    pub bitrate: u32,
+    /// videotestsrc pattern name (smpte, ball, snow, ...)
+    #[arg(long, default_value = "smpte")]
+    pub pattern: String,
+    /// Audio sine frequency in Hz
+    #[arg(long, default_value_t = 440.0, value_parser = parse_freq)]
+    pub freq: f64,
+    /// Seconds to send after the first session of a peer is connected
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Seconds after connection before video starts flowing
+    #[arg(long, default_value = "0", value_parser = parse_secs)]
+    pub video_delay: Duration,
+    /// Seconds after connection before audio starts flowing
+    #[arg(long, default_value = "0", value_parser = parse_secs)]
+    pub audio_delay: Duration,
+    /// Seconds after connection when video stops flowing (audio goes on)
+    #[arg(long, value_parser = parse_secs)]
+    pub video_stop_after: Option<Duration>,
+    /// Solid video colour instead of a test pattern, as 0xRRGGBB (e.g. 0xff0000 for red)
+    #[arg(long, value_name = "0xRRGGBB", value_parser = parse_color, conflicts_with = "pattern")]
+    pub color: Option<u32>,
+    /// A/V sync markers: video is black (or --color) with a white flash of the whole frame,
+    /// audio is silent with a 1 kHz beep (amplitude 0.8); flash and beep last ~100 ms (3
+    /// frames at 30 fps) and start together, at the same PTS, at every positive multiple of
+    /// SECS of the media timeline (buffer PTS), rounded up to the next video frame
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = parse_marker_interval,
+        conflicts_with_all = ["pattern", "freq"]
+    )]
+    pub marker_interval: Option<Duration>,
+    /// Seconds after the first session of the process connects when the video resolution
+    /// changes to --resize-to (prints a `resized` event once the encoder uses the new size)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "resize_to")]
+    pub resize_after: Option<Duration>,
+    /// New video size for --resize-after, as WIDTHxHEIGHT (e.g. 1280x720)
+    #[arg(long, value_name = "WxH", value_parser = parse_size, requires = "resize_after")]
+    pub resize_to: Option<Size>,
+    /// Number of independent producer connections, all fed by one encode
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub peers: u32,
+    /// Keep running after the duration, until killed
+    #[arg(long)]
+    pub keep_alive: bool,
+    /// PEM file of the CAs to trust for wss:// (default: the public web roots)
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Local IP address ICE may use (repeat for several; default: every interface)
+    #[arg(long = "ice-address")]
+    pub ice_addresses: Vec<String>,
+}
+
+/// Parses `--meta`: any JSON object.
+fn parse_meta(s: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err("must be a JSON object".into()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+/// Parses a non-negative number of seconds (fractions allowed).
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration: {e}"))
+}
+
+/// Parses `--color`: `0xRRGGBB` (also `#RRGGBB` or bare `RRGGBB`).
+fn parse_color(s: &str) -> Result<u32, String> {
+    let hex = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .or_else(|| s.strip_prefix('#'))
+        .unwrap_or(s);
+    if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("expected 0xRRGGBB (six hex digits)".into());
+    }
+    u32::from_str_radix(hex, 16).map_err(|e| format!("invalid colour: {e}"))
+}
+
+/// Parses `--marker-interval`: seconds, long enough for one flash and a gap.
+fn parse_marker_interval(s: &str) -> Result<Duration, String> {
+    let interval = parse_secs(s)?;
+    if interval < Duration::from_millis(250) {
+        return Err("must be at least 0.25 seconds".into());
+    }
+    Ok(interval)
+}
+
+/// A video frame size.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Size {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Parses `--resize-to`: `WIDTHxHEIGHT`, within the limits of `--width`/`--height`.
+fn parse_size(s: &str) -> Result<Size, String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| "expected WIDTHxHEIGHT, e.g. 1280x720".to_owned())?;
+    let width: u32 = w.trim().parse().map_err(|e| format!("bad width: {e}"))?;
+    let height: u32 = h.trim().parse().map_err(|e| format!("bad height: {e}"))?;
+    if !(16..=7680).contains(&width) || !(16..=4320).contains(&height) {
+        return Err("width must be 16..=7680 and height 16..=4320".into());
+    }
+    Ok(Size { width, height })
+}
+
+/// Parses the sine frequency (audiotestsrc accepts 0..=20000 Hz).
+fn parse_freq(s: &str) -> Result<f64, String> {
+    let freq: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if (0.0..=20_000.0).contains(&freq) {
+        Ok(freq)
+    } else {
+        Err("must be between 0 and 20000".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_sizes_and_intervals_parse_or_say_why_not() {
+        assert_eq!(parse_color("0xff0000"), Ok(0xff0000));
+        assert_eq!(parse_color("#00FF00"), Ok(0x00ff00));
+        assert!(parse_color("0xfff").is_err());
+        assert_eq!(
+            parse_size("1280x720"),
+            Ok(Size {
+                width: 1280,
+                height: 720
+            })
+        );
+        assert!(parse_size("8x8").is_err());
+        assert!(parse_marker_interval("0.1").is_err());
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_meta("[]").is_err());
+        assert!(parse_freq("30000").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}
