@@ -270,14 +270,24 @@ fn remix_mixes_a_recorded_call_with_people_joining_and_leaving() {
         "rendered command wrote {:.2} s, media until {last:.2} s",
         info.duration_s
     );
-    // Red is in the first of the three static places, from the start.
-    let frame = analysis::frame_rgb(&by_hand, 1.5);
+    // Red is in the first of the three static places, from its first frame on (how long
+    // after the call's start that is depends on how fast the machine connected it).
+    let red_from = m["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["participant"] == red_id.as_str())
+        .filter_map(|t| t["start_offset_ms"].as_f64())
+        .fold(f64::MAX, f64::min)
+        / 1000.0;
+    let frame = analysis::frame_rgb(&by_hand, red_from + 1.5);
     let (x0, y0, x1, y1) = cell(3, 0);
     let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
     let got = frame.mean_rgb(cx - 0.1, cy - 0.05, cx + 0.1, cy + 0.05);
     assert!(
         analysis::color_close(got, [255.0, 0.0, 0.0], 60.0),
-        "rendered mix: first cell is {got:?}, not red"
+        "rendered mix: first cell is {got:?}, not red, {:.2} s in",
+        red_from + 1.5
     );
 
     // --out puts the result where asked.
