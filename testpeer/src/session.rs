@@ -135,6 +135,8 @@ impl Session {
             sink_pads.push(sink.clone());
             transceiver.set_property("direction", WebRTCRTPTransceiverDirection::Sendonly);
             transceiver.set_property("codec-preferences", track.payloading.rtp_caps());
+            // Offer NACK and RTX for video, as browsers do, so consumers can repair losses.
+            transceiver.set_property("do-nack", kind == Kind::Video);
 
             let ghost = gst::GhostPad::builder_with_target(
                 &queue.static_pad("sink").context("queue without sink pad")?,
