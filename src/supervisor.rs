@@ -26,6 +26,9 @@ use crate::templates::{Scope, Template, TemplateError, TemplateSet};
 const POST_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Room for the calls' reports to the supervisor.
 const NOTE_QUEUE: usize = 1024;
+/// Producers refused for want of room (`max_calls`, `min_free_mb`) that are remembered and
+/// admitted once there is room again; beyond this many, the oldest are forgotten.
+const MAX_WAITING: usize = 10_000;
 
 /// Settings derived from the config. A reload replaces them for calls that start afterwards.
 #[derive(Debug, Clone)]
@@ -122,6 +125,11 @@ pub struct Supervisor {
     producers_in_session: HashMap<String, String>,
     /// Session ends the signalling client had no room for; retried every tick.
     unsent_ends: Vec<String>,
+    /// Producers refused for want of room, oldest first, with their meta: they are admitted
+    /// when a call ends or space is freed (the server announces a producer only once).
+    waiting: std::collections::VecDeque<(String, Option<Value>)>,
+    /// When waiting producers were last tried.
+    last_admission: Instant,
     signal_tx: mpsc::Sender<SignalCommand>,
     notes_tx: mpsc::Sender<CallNote>,
     notes_rx: mpsc::Receiver<CallNote>,
@@ -159,6 +167,8 @@ impl Supervisor {
             sessions: HashMap::new(),
             producers_in_session: HashMap::new(),
             unsent_ends: vec![],
+            waiting: std::collections::VecDeque::new(),
+            last_admission: Instant::now(),
             signal_tx,
             notes_tx,
             notes_rx,
@@ -211,12 +221,15 @@ impl Supervisor {
         match ev {
             SignalEvent::Connected => info!("registered with the signalling server"),
             SignalEvent::Disconnected { .. } => {
-                // The server forgets sessions it had not started yet.
+                // The server forgets sessions it had not started yet, and lists its producers
+                // again on reconnect.
                 self.pending.clear();
+                self.waiting.clear();
                 self.recount_pending();
             }
             SignalEvent::ProducerAdded { peer_id, meta } => self.on_producer(peer_id, meta),
             SignalEvent::ProducerRemoved { peer_id } => {
+                self.waiting.retain(|(p, _)| *p != peer_id);
                 if self.pending.remove(&peer_id).is_some() {
                     self.recount_pending();
                 }
@@ -318,7 +331,8 @@ impl Supervisor {
             None => {
                 // Finishing calls still count: their pipelines are still running.
                 if self.calls.len() >= rec.max_calls {
-                    warn!(%peer_id, call = %name, max = rec.max_calls, "not recording: recording.max_calls reached");
+                    warn!(%peer_id, call = %name, max = rec.max_calls, "not recording: recording.max_calls reached; it will be recorded once a call ends");
+                    self.wait_for_room(peer_id, meta);
                     return;
                 }
                 if rec.min_free_mb > 0 {
@@ -326,6 +340,7 @@ impl Supervisor {
                         Ok(free) if free < rec.min_free_mb => {
                             warn!(%peer_id, call = %name, free_mb = free, min_free_mb = rec.min_free_mb, dir = %rec.dir.display(),
                                 "not recording: the recordings disk is below [recording] min_free_mb; free space or lower the floor");
+                            self.wait_for_room(peer_id, meta);
                             return;
                         }
                         Ok(_) => {}
@@ -362,6 +377,49 @@ impl Supervisor {
         );
         self.recount_pending();
         info!(%peer_id, call = %name, "starting a session with producer");
+    }
+
+    /// Remembers a producer refused for want of room, to admit it later (bounded).
+    fn wait_for_room(&mut self, peer_id: String, meta: Value) {
+        if self.waiting.iter().any(|(p, _)| *p == peer_id) {
+            return;
+        }
+        if self.waiting.len() >= MAX_WAITING {
+            self.waiting.pop_front();
+        }
+        self.waiting.push_back((peer_id, Some(meta)));
+    }
+
+    /// Admits waiting producers while there is room: as many as there are free call slots,
+    /// oldest first. One still refused goes back to the end of the line.
+    fn admit_waiting(&mut self) {
+        if self.draining || self.waiting.is_empty() {
+            return;
+        }
+        // Once a second at most, and only when the disk has room: a refused producer is
+        // logged again each time it is tried.
+        if self.last_admission.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_admission = Instant::now();
+        let rec = &self.settings.config.recording;
+        if rec.min_free_mb > 0
+            && crate::recording::free_mb(&rec.dir).is_ok_and(|free| free < rec.min_free_mb)
+        {
+            return;
+        }
+        let room = self
+            .settings
+            .config
+            .recording
+            .max_calls
+            .saturating_sub(self.calls.len());
+        for _ in 0..room.min(self.waiting.len()) {
+            let Some((peer_id, meta)) = self.waiting.pop_front() else {
+                break;
+            };
+            self.on_producer(peer_id, meta);
+        }
     }
 
     fn start_call(&mut self, key: &str, name: &str) -> Result<CallId, String> {
@@ -583,6 +641,7 @@ impl Supervisor {
         for session_id in unsent {
             self.end_remote(session_id);
         }
+        self.admit_waiting();
     }
 
     /// Finishes every call, bounded by the grace period.
@@ -731,6 +790,50 @@ mod tests {
         );
         assert_eq!(sup.by_key.get("g:standup"), Some(&second));
         assert_eq!(sup.pending["p2"].call, second, "and its pending start");
+        while signal_rx.try_recv().is_ok() {}
+        sup.drain().await;
+    }
+
+    /// A producer refused at `max_calls` is recorded once a call has ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn producers_refused_for_room_are_admitted_later() {
+        gst::init().unwrap();
+        let rec = tempfile::tempdir().unwrap();
+        let pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
+        let config = Config::parse(&format!(
+            "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{pipelines}\"\nmax_calls = 1\nmin_free_mb = 0\n",
+            rec.path().display()
+        ))
+        .unwrap();
+        let set = TemplateSet::load_dir(std::path::Path::new(pipelines)).unwrap();
+        let (signal_tx, mut signal_rx) = mpsc::channel(64);
+        let mut sup = Supervisor::new(SupervisorSettings::new(config, &set).unwrap(), signal_tx);
+        sup.on_producer("a".into(), Some(json!({"call": "one"})));
+        sup.on_producer("b".into(), Some(json!({"call": "two"})));
+        assert!(sup.pending.contains_key("a"));
+        assert!(!sup.pending.contains_key("b"), "refused: max_calls is 1");
+        assert_eq!(sup.waiting.len(), 1);
+        let first = *sup.by_key.get("g:one").unwrap();
+        sup.on_note(CallNote::Ended {
+            call: first,
+            status: CallStatus::Complete,
+            dir: None,
+            post: PostPlan::default(),
+        });
+        sup.last_admission = Instant::now() - Duration::from_secs(2);
+        sup.on_tick();
+        assert!(
+            sup.pending.contains_key("b"),
+            "admitted once the call ended"
+        );
+        assert!(sup.waiting.is_empty());
+        // A producer that leaves while waiting is forgotten.
+        sup.on_producer("c".into(), Some(json!({"call": "three"})));
+        assert_eq!(sup.waiting.len(), 1);
+        sup.on_signal(SignalEvent::ProducerRemoved {
+            peer_id: "c".into(),
+        });
+        assert!(sup.waiting.is_empty());
         while signal_rx.try_recv().is_ok() {}
         sup.drain().await;
     }
