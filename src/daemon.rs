@@ -12,13 +12,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Protocol};
+use crate::exit::Exit;
 use crate::notify::Notifier;
 use crate::recording;
 use crate::reload::{self, Reloader};
 use crate::signalling::{client, SignalEvent};
 use crate::supervisor::{Drained, Supervisor, SupervisorSettings};
-use crate::templates::{TemplateError, TemplateSet};
+use crate::templates::{Origin, TemplateDir, TemplateError, TemplateSet};
 
 /// Why the daemon could not start, with the sysexits code to exit with.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +47,12 @@ pub enum StartError {
 }
 
 impl StartError {
-    /// The sysexits code for this error.
-    pub fn exit_code(&self) -> i32 {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> Exit {
         match self {
-            StartError::Config(_) | StartError::Templates(_) | StartError::Tls(_) => 78,
-            StartError::Gstreamer(_) => 69,
-            StartError::Recordings { .. } => 73,
+            StartError::Config(_) | StartError::Templates(_) | StartError::Tls(_) => Exit::Config,
+            StartError::Gstreamer(_) => Exit::Unavailable,
+            StartError::Recordings { .. } => Exit::CantCreate,
         }
     }
 }
@@ -64,13 +65,33 @@ pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let config = Config::load(config_path)?;
     client::tls_connector(config.signalling.ca_file.as_deref())?;
     init_gstreamer()?;
-    // Every template in the directory must be sound, not only the selected ones: a broken
-    // one would otherwise be found only when someone selects it. All problems are reported.
-    let (set, errors) = TemplateSet::load_and_check(&config.recording.pipelines_dir);
+    let dir = TemplateDir::from_config(config.recording.pipelines_dir.as_deref());
+    let checked = TemplateSet::load_and_check(&dir).map_err(|e| StartError::Templates(vec![e]))?;
+    // Every template from the operator's directory must be sound, not only the selected
+    // ones: a broken one would otherwise be found only when someone selects it. A built-in
+    // template nobody selected may lack a plugin this machine does not have (x264enc for
+    // mix-mp4, say); that is no reason to refuse the minimal config, so it is left out with
+    // a warning, and selecting it later fails with the same message.
+    let selected = |name: &str| {
+        config.recording.templates.iter().any(|n| n == name)
+            || config.post.templates.iter().any(|n| n == name)
+    };
+    let mut errors = vec![];
+    for failure in checked.failures {
+        if failure.origin == Origin::BuiltIn && !selected(&failure.name) {
+            warn!(
+                template = %failure.name,
+                "built-in template left out, it cannot run on this machine: {}",
+                failure.error
+            );
+        } else {
+            errors.push(failure.error);
+        }
+    }
     if !errors.is_empty() {
         return Err(StartError::Templates(errors));
     }
-    SupervisorSettings::new(config, &set).map_err(|e| StartError::Templates(vec![e]))
+    SupervisorSettings::new(config, &checked.set).map_err(|e| StartError::Templates(vec![e]))
 }
 
 /// Initialises GStreamer and, once per process, routes its log into ours (a reload calls
@@ -125,16 +146,22 @@ pub async fn run(
     let (event_tx, event_rx) = mpsc::channel(256);
     let (command_tx, command_rx) = mpsc::channel(1024);
     let client_stop = CancellationToken::new();
-    let protocol = crate::signalling::gst_webrtc::GstWebrtc {
-        meta: sig.meta.clone(),
+    // One adapter per protocol; the match is exhaustive so a new `Protocol` cannot be
+    // configured before it has one.
+    let client = match sig.protocol {
+        Protocol::GstWebrtc => {
+            let adapter = crate::signalling::gst_webrtc::GstWebrtc {
+                meta: sig.meta.clone(),
+            };
+            tokio::spawn(client::run(
+                client_settings,
+                adapter,
+                event_tx,
+                command_rx,
+                client_stop.clone(),
+            ))
+        }
     };
-    let client = tokio::spawn(client::run(
-        client_settings,
-        protocol,
-        event_tx,
-        command_rx,
-        client_stop.clone(),
-    ));
     let notifier = Arc::new(notifier);
     // Shared with the reloader: it must not send READY=1 before start-up did.
     let ready = Arc::new(AtomicBool::new(false));
