@@ -34,6 +34,19 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every code, in numeric order (the order the README lists them).
+    pub const ALL: [Exit; 9] = [
+        Exit::Ok,
+        Exit::Forced,
+        Exit::Usage,
+        Exit::DataErr,
+        Exit::NoInput,
+        Exit::Unavailable,
+        Exit::Software,
+        Exit::CantCreate,
+        Exit::Config,
+    ];
+
     /// The numeric code.
     pub fn code(self) -> u8 {
         self as u8
@@ -67,5 +80,19 @@ mod tests {
         for (exit, code) in table {
             assert_eq!(exit.code(), code, "{exit:?}");
         }
+        assert_eq!(Exit::ALL.to_vec(), table.map(|(e, _)| e).to_vec());
+    }
+
+    #[test]
+    fn the_readme_lists_every_code() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("Exit codes").expect("README has an Exit codes line");
+        let paragraph = readme[start..].split("\n\n").next().unwrap_or_default();
+        let listed: Vec<u8> = paragraph
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(listed, codes, "README's exit codes, in order: {paragraph}");
     }
 }
