@@ -86,7 +86,9 @@ mod tests {
     #[test]
     fn the_readme_lists_every_code() {
         let readme = include_str!("../README.md");
-        let start = readme.find("Exit codes").expect("README has an Exit codes line");
+        let start = readme
+            .find("Exit codes")
+            .expect("README has an Exit codes line");
         let paragraph = readme[start..].split("\n\n").next().unwrap_or_default();
         let listed: Vec<u8> = paragraph
             .split(|c: char| !c.is_ascii_digit())
