@@ -19,7 +19,7 @@ use crate::recording;
 use crate::reload::{self, Reloader};
 use crate::signalling::{client, SignalEvent};
 use crate::supervisor::{Drained, Supervisor, SupervisorSettings};
-use crate::templates::{Origin, TemplateDir, TemplateError, TemplateSet};
+use crate::templates::{Failure, Origin, TemplateDir, TemplateError, TemplateSet};
 
 /// Why the daemon could not start, with the sysexits code to exit with.
 #[derive(Debug, thiserror::Error)]
@@ -67,17 +67,27 @@ pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     init_gstreamer()?;
     let dir = TemplateDir::from_config(config.recording.pipelines_dir.as_deref());
     let checked = TemplateSet::load_and_check(&dir).map_err(|e| StartError::Templates(vec![e]))?;
-    // Every template from the operator's directory must be sound, not only the selected
-    // ones: a broken one would otherwise be found only when someone selects it. A built-in
-    // template nobody selected may lack a plugin this machine does not have (x264enc for
-    // mix-mp4, say); that is no reason to refuse the minimal config, so it is left out with
-    // a warning, and selecting it later fails with the same message.
+    let errors = fatal_failures(checked.failures, &config);
+    if !errors.is_empty() {
+        return Err(StartError::Templates(errors));
+    }
+    SupervisorSettings::new(config, &checked.set).map_err(|e| StartError::Templates(vec![e]))
+}
+
+/// The template failures that refuse a start or reload; the others are logged as warnings.
+///
+/// Every template from the operator's directory must be sound, not only the selected ones: a
+/// broken one would otherwise be found only when someone selects it. A built-in template
+/// nobody selected may lack a plugin this machine does not have (x264enc for mix-mp4, say);
+/// that is no reason to refuse the minimal config, so it is left out with a warning, and
+/// selecting it later fails with the same message.
+fn fatal_failures(failures: Vec<Failure>, config: &Config) -> Vec<TemplateError> {
     let selected = |name: &str| {
         config.recording.templates.iter().any(|n| n == name)
             || config.post.templates.iter().any(|n| n == name)
     };
     let mut errors = vec![];
-    for failure in checked.failures {
+    for failure in failures {
         if failure.origin == Origin::BuiltIn && !selected(&failure.name) {
             warn!(
                 template = %failure.name,
@@ -88,10 +98,7 @@ pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
             errors.push(failure.error);
         }
     }
-    if !errors.is_empty() {
-        return Err(StartError::Templates(errors));
-    }
-    SupervisorSettings::new(config, &checked.set).map_err(|e| StartError::Templates(vec![e]))
+    errors
 }
 
 /// Initialises GStreamer and, once per process, routes its log into ours (a reload calls
@@ -193,4 +200,44 @@ pub async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client).await;
     info!(?drained, "stopped");
     drained
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(name: &str, origin: Origin) -> Failure {
+        Failure {
+            name: name.into(),
+            origin,
+            error: TemplateError::Unknown(name.into()),
+        }
+    }
+
+    #[test]
+    fn only_unselected_builtin_templates_may_fail() {
+        let mut config = Config::parse(
+            "[signalling]\nurl = \"ws://127.0.0.1:8443\"\n[recording]\ndir = \"/r\"\n[post]\ntemplates = [\"post-mp4\"]\n",
+        )
+        .unwrap();
+        config.recording.templates = vec!["mix-mp4".into()];
+        let file = Origin::File("/etc/callrec/pipelines/mine.pipeline".into());
+        let errors = fatal_failures(
+            vec![
+                failure("mix-hls", Origin::BuiltIn),
+                failure("mix-mp4", Origin::BuiltIn),
+                failure("post-mp4", Origin::BuiltIn),
+                failure("mine", file),
+            ],
+            &config,
+        );
+        let names: Vec<String> = errors
+            .iter()
+            .map(|e| match e {
+                TemplateError::Unknown(name) => name.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(names, ["mix-mp4", "post-mp4", "mine"]);
+    }
 }
