@@ -13,13 +13,14 @@ pub enum Exit {
     Ok = 0,
     /// 1: a second SIGTERM/SIGINT stopped `run` at once, without finalising recordings.
     Forced = 1,
-    /// 64 (EX_USAGE): the command line is wrong, e.g. an unknown option, a template name
-    /// that `remix` cannot find, or an output directory that is not a safe path.
+    /// 64 (EX_USAGE): the command line is wrong, e.g. an unknown option, or an output
+    /// directory that is not a safe path.
     Usage = 64,
     /// 65 (EX_DATAERR): input data is unusable: a broken template in `pipelines`, or a
     /// recording that `remix` or `render --from` cannot read.
     DataErr = 65,
-    /// 66 (EX_NOINPUT): a named template or recording does not exist.
+    /// 66 (EX_NOINPUT): a named template or recording (a call directory without a
+    /// readable manifest) does not exist, in `pipelines` and `remix` alike.
     NoInput = 66,
     /// 69 (EX_UNAVAILABLE): GStreamer cannot be initialised (not installed, or broken).
     Unavailable = 69,

@@ -237,9 +237,9 @@ fn remix(
     let Some(template) = set.get(template) else {
         eprintln!(
             "callrec remix: no template {template}, neither built in nor in {} (`callrec pipelines list` shows them)",
-            dir.path.display()
+            dir.describe()
         );
-        return Exit::Usage.into();
+        return Exit::NoInput.into();
     };
     match callrec::remix::remix(call_dir, template, out, callrec::remix::Progress::detect()) {
         Ok(report) => {
@@ -257,6 +257,10 @@ fn remix(
         Err(e) => {
             eprintln!("callrec remix: {e}");
             match e {
+                // The same codes as `pipelines render --from` for the same failures.
+                callrec::remix::RemixError::Offline(callrec::offline::OfflineError::Manifest {
+                    ..
+                }) => Exit::NoInput,
                 callrec::remix::RemixError::Offline(_) => Exit::DataErr,
                 callrec::remix::RemixError::Io { .. } => Exit::CantCreate,
                 _ => Exit::Software,

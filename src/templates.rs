@@ -182,6 +182,15 @@ impl TemplateDir {
         }
     }
 
+    /// The directory for messages: its path, or that the packaged one is not installed.
+    pub fn describe(&self) -> String {
+        if self.source == DirSource::Packaged && !self.path.exists() {
+            format!("{} (not installed)", self.path.display())
+        } else {
+            self.path.display().to_string()
+        }
+    }
+
     /// The directory's `*.pipeline` files, sorted; none if it is the packaged directory and
     /// that is not installed.
     fn files(&self) -> Result<Vec<PathBuf>, TemplateError> {

@@ -229,7 +229,7 @@ fn no_such_template(target: &str, dir: &TemplateDir) -> ExitCode {
     fail(
         &format!(
             "no template `{target}`: not a file, nor a built-in template or one in {} (`callrec pipelines list` shows them)",
-            dir.path.display()
+            dir.describe()
         ),
         Exit::NoInput,
     )
