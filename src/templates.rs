@@ -840,6 +840,15 @@ impl Loaded {
         })
     }
 
+    /// The set, if nothing failed; else every failure's error.
+    pub fn into_set(self) -> Result<TemplateSet, Vec<TemplateError>> {
+        if self.failures.is_empty() {
+            Ok(self.set)
+        } else {
+            Err(self.failures.into_iter().map(|f| f.error).collect())
+        }
+    }
+
     /// Checks every loaded template with GStreamer, moving those that fail to `failures`.
     pub fn check(self) -> Self {
         let Loaded { set, mut failures } = self;
@@ -877,12 +886,15 @@ impl TemplateSet {
     /// The built-in templates layered with `dir`'s files (see [`Loaded::load`]); any broken
     /// template is an error.
     pub fn load(dir: &TemplateDir) -> Result<Self, Vec<TemplateError>> {
-        let loaded = Loaded::load(dir).map_err(|e| vec![e])?;
-        if loaded.failures.is_empty() {
-            Ok(loaded.set)
-        } else {
-            Err(loaded.failures.into_iter().map(|f| f.error).collect())
-        }
+        Loaded::load(dir).map_err(|e| vec![e])?.into_set()
+    }
+
+    /// Loads the `*.pipeline` files of `dir` alone, without the built-in templates (tests
+    /// that want exactly a directory's templates); any broken file is an error.
+    pub fn load_dir(dir: &Path) -> Result<Self, Vec<TemplateError>> {
+        Loaded::layered(&[], &TemplateDir::flag(dir.to_owned()))
+            .map_err(|e| vec![e])?
+            .into_set()
     }
 
     /// Loads the layered set and checks every template with GStreamer, reporting every
@@ -1164,6 +1176,15 @@ mod tests {
             err.contains("[recording] pipelines_dir") && err.contains("cannot read"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn load_dir_takes_a_directory_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "extra.pipeline", GOOD);
+        let set = TemplateSet::load_dir(dir.path()).unwrap();
+        let names: Vec<&str> = set.all().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["extra"]);
     }
 
     #[test]

@@ -452,17 +452,6 @@ fn listed<'a>(listing: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{name} not listed:\n{listing}"))
 }
 
-/// A config with no `pipelines_dir`, in a directory of its own.
-fn config_without_pipelines_dir(dir: &Path) -> PathBuf {
-    let path = dir.join("callrec.toml");
-    std::fs::write(
-        &path,
-        "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"recordings\"\n",
-    )
-    .unwrap();
-    path
-}
-
 #[test]
 fn list_and_check_work_on_the_builtin_templates_without_a_directory() {
     if Path::new(callrec::templates::PACKAGED_DIR).exists() {
@@ -472,8 +461,9 @@ fn list_and_check_work_on_the_builtin_templates_without_a_directory() {
         );
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let config = config_without_pipelines_dir(tmp.path());
+    let (_tmp, config) = common::config_file(
+        "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"recordings\"\n",
+    );
     let config = config.to_str().unwrap();
     let out = callrec(&["--config", config, "list"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -501,7 +491,10 @@ fn list_and_check_work_on_the_builtin_templates_without_a_directory() {
 
 #[test]
 fn list_shows_which_templates_a_directory_overrides_and_adds() {
-    let dir = tempfile::tempdir().unwrap();
+    // Through --pipelines, and through the config's relative `pipelines_dir`, alike.
+    let (dir, config) = common::config_file(
+        "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"recordings\"\npipelines_dir = \"mine\"\n",
+    );
     let mine = dir.path().join("mine");
     std::fs::create_dir(&mine).unwrap();
     let body = "matroskamux name=mux ! filesink location=${call_dir}/${participant}.mkv\n";
@@ -513,13 +506,6 @@ fn list_shows_which_templates_a_directory_overrides_and_adds() {
     .unwrap();
     let extra_path = mine.join("extra.pipeline");
     std::fs::write(&extra_path, format!("{HEADER}{body}")).unwrap();
-    // Through --pipelines, and through the config's relative `pipelines_dir`, alike.
-    let config = dir.path().join("callrec.toml");
-    std::fs::write(
-        &config,
-        "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"recordings\"\npipelines_dir = \"mine\"\n",
-    )
-    .unwrap();
     for args in [
         ["--pipelines", mine.to_str().unwrap()],
         ["--config", config.to_str().unwrap()],
