@@ -37,7 +37,7 @@ pub enum StartError {
     #[error("cannot initialise GStreamer: {0} (install the GStreamer runtime and plugins)")]
     Gstreamer(String),
     /// The recordings directory cannot be used (EX_CANTCREAT).
-    #[error("cannot use the recordings directory {path}: {source}")]
+    #[error("cannot use the recordings directory {path}: {source} (create it, or let callrec's user write there; [recording] dir sets it)")]
     Recordings {
         /// The directory.
         path: std::path::PathBuf,
@@ -110,7 +110,8 @@ fn init_gstreamer() -> Result<(), StartError> {
     Ok(())
 }
 
-/// Validates the config and templates, and that the recordings directory is writable.
+/// Validates the config and templates, and creates the recordings directory if needed and
+/// checks it is writable: `callrec check` and the start of `callrec run`.
 pub fn check(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let settings = prepare(config_path)?;
     let dir = &settings.config.recording.dir;

@@ -181,7 +181,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            let settings = match daemon::prepare(&config) {
+            // The same checks as `callrec check`, so the recordings directory exists and is
+            // writable before the first call needs it (a fresh `dir = "recordings"`).
+            let settings = match daemon::check(&config) {
                 Ok(s) => s,
                 Err(e) => {
                     error!("{}: {e}", config.display());
