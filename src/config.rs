@@ -93,12 +93,49 @@ fn default_post_timeout() -> f64 {
     3600.0
 }
 
-/// The signalling protocols callrec speaks.
+/// The signalling protocols callrec speaks (`[signalling] protocol`, kebab-case in the file).
+///
+/// A new protocol is a new variant here, in [`Protocol::ALL`] and in [`Protocol::name`], plus
+/// its adapter where `daemon::run` matches on the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     /// The JSON protocol of `gst-webrtc-signalling-server` (webrtcsink, webrtcsrc, gstwebrtc-api).
-    #[serde(rename = "gst-webrtc")]
     GstWebrtc,
+}
+
+impl Protocol {
+    /// Every supported protocol, as listed in errors.
+    pub const ALL: &[Protocol] = &[Protocol::GstWebrtc];
+
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::GstWebrtc => "gst-webrtc",
+        }
+    }
+
+    /// Reads `[signalling] protocol` with an error that names the key, the value and what
+    /// is supported (serde's own message names neither the key nor, for TOML, the table).
+    fn deserialize_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+        use serde::de::{Error, IntoDeserializer};
+        let value = String::deserialize(d)?;
+        let parsed: Result<Protocol, serde::de::value::Error> =
+            Protocol::deserialize(value.as_str().into_deserializer());
+        parsed.map_err(|_| {
+            let supported: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+            D::Error::custom(format!(
+                "[signalling] protocol = {value:?} is not supported; supported: {} (remove the key to use gst-webrtc)",
+                supported.join(", ")
+            ))
+        })
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// `[signalling]`: the connection to the existing signalling server.
@@ -108,7 +145,10 @@ pub struct SignallingConfig {
     /// `ws://` or `wss://` URL of the server.
     pub url: String,
     /// The protocol it speaks.
-    #[serde(default = "default_protocol")]
+    #[serde(
+        default = "default_protocol",
+        deserialize_with = "Protocol::deserialize_field"
+    )]
     pub protocol: Protocol,
     /// The `meta` callrec announces for itself (as a listener), so the app can tell it apart.
     #[serde(default = "default_own_meta")]
@@ -138,9 +178,10 @@ pub struct RecordingConfig {
     /// Names of the templates that run for every call.
     #[serde(default = "default_templates")]
     pub templates: Vec<String>,
-    /// Where the `*.pipeline` templates live.
-    #[serde(default = "default_pipelines_dir")]
-    pub pipelines_dir: PathBuf,
+    /// A directory of `*.pipeline` templates layered over the built-in ones (a file replaces
+    /// the built-in template of its name). Unset: the packaged directory if installed, else
+    /// the built-in templates alone; see [`crate::templates::TemplateDir::from_config`].
+    pub pipelines_dir: Option<PathBuf>,
     /// The producer `meta` key whose value names the call a producer belongs to.
     #[serde(default = "default_group_key")]
     pub group_key: String,
@@ -219,9 +260,6 @@ fn default_negotiation_timeout() -> f64 {
 fn default_templates() -> Vec<String> {
     vec!["participant-mkv".into()]
 }
-fn default_pipelines_dir() -> PathBuf {
-    PathBuf::from("/usr/share/callrec/pipelines")
-}
 fn default_group_key() -> String {
     "call".into()
 }
@@ -266,7 +304,9 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.recording.dir = base.join(&config.recording.dir);
-        config.recording.pipelines_dir = base.join(&config.recording.pipelines_dir);
+        if let Some(dir) = &mut config.recording.pipelines_dir {
+            *dir = base.join(&*dir);
+        }
         if let Some(ca) = &mut config.signalling.ca_file {
             *ca = base.join(&*ca);
         }
@@ -539,8 +579,42 @@ mod tests {
     }
 
     #[test]
-    fn unknown_protocol_is_an_error() {
+    fn unknown_protocol_is_rejected_with_key_value_and_supported_values() {
         let text = MINIMAL.replace("\"gst-webrtc\"", "\"janus\"");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.contains("[signalling] protocol"), "{err}");
+        assert!(err.contains("\"janus\""), "{err}");
+        assert!(err.contains("supported: gst-webrtc"), "{err}");
+        let text = MINIMAL.replace("\"gst-webrtc\"", "7");
         assert!(Config::parse(&text).is_err());
+    }
+
+    #[test]
+    fn protocol_names_are_the_config_spelling() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.signalling.protocol, Protocol::GstWebrtc);
+        let without = MINIMAL.replace("protocol = \"gst-webrtc\"", "");
+        assert_eq!(
+            Config::parse(&without).unwrap().signalling.protocol,
+            Protocol::GstWebrtc
+        );
+        // `name` and serde's kebab-case spelling agree for every protocol.
+        for protocol in Protocol::ALL {
+            let text = MINIMAL.replace("gst-webrtc", protocol.name());
+            assert_eq!(Config::parse(&text).unwrap().signalling.protocol, *protocol);
+        }
+    }
+
+    #[test]
+    fn pipelines_dir_is_optional_and_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("callrec.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        assert_eq!(Config::load(&path).unwrap().recording.pipelines_dir, None);
+        std::fs::write(&path, format!("{MINIMAL}\npipelines_dir = \"pipes\"")).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().recording.pipelines_dir,
+            Some(dir.path().join("pipes"))
+        );
     }
 }

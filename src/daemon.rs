@@ -12,13 +12,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Protocol};
+use crate::exit::Exit;
 use crate::notify::Notifier;
 use crate::recording;
 use crate::reload::{self, Reloader};
 use crate::signalling::{client, SignalEvent};
 use crate::supervisor::{Drained, Supervisor, SupervisorSettings};
-use crate::templates::{TemplateError, TemplateSet};
+use crate::templates::{Failure, Origin, TemplateDir, TemplateError, TemplateSet};
 
 /// Why the daemon could not start, with the sysexits code to exit with.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,7 @@ pub enum StartError {
     #[error("cannot initialise GStreamer: {0} (install the GStreamer runtime and plugins)")]
     Gstreamer(String),
     /// The recordings directory cannot be used (EX_CANTCREAT).
-    #[error("cannot use the recordings directory {path}: {source}")]
+    #[error("cannot use the recordings directory {path}: {source} (create it, or let callrec's user write there; [recording] dir sets it)")]
     Recordings {
         /// The directory.
         path: std::path::PathBuf,
@@ -46,12 +47,12 @@ pub enum StartError {
 }
 
 impl StartError {
-    /// The sysexits code for this error.
-    pub fn exit_code(&self) -> i32 {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> Exit {
         match self {
-            StartError::Config(_) | StartError::Templates(_) | StartError::Tls(_) => 78,
-            StartError::Gstreamer(_) => 69,
-            StartError::Recordings { .. } => 73,
+            StartError::Config(_) | StartError::Templates(_) | StartError::Tls(_) => Exit::Config,
+            StartError::Gstreamer(_) => Exit::Unavailable,
+            StartError::Recordings { .. } => Exit::CantCreate,
         }
     }
 }
@@ -64,13 +65,40 @@ pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let config = Config::load(config_path)?;
     client::tls_connector(config.signalling.ca_file.as_deref())?;
     init_gstreamer()?;
-    // Every template in the directory must be sound, not only the selected ones: a broken
-    // one would otherwise be found only when someone selects it. All problems are reported.
-    let (set, errors) = TemplateSet::load_and_check(&config.recording.pipelines_dir);
+    let dir = TemplateDir::from_config(config.recording.pipelines_dir.as_deref());
+    let checked = TemplateSet::load_and_check(&dir).map_err(|e| StartError::Templates(vec![e]))?;
+    let errors = fatal_failures(checked.failures, &config);
     if !errors.is_empty() {
         return Err(StartError::Templates(errors));
     }
-    SupervisorSettings::new(config, &set).map_err(|e| StartError::Templates(vec![e]))
+    SupervisorSettings::new(config, &checked.set).map_err(|e| StartError::Templates(vec![e]))
+}
+
+/// The template failures that refuse a start or reload; the others are logged as warnings.
+///
+/// Every template from the operator's directory must be sound, not only the selected ones: a
+/// broken one would otherwise be found only when someone selects it. A built-in template
+/// nobody selected may lack a plugin this machine does not have (x264enc for mix-mp4, say);
+/// that is no reason to refuse the minimal config, so it is left out with a warning, and
+/// selecting it later fails with the same message.
+fn fatal_failures(failures: Vec<Failure>, config: &Config) -> Vec<TemplateError> {
+    let selected = |name: &str| {
+        config.recording.templates.iter().any(|n| n == name)
+            || config.post.templates.iter().any(|n| n == name)
+    };
+    let mut errors = vec![];
+    for failure in failures {
+        if failure.origin == Origin::BuiltIn && !selected(&failure.name) {
+            warn!(
+                template = %failure.name,
+                "built-in template left out, it cannot run on this machine: {}",
+                failure.error
+            );
+        } else {
+            errors.push(failure.error);
+        }
+    }
+    errors
 }
 
 /// Initialises GStreamer and, once per process, routes its log into ours (a reload calls
@@ -82,7 +110,8 @@ fn init_gstreamer() -> Result<(), StartError> {
     Ok(())
 }
 
-/// Validates the config and templates, and that the recordings directory is writable.
+/// Validates the config and templates, and creates the recordings directory if needed and
+/// checks it is writable: `callrec check` and the start of `callrec run`.
 pub fn check(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let settings = prepare(config_path)?;
     let dir = &settings.config.recording.dir;
@@ -125,16 +154,22 @@ pub async fn run(
     let (event_tx, event_rx) = mpsc::channel(256);
     let (command_tx, command_rx) = mpsc::channel(1024);
     let client_stop = CancellationToken::new();
-    let protocol = crate::signalling::gst_webrtc::GstWebrtc {
-        meta: sig.meta.clone(),
+    // One adapter per protocol; the match is exhaustive so a new `Protocol` cannot be
+    // configured before it has one.
+    let client = match sig.protocol {
+        Protocol::GstWebrtc => {
+            let adapter = crate::signalling::gst_webrtc::GstWebrtc {
+                meta: sig.meta.clone(),
+            };
+            tokio::spawn(client::run(
+                client_settings,
+                adapter,
+                event_tx,
+                command_rx,
+                client_stop.clone(),
+            ))
+        }
     };
-    let client = tokio::spawn(client::run(
-        client_settings,
-        protocol,
-        event_tx,
-        command_rx,
-        client_stop.clone(),
-    ));
     let notifier = Arc::new(notifier);
     // Shared with the reloader: it must not send READY=1 before start-up did.
     let ready = Arc::new(AtomicBool::new(false));
@@ -166,4 +201,44 @@ pub async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client).await;
     info!(?drained, "stopped");
     drained
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(name: &str, origin: Origin) -> Failure {
+        Failure {
+            name: name.into(),
+            origin,
+            error: TemplateError::Unknown(name.into()),
+        }
+    }
+
+    #[test]
+    fn only_unselected_builtin_templates_may_fail() {
+        let mut config = Config::parse(
+            "[signalling]\nurl = \"ws://127.0.0.1:8443\"\n[recording]\ndir = \"/r\"\n[post]\ntemplates = [\"post-mp4\"]\n",
+        )
+        .unwrap();
+        config.recording.templates = vec!["mix-mp4".into()];
+        let file = Origin::File("/etc/callrec/pipelines/mine.pipeline".into());
+        let errors = fatal_failures(
+            vec![
+                failure("mix-hls", Origin::BuiltIn),
+                failure("mix-mp4", Origin::BuiltIn),
+                failure("post-mp4", Origin::BuiltIn),
+                failure("mine", file),
+            ],
+            &config,
+        );
+        let names: Vec<String> = errors
+            .iter()
+            .map(|e| match e {
+                TemplateError::Unknown(name) => name.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(names, ["mix-mp4", "post-mp4", "mine"]);
+    }
 }

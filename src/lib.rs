@@ -9,6 +9,7 @@
 pub mod call;
 pub mod config;
 pub mod daemon;
+pub mod exit;
 pub mod gstlog;
 pub mod launch;
 pub mod names;

@@ -9,12 +9,11 @@ use tracing::{error, info, warn};
 
 use callrec::config::DEFAULT_CONFIG_PATH;
 use callrec::daemon;
+use callrec::exit::Exit;
 use callrec::notify::Notifier;
 use callrec::supervisor::Drained;
 
 mod cli;
-
-use cli::{EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_SOFTWARE, EX_USAGE};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,7 +50,8 @@ enum Command {
         /// Where to write the result (default: beside the call, named remix-TEMPLATE).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// The templates directory (default: the config's `pipelines_dir`).
+        /// A templates directory layered over the built-in templates (default: the
+        /// config's `pipelines_dir`).
         #[arg(long)]
         pipelines: Option<PathBuf>,
         /// The TOML config file, for `pipelines_dir` (default: /etc/callrec/callrec.toml).
@@ -62,7 +62,9 @@ enum Command {
     Pipelines {
         #[command(subcommand)]
         action: PipelinesAction,
-        /// The templates directory (default: the config's `pipelines_dir`, else ./pipelines).
+        /// A templates directory layered over the built-in templates: its files replace
+        /// the built-in templates of their names (default: the config's `pipelines_dir`,
+        /// else /usr/share/callrec/pipelines if installed, else the built-in ones alone).
         #[arg(long, global = true)]
         pipelines: Option<PathBuf>,
         /// The TOML config file, for `pipelines_dir` (default: /etc/callrec/callrec.toml).
@@ -77,7 +79,7 @@ enum PipelinesAction {
     List,
     /// Parse and build templates with GStreamer; exit 0 only if all are sound.
     Check {
-        /// Template names or files (default: every template in the directory).
+        /// Template names or files (default: every template, built in or in the directory).
         targets: Vec<String>,
     },
     /// Print a `gst-launch-1.0 -e` command that runs a template on its own.
@@ -105,9 +107,9 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                ExitCode::from(EX_USAGE)
+                Exit::Usage.into()
             } else {
-                ExitCode::SUCCESS
+                Exit::Ok.into()
             };
         }
     };
@@ -125,11 +127,11 @@ fn main() -> ExitCode {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                ExitCode::SUCCESS
+                Exit::Ok.into()
             }
             Err(e) => {
                 eprintln!("{}: {e}", config.display());
-                ExitCode::from(e.exit_code() as u8)
+                e.exit_code().into()
             }
         },
         Command::Remix {
@@ -150,11 +152,11 @@ fn main() -> ExitCode {
             pipelines,
             config,
         } => {
-            let dir = match cli::pipelines_dir(pipelines, config.as_deref()) {
+            let dir = match cli::template_dir(pipelines, config.as_deref()) {
                 Ok(dir) => dir,
                 Err(e) => {
                     eprintln!("callrec pipelines: {e}");
-                    return ExitCode::from(EX_CONFIG);
+                    return Exit::Config.into();
                 }
             };
             match action {
@@ -179,11 +181,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            let settings = match daemon::prepare(&config) {
+            // The same checks as `callrec check`, so the recordings directory exists and is
+            // writable before the first call needs it (a fresh `dir = "recordings"`).
+            let settings = match daemon::check(&config) {
                 Ok(s) => s,
                 Err(e) => {
                     error!("{}: {e}", config.display());
-                    return ExitCode::from(e.exit_code() as u8);
+                    return e.exit_code().into();
                 }
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -193,7 +197,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => {
                     error!("cannot start the async runtime: {e}");
-                    return ExitCode::from(EX_SOFTWARE);
+                    return Exit::Software.into();
                 }
             };
             let code = runtime.block_on(run(config, settings));
@@ -204,7 +208,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `callrec remix`: exit 0 on success, sysexits codes otherwise.
+/// `callrec remix`: exit 0 on success, an [`Exit`] code otherwise.
 fn remix(
     call_dir: &Path,
     template: &str,
@@ -213,31 +217,31 @@ fn remix(
     config: Option<&Path>,
 ) -> ExitCode {
     if let Err(e) = gst::init() {
-        eprintln!("cannot initialise GStreamer: {e}");
-        return ExitCode::from(EX_SOFTWARE);
+        eprintln!("callrec remix: cannot initialise GStreamer: {e} (install the GStreamer runtime and plugins)");
+        return Exit::Unavailable.into();
     }
-    let dir = match cli::pipelines_dir(pipelines, config) {
+    let dir = match cli::template_dir(pipelines, config) {
         Ok(dir) => dir,
         Err(e) => {
             eprintln!("callrec remix: {e}");
-            return ExitCode::from(EX_CONFIG);
+            return Exit::Config.into();
         }
     };
-    let set = match callrec::templates::TemplateSet::load_dir(&dir) {
+    let set = match callrec::templates::TemplateSet::load(&dir) {
         Ok(set) => set,
         Err(errors) => {
             for e in errors {
                 eprintln!("{e}");
             }
-            return ExitCode::from(EX_CONFIG);
+            return Exit::Config.into();
         }
     };
     let Some(template) = set.get(template) else {
         eprintln!(
-            "no template {template} in {} (`callrec pipelines list` shows them)",
-            dir.display()
+            "callrec remix: no template {template}, neither built in nor in {} (`callrec pipelines list` shows them)",
+            dir.describe()
         );
-        return ExitCode::from(EX_USAGE);
+        return Exit::NoInput.into();
     };
     match callrec::remix::remix(call_dir, template, out, callrec::remix::Progress::detect()) {
         Ok(report) => {
@@ -250,15 +254,20 @@ fn remix(
                 report.elapsed.as_secs_f64(),
                 report.speed()
             );
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
         Err(e) => {
             eprintln!("callrec remix: {e}");
-            ExitCode::from(match e {
-                callrec::remix::RemixError::Offline(_) => EX_DATAERR,
-                callrec::remix::RemixError::Io { .. } => EX_CANTCREAT,
-                _ => EX_SOFTWARE,
-            })
+            match e {
+                // The same codes as `pipelines render --from` for the same failures.
+                callrec::remix::RemixError::Offline(callrec::offline::OfflineError::Manifest {
+                    ..
+                }) => Exit::NoInput,
+                callrec::remix::RemixError::Offline(_) => Exit::DataErr,
+                callrec::remix::RemixError::Io { .. } => Exit::CantCreate,
+                _ => Exit::Software,
+            }
+            .into()
         }
     }
 }
@@ -272,7 +281,7 @@ async fn run(config: PathBuf, settings: callrec::supervisor::SupervisorSettings)
         Ok(s) => s,
         Err(e) => {
             error!("cannot install signal handlers: {e}");
-            return ExitCode::from(EX_SOFTWARE);
+            return Exit::Software.into();
         }
     };
     let stop_notifier = Notifier::from_env();
@@ -284,10 +293,10 @@ async fn run(config: PathBuf, settings: callrec::supervisor::SupervisorSettings)
     let drained = daemon::run(config, settings, notifier, shutdown, reload_rx).await;
     signals.abort();
     match drained {
-        Drained::Clean => ExitCode::SUCCESS,
+        Drained::Clean => Exit::Ok.into(),
         Drained::TimedOut(n) => {
             warn!("{n} call(s) were still finishing when the grace period ended; their manifests say interrupted on next start");
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
     }
 }
@@ -318,7 +327,7 @@ fn watch_signals(
                 shutdown.cancel();
             } else {
                 warn!("second signal: exiting without finalising");
-                std::process::exit(1);
+                std::process::exit(Exit::Forced.code().into());
             }
         }
     }))

@@ -443,3 +443,140 @@ fn hostile_values_never_change_a_rendered_pipeline() {
     assert!(text(&out).contains("unsafe value"), "{}", text(&out));
     assert!(!Path::new("/tmp/pwned-callrec").exists());
 }
+
+/// The row `pipelines list` prints for a template.
+fn listed<'a>(listing: &'a str, name: &str) -> &'a str {
+    listing
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not listed:\n{listing}"))
+}
+
+#[test]
+fn list_and_check_work_on_the_builtin_templates_without_a_directory() {
+    if Path::new(callrec::templates::PACKAGED_DIR).exists() {
+        eprintln!(
+            "*** SKIPPED: {} exists, so the built-in templates are not alone here ***",
+            callrec::templates::PACKAGED_DIR
+        );
+        return;
+    }
+    let (_tmp, config) = common::config_file(
+        "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"recordings\"\n",
+    );
+    let config = config.to_str().unwrap();
+    let out = callrec(&["--config", config, "list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.lines().next().unwrap().ends_with("ORIGIN"),
+        "{listing}"
+    );
+    for name in shipped() {
+        assert!(listed(&listing, &name).ends_with("  built-in"), "{listing}");
+    }
+    let out = callrec(&["--config", config, "check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ok: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ok ")).collect();
+    assert_eq!(ok.len(), shipped().len(), "{stdout}");
+    assert!(ok.iter().all(|l| l.ends_with(", built-in)")), "{stdout}");
+    // By name, and rendered, a built-in template needs no file either.
+    let out = callrec(&["--config", config, "check", "mix-mp4"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = callrec(&["--config", config, "render", "participant-mkv"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("matroskamux"));
+}
+
+#[test]
+fn list_shows_which_templates_a_directory_overrides_and_adds() {
+    // Through --pipelines, and through the config's relative `pipelines_dir`, alike.
+    let (dir, config) = common::config_file(
+        "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"recordings\"\npipelines_dir = \"mine\"\n",
+    );
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    let body = "matroskamux name=mux ! filesink location=${call_dir}/${participant}.mkv\n";
+    let override_path = mine.join("participant-mkv.pipeline");
+    std::fs::write(
+        &override_path,
+        format!("{}{body}", HEADER.replace("broken on purpose", "my own")),
+    )
+    .unwrap();
+    let extra_path = mine.join("extra.pipeline");
+    std::fs::write(&extra_path, format!("{HEADER}{body}")).unwrap();
+    for args in [
+        ["--pipelines", mine.to_str().unwrap()],
+        ["--config", config.to_str().unwrap()],
+    ] {
+        let out = callrec(&[args[0], args[1], "list"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let row = listed(&listing, "participant-mkv");
+        assert!(
+            row.contains("my own") && row.ends_with(&format!("  {}", override_path.display())),
+            "{listing}"
+        );
+        assert!(
+            listed(&listing, "extra").ends_with(&format!("  {}", extra_path.display())),
+            "{listing}"
+        );
+        // participant-mkv is listed once: the override replaced the built-in template.
+        assert_eq!(
+            listing
+                .lines()
+                .filter(|l| l.starts_with("participant-mkv "))
+                .count(),
+            1,
+            "{listing}"
+        );
+        if args[0] == "--pipelines" || !Path::new(callrec::templates::PACKAGED_DIR).exists() {
+            assert!(
+                listed(&listing, "track-mkv").ends_with("  built-in"),
+                "{listing}"
+            );
+        }
+        let out = callrec(&[args[0], args[1], "check", "participant-mkv"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!(
+                "ok     participant-mkv (participant, {})",
+                override_path.display()
+            )),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn a_missing_templates_directory_is_an_error_that_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let config = format!(
+        "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{}\"\n",
+        dir.path().join("recordings").display(),
+        missing.display()
+    );
+    let (status, log) = common::Daemon::check(&config);
+    assert_eq!(status.code(), Some(78), "{log}");
+    for part in [
+        "[recording] pipelines_dir",
+        &missing.display().to_string(),
+        "no such directory",
+        "create it",
+    ] {
+        assert!(log.contains(part), "{part:?} missing from: {log}");
+    }
+    let out = callrec(&["--pipelines", missing.to_str().unwrap(), "list"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "--pipelines {}: no such directory",
+            missing.display()
+        )),
+        "{}",
+        text(&out)
+    );
+}

@@ -153,6 +153,61 @@ fn reload_applies_new_templates_to_new_calls() {
 }
 
 #[test]
+fn reload_layers_a_directory_over_the_builtin_templates() {
+    let server = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    // An empty directory: the built-in templates alone, whatever is installed.
+    let pipes = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&config(&server.url(), rec.path(), pipes.path(), ""));
+    let (first, sent) = record_call(&server, rec.path(), "builtin", "3");
+    assert!(!first.to_string_lossy().contains("mine"), "{first:?}");
+    assert_vp8_opus(&first, sent);
+
+    // A file of the same name overrides the built-in template on reload.
+    let shipped =
+        std::fs::read_to_string(Path::new(PIPELINES).join("participant-mkv.pipeline")).unwrap();
+    let mine = shipped.replace("${participant}.mkv", "${participant}-mine.mkv");
+    assert_ne!(mine, shipped, "the shipped template changed shape");
+    let template = pipes.path().join("participant-mkv.pipeline");
+    std::fs::write(&template, &mine).unwrap();
+    let ready = reload(&daemon);
+    assert!(status(&ready).starts_with("reload succeeded"), "{ready:?}");
+    let (second, sent) = record_call(&server, rec.path(), "override", "3");
+    assert!(
+        second.to_string_lossy().ends_with("-mine.mkv"),
+        "{second:?}"
+    );
+    assert_vp8_opus(&second, sent);
+
+    // A broken override is refused with its file and line; it never falls back to the
+    // built-in template.
+    std::fs::write(
+        &template,
+        mine.replace("matroskamux", "nosuchelementcallrec"),
+    )
+    .unwrap();
+    let ready = reload(&daemon);
+    assert!(status(&ready).starts_with("reload refused"), "{ready:?}");
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(
+            "{}:{}",
+            template.display(),
+            shipped.lines().count()
+        )),
+        "the error names the file and line: {log}"
+    );
+
+    // Without the file, the built-in template is back.
+    std::fs::remove_file(&template).unwrap();
+    let ready = reload(&daemon);
+    assert!(status(&ready).starts_with("reload succeeded"), "{ready:?}");
+    let (third, sent) = record_call(&server, rec.path(), "back", "3");
+    assert!(!third.to_string_lossy().contains("mine"), "{third:?}");
+    assert_vp8_opus(&third, sent);
+}
+
+#[test]
 fn bad_reloads_are_refused_and_recording_goes_on() {
     let server = SignallingServer::start();
     let rec = tempfile::tempdir().unwrap();

@@ -3,11 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use callrec::exit::Exit;
 use callrec::launch;
 use callrec::offline::CallInputs;
-use callrec::templates::{self, Template, TemplateError};
-
-use super::{EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_SOFTWARE, EX_USAGE};
+use callrec::templates::{self, Loaded, Origin, Template, TemplateDir, TemplateError};
 
 /// How `render` feeds the template.
 pub enum RenderSource {
@@ -22,16 +21,33 @@ pub enum RenderSource {
     Recording(PathBuf),
 }
 
-/// `callrec pipelines list`: one line per template; broken ones are reported on stderr.
-pub fn list(dir: &Path) -> ExitCode {
-    let paths = match templates::template_files(dir) {
-        Ok(p) => p,
-        Err(e) => return fail(&e.to_string(), EX_CONFIG),
+/// Every template, good or broken, by name: the built-in ones layered with `dir`'s files.
+type Entries = Vec<(String, Result<Template, TemplateError>)>;
+
+fn entries(dir: &TemplateDir) -> Result<Entries, ExitCode> {
+    let loaded = Loaded::load(dir).map_err(|e| fail(&e.to_string(), Exit::Config))?;
+    let mut entries: Entries = loaded
+        .set
+        .all()
+        .iter()
+        .map(|t| (t.name.clone(), Ok(t.clone())))
+        .chain(loaded.failures.into_iter().map(|f| (f.name, Err(f.error))))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+/// `callrec pipelines list`: one line per template with where it comes from (`built-in` or
+/// its file); broken ones are reported on stderr.
+pub fn list(dir: &TemplateDir) -> ExitCode {
+    let entries = match entries(dir) {
+        Ok(e) => e,
+        Err(code) => return code,
     };
     let mut broken = false;
     let mut rows = vec![];
-    for path in paths {
-        match templates::load_file(&path) {
+    for (_, entry) in entries {
+        match entry {
             Ok(t) => rows.push(t),
             Err(e) => {
                 broken = true;
@@ -40,75 +56,90 @@ pub fn list(dir: &Path) -> ExitCode {
         }
     }
     let width = rows.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    let media: Vec<String> = rows.iter().map(|t| t.media.join(",")).collect();
+    let media_width = media.iter().map(String::len).max().unwrap_or(5).max(5);
+    let described = rows
+        .iter()
+        .map(|t| t.description.len())
+        .max()
+        .unwrap_or(11)
+        .max(11);
     println!(
-        "{:width$}  {:11}  {:40}  DESCRIPTION",
-        "NAME", "SCOPE", "MEDIA"
+        "{:width$}  {:11}  {:media_width$}  {:described$}  ORIGIN",
+        "NAME", "SCOPE", "MEDIA", "DESCRIPTION"
     );
-    for t in &rows {
+    for (t, media) in rows.iter().zip(&media) {
         println!(
-            "{:width$}  {:11}  {:40}  {}",
+            "{:width$}  {:11}  {:media_width$}  {:described$}  {}",
             t.name,
             t.scope.to_string(),
-            t.media.join(","),
-            t.description
+            media,
+            t.description,
+            t.origin
         );
     }
     if broken {
-        ExitCode::from(EX_DATAERR)
+        Exit::DataErr.into()
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     }
 }
 
 /// `callrec pipelines check [NAME|FILE...]`: every template (or the given ones) parsed and
 /// built with GStreamer; each problem printed as `file:line: message`.
-pub fn check(dir: &Path, targets: &[String]) -> ExitCode {
+pub fn check(dir: &TemplateDir, targets: &[String]) -> ExitCode {
     if let Err(e) = gst::init() {
-        return fail(&format!("cannot initialise GStreamer: {e}"), EX_SOFTWARE);
+        return fail(
+            &format!("cannot initialise GStreamer: {e}"),
+            Exit::Unavailable,
+        );
     }
-    let paths = if targets.is_empty() {
-        match templates::template_files(dir) {
-            Ok(p) => p,
-            Err(e) => return fail(&e.to_string(), EX_CONFIG),
-        }
-    } else {
-        let mut paths = vec![];
-        for target in targets {
-            match resolve(dir, target) {
-                Some(p) => paths.push(p),
-                None => {
-                    return fail(
-                        &format!(
-                            "no template `{target}`: not a file, nor a name in {} (`callrec pipelines list` shows them)",
-                            dir.display()
-                        ),
-                        EX_NOINPUT,
-                    )
-                }
-            }
-        }
-        paths
+    let mut all = match entries(dir) {
+        Ok(e) => e,
+        Err(code) => return code,
     };
-    let mut problems = 0;
-    let mut names: Vec<(String, PathBuf)> = vec![];
-    for path in &paths {
-        let result = templates::load_file(path).and_then(|t| {
-            if let Some((_, other)) = names.iter().find(|(n, _)| *n == t.name) {
-                return Err(TemplateError::Syntax {
-                    path: path.clone(),
-                    line: 1,
-                    message: format!(
-                        "template name `{}` is already used by {}; give one of them another `# name:`",
-                        t.name,
-                        other.display()
-                    ),
-                });
+    let chosen: Vec<Result<Template, TemplateError>> = if targets.is_empty() {
+        all.into_iter().map(|(_, entry)| entry).collect()
+    } else {
+        let mut chosen = vec![];
+        // Files named on the command line are not layered, so their names are checked here.
+        let mut files: Vec<(String, PathBuf)> = vec![];
+        let mut seen: Vec<&String> = vec![];
+        for target in targets {
+            if seen.contains(&target) {
+                continue;
             }
-            names.push((t.name.clone(), path.clone()));
-            t.check().map(|()| t)
-        });
-        match result {
-            Ok(t) => println!("ok     {} ({}, {})", t.name, t.scope, path.display()),
+            seen.push(target);
+            let Some(entry) = resolve(&mut all, target) else {
+                return no_such_template(target, dir);
+            };
+            let entry = entry.and_then(|t| match (&t.origin, Path::new(target).is_file()) {
+                (Origin::File(path), true) => {
+                    if let Some((_, other)) = files.iter().find(|(n, _)| *n == t.name) {
+                        return Err(TemplateError::Syntax {
+                            path: path.clone(),
+                            line: 1,
+                            message: format!(
+                                "template name `{}` is already used by {}; give one of them another `# name:`",
+                                t.name,
+                                other.display()
+                            ),
+                        });
+                    }
+                    files.push((t.name.clone(), path.clone()));
+                    Ok(t)
+                }
+                _ => Ok(t),
+            });
+            chosen.push(entry);
+        }
+        chosen
+    };
+    let count = chosen.len();
+    let mut problems = 0;
+    for entry in chosen {
+        match entry.and_then(|t| t.check().map(|()| t)) {
+            Ok(t) => println!("ok     {} ({}, {})", t.name, t.scope, t.origin),
             Err(e) => {
                 problems += 1;
                 println!("error  {e}");
@@ -116,36 +147,37 @@ pub fn check(dir: &Path, targets: &[String]) -> ExitCode {
         }
     }
     if problems == 0 {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     } else {
-        eprintln!("{problems} of {} template(s) cannot be used", paths.len());
-        ExitCode::from(EX_DATAERR)
+        eprintln!("{problems} of {count} template(s) cannot be used");
+        Exit::DataErr.into()
     }
 }
 
 /// `callrec pipelines render NAME`: prints a shell command that runs the template in
 /// gst-launch-1.0, fed by test sources or a recorded call.
 pub fn render(
-    dir: &Path,
+    dir: &TemplateDir,
     target: &str,
     source: RenderSource,
     out_dir: Option<PathBuf>,
 ) -> ExitCode {
     if let Err(e) = gst::init() {
-        return fail(&format!("cannot initialise GStreamer: {e}"), EX_SOFTWARE);
-    }
-    let Some(path) = resolve(dir, target) else {
         return fail(
-            &format!(
-                "no template `{target}`: not a file, nor a name in {} (`callrec pipelines list` shows them)",
-                dir.display()
-            ),
-            EX_NOINPUT,
+            &format!("cannot initialise GStreamer: {e}"),
+            Exit::Unavailable,
         );
+    }
+    let mut all = match entries(dir) {
+        Ok(e) => e,
+        Err(code) => return code,
     };
-    let template: Template = match templates::load_file(&path) {
+    let Some(loaded) = resolve(&mut all, target) else {
+        return no_such_template(target, dir);
+    };
+    let template: Template = match loaded {
         Ok(t) => t,
-        Err(e) => return fail(&e.to_string(), EX_DATAERR),
+        Err(e) => return fail(&e.to_string(), Exit::DataErr),
     };
     let out_dir = match out_dir {
         Some(d) => std::path::absolute(d),
@@ -156,7 +188,7 @@ pub fn render(
         Err(e) => {
             return fail(
                 &format!("cannot resolve the output directory: {e}"),
-                EX_CANTCREAT,
+                Exit::CantCreate,
             )
         }
     };
@@ -167,36 +199,43 @@ pub fn render(
         RenderSource::Recording(call_dir) => match CallInputs::load(&call_dir) {
             Ok(inputs) => launch::from_recording(&template, &inputs, &out_dir),
             Err(e @ callrec::offline::OfflineError::Manifest { .. }) => {
-                return fail(&e.to_string(), EX_NOINPUT)
+                return fail(&e.to_string(), Exit::NoInput)
             }
-            Err(e) => return fail(&e.to_string(), EX_DATAERR),
+            Err(e) => return fail(&e.to_string(), Exit::DataErr),
         },
     };
     match description {
         Ok(text) => {
             println!("{}", launch::launch_command(&text, Some(&out_dir)));
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
-        Err(e @ launch::LaunchError::UnsafeOutDir(_)) => fail(&e.to_string(), EX_USAGE),
-        Err(e) => fail(&e.to_string(), EX_DATAERR),
+        Err(e @ launch::LaunchError::UnsafeOutDir(_)) => fail(&e.to_string(), Exit::Usage),
+        Err(e) => fail(&e.to_string(), Exit::DataErr),
     }
 }
 
-/// A template argument: a file if one exists at that path, else a name in `dir`.
-fn resolve(dir: &Path, target: &str) -> Option<PathBuf> {
+/// A template argument: a file if one exists at that path, else a name among `all` (taken
+/// out of it); `None` if it is neither.
+fn resolve(all: &mut Entries, target: &str) -> Option<Result<Template, TemplateError>> {
     let as_path = Path::new(target);
     if as_path.is_file() {
-        return Some(as_path.to_owned());
+        return Some(templates::load_file(as_path));
     }
-    let paths = templates::template_files(dir).ok()?;
-    paths.into_iter().find(|p| {
-        templates::load_file(p)
-            .map(|t| t.name == target)
-            .unwrap_or_else(|_| p.file_stem().is_some_and(|s| s == target))
-    })
+    let i = all.iter().position(|(name, _)| name == target)?;
+    Some(all.remove(i).1)
 }
 
-fn fail(message: &str, code: u8) -> ExitCode {
+fn no_such_template(target: &str, dir: &TemplateDir) -> ExitCode {
+    fail(
+        &format!(
+            "no template `{target}`: not a file, nor a built-in template or one in {} (`callrec pipelines list` shows them)",
+            dir.describe()
+        ),
+        Exit::NoInput,
+    )
+}
+
+fn fail(message: &str, code: Exit) -> ExitCode {
     eprintln!("callrec pipelines: {message}");
-    ExitCode::from(code)
+    code.into()
 }
