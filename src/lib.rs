@@ -1,8 +1,12 @@
 //! callrec: a WebRTC call recorder daemon on GStreamer.
 //!
 //! It joins calls through an app's existing signalling server as an ordinary receive-only
-//! peer and records every participant through operator-editable pipeline templates. See the
-//! README for the architecture; each module's doc says what it owns.
+//! peer and records every participant through operator-editable pipeline templates. One
+//! folder per part of the data flow: `signalling` (protocols) → `supervisor` (the call
+//! table) → `call` (one pipeline per call) → `recording` (call directory, manifest) →
+//! `offline` (post-processing, remix, render); `templates` loads and checks the pipeline
+//! templates, `media` and `mix` hold the GStreamer helpers and mixing pieces they share, and
+//! `daemon` wires it all together. See the README's architecture section.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -10,17 +14,11 @@ pub mod call;
 pub mod config;
 pub mod daemon;
 pub mod exit;
-pub mod gstlog;
-pub mod launch;
+pub mod media;
+pub mod mix;
 pub mod names;
-pub mod notify;
 pub mod offline;
-pub mod post;
-pub mod priming;
 pub mod recording;
-pub mod reload;
-pub mod remix;
 pub mod signalling;
 pub mod supervisor;
-pub mod template_diagnose;
 pub mod templates;

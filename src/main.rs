@@ -9,8 +9,8 @@ use tracing::{error, info, warn};
 
 use callrec::config::DEFAULT_CONFIG_PATH;
 use callrec::daemon;
+use callrec::daemon::notify::Notifier;
 use callrec::exit::Exit;
-use callrec::notify::Notifier;
 use callrec::supervisor::Drained;
 
 mod cli;
@@ -90,7 +90,7 @@ enum PipelinesAction {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), conflicts_with = "from")]
         participants: u16,
         /// Seconds of test media.
-        #[arg(long, default_value_t = callrec::launch::DEFAULT_SECONDS, value_parser = clap::value_parser!(u32).range(1..=86400), conflicts_with = "from")]
+        #[arg(long, default_value_t = callrec::offline::launch::DEFAULT_SECONDS, value_parser = clap::value_parser!(u32).range(1..=86400), conflicts_with = "from")]
         seconds: u32,
         /// Feed it a recorded call's files instead (the call's directory).
         #[arg(long, value_name = "CALL_DIR")]
@@ -243,7 +243,12 @@ fn remix(
         );
         return Exit::NoInput.into();
     };
-    match callrec::remix::remix(call_dir, template, out, callrec::remix::Progress::detect()) {
+    match callrec::offline::remix::remix(
+        call_dir,
+        template,
+        out,
+        callrec::offline::remix::Progress::detect(),
+    ) {
         Ok(report) => {
             for file in &report.files {
                 println!("{}", file.display());
@@ -260,11 +265,11 @@ fn remix(
             eprintln!("callrec remix: {e}");
             match e {
                 // The same codes as `pipelines render --from` for the same failures.
-                callrec::remix::RemixError::Offline(callrec::offline::OfflineError::Manifest {
-                    ..
-                }) => Exit::NoInput,
-                callrec::remix::RemixError::Offline(_) => Exit::DataErr,
-                callrec::remix::RemixError::Io { .. } => Exit::CantCreate,
+                callrec::offline::remix::RemixError::Offline(
+                    callrec::offline::OfflineError::Manifest { .. },
+                ) => Exit::NoInput,
+                callrec::offline::remix::RemixError::Offline(_) => Exit::DataErr,
+                callrec::offline::remix::RemixError::Io { .. } => Exit::CantCreate,
                 _ => Exit::Software,
             }
             .into()

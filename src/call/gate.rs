@@ -72,7 +72,7 @@ impl TimelineGate {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
-            let Some(rt) = crate::call::media::running_time(pad, buffer) else {
+            let Some(rt) = crate::media::probes::running_time(pad, buffer) else {
                 return gst::PadProbeReturn::Ok;
             };
             let shift = match cuts.lock() {
@@ -80,7 +80,7 @@ impl TimelineGate {
                 Err(_) => Some(0),
             };
             match shift {
-                None => crate::call::media::consume(info),
+                None => crate::media::probes::consume(info),
                 Some(0) => gst::PadProbeReturn::Ok,
                 Some(shift) => {
                     if let Some(buffer) = info.buffer_mut() {

@@ -233,108 +233,13 @@ pub fn build_decoder(
     tee_pad
         .link(&sink)
         .map_err(|e| glib::bool_error!("cannot link the decoder: {e:?}"))?;
-    isolate(&tee_pad);
+    crate::media::probes::isolate(&tee_pad);
     Ok(DecodeChain {
         elements,
         tee_pad,
         raw_tee,
         level,
     })
-}
-
-/// Keeps a branch's failure in that branch: buffers leaving `pad` are handed to its peer here,
-/// and whatever the peer returns (a muxer's not-negotiated, a full disk, a stopped mixer), the
-/// tee upstream sees OK. Without this, one broken output would stop the track for every other
-/// output, and the error would end the participant's session. Add it after any other buffer
-/// probe on the pad: it handles the buffer, so later probes would not see it.
-pub fn isolate(pad: &gst::Pad) {
-    pad.add_probe(
-        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-        |pad, info| {
-            let Some(peer) = pad.peer() else {
-                return gst::PadProbeReturn::Pass;
-            };
-            match info.data.take() {
-                Some(gst::PadProbeData::Buffer(buffer)) => {
-                    let _ = peer.chain(buffer);
-                }
-                Some(gst::PadProbeData::BufferList(list)) => {
-                    let _ = peer.chain_list(list);
-                }
-                other => {
-                    info.data = other;
-                    return gst::PadProbeReturn::Pass;
-                }
-            }
-            info.flow_res = Ok(gst::FlowSuccess::Ok);
-            gst::PadProbeReturn::Handled
-        },
-    );
-}
-
-/// The loudest channel's RMS level (dBFS) in a `level` element message.
-pub fn loudest_rms_db(level: &gst::StructureRef) -> Option<f64> {
-    let rms = level.get::<glib::ValueArray>("rms").ok()?;
-    let db = rms
-        .iter()
-        .filter_map(|v| v.get::<f64>().ok())
-        .fold(f64::NEG_INFINITY, f64::max);
-    Some(db)
-}
-
-/// Consumes the buffer, buffer list or event a probe was given, as if it went downstream.
-///
-/// This is how callrec's probes drop data. GStreamer 1.22 unreferences a NULL object (a
-/// critical warning per item) when a probe written in Rust answers DROP, because the Rust
-/// bindings have already released the item; HANDLED with the item consumed has no such step.
-pub fn consume(info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
-    drop(info.data.take());
-    info.flow_res = Ok(gst::FlowSuccess::Ok);
-    gst::PadProbeReturn::Handled
-}
-
-/// Links a track callrec will not record into a fakesink, so webrtcbin never sees a
-/// not-linked error.
-pub fn discard(pipeline: &gst::Pipeline, src: &gst::Pad) -> Result<gst::Element, glib::BoolError> {
-    let sink = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .property("async", false)
-        .build()?;
-    pipeline.add(&sink)?;
-    sink.sync_state_with_parent()?;
-    let pad = sink
-        .static_pad("sink")
-        .ok_or_else(|| glib::bool_error!("fakesink has no sink pad"))?;
-    src.link(&pad)
-        .map_err(|e| glib::bool_error!("cannot link to fakesink: {e:?}"))?;
-    Ok(sink)
-}
-
-/// Requests (or finds) the pad on a template's input element that takes `kind`.
-pub fn input_pad(element: &gst::Element, kind: Kind) -> Option<gst::Pad> {
-    if let Some(pad) = element.static_pad("sink") {
-        if pad.peer().is_none() {
-            return Some(pad);
-        }
-    }
-    let prefix = format!("{}/", kind.as_str());
-    let template = element.pad_template_list().into_iter().find(|t| {
-        t.direction() == gst::PadDirection::Sink
-            && t.presence() == gst::PadPresence::Request
-            && (t.caps().is_any()
-                || t.caps()
-                    .iter()
-                    .any(|s| s.name().starts_with(prefix.as_str())))
-    })?;
-    element.request_pad(&template, None, None)
-}
-
-/// The running time of a buffer on a pad, from the pad's segment.
-pub fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
-    let pts = buffer.pts().or(buffer.dts())?;
-    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
-    let segment = segment.segment().downcast_ref::<gst::ClockTime>()?;
-    segment.to_running_time(pts)
 }
 
 #[cfg(test)]
@@ -362,8 +267,8 @@ mod tests {
     fn matroskamux_inputs_by_kind() {
         gst::init().unwrap();
         let mux = make("matroskamux").unwrap();
-        let v = input_pad(&mux, Kind::Video).unwrap();
-        let a = input_pad(&mux, Kind::Audio).unwrap();
+        let v = crate::media::pads::input_pad(&mux, Kind::Video).unwrap();
+        let a = crate::media::pads::input_pad(&mux, Kind::Audio).unwrap();
         assert!(v.name().starts_with("video_"), "{}", v.name());
         assert!(a.name().starts_with("audio_"), "{}", a.name());
     }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use gst::prelude::*;
 
-use super::fade::FadeTail;
 use super::gate::TimelineGate;
-use super::layout::{self, Tile};
-use super::speaker::SpeakerPicker;
+use crate::mix::fade::FadeTail;
+use crate::mix::layout::{self, Tile};
+use crate::mix::speaker::SpeakerPicker;
 use crate::recording::{MixEntry, MixGap, OnScreen};
 use crate::templates::{Kind, LayoutKind, Template};
 
@@ -171,7 +171,7 @@ impl Mix {
                 .ok_or_else(|| format!("{} has no src pad", mixer.name()))?;
             gate.install(&pad);
         }
-        let files = super::output::sink_files(&bin, call_dir);
+        let files = crate::media::sinks::sink_files(&bin, call_dir);
         pipeline.add(&bin).map_err(|e| e.to_string())?;
         let entry = MixEntry {
             template: template.name.clone(),
@@ -237,7 +237,7 @@ impl Mix {
             .map_err(|e| format!("cannot link into the mix: {e:?}"))?;
         let tail = (kind == Kind::Audio).then(|| FadeTail::install(&feed));
         // A failing mix must not stop the decoder that other mixes share.
-        super::media::isolate(&feed);
+        crate::media::probes::isolate(&feed);
         if kind == Kind::Video {
             hide(&pad);
         }
@@ -441,7 +441,7 @@ impl Mix {
     fn remove_placeholder(&self, p: Placeholder) {
         if let Some(out) = p.elements.last().and_then(|e| e.static_pad("src")) {
             out.add_probe(gst::PadProbeType::DATA_DOWNSTREAM, |_, info| {
-                super::media::consume(info)
+                crate::media::probes::consume(info)
             });
         }
         if let Some(vmix) = &self.vmix {
@@ -527,7 +527,7 @@ impl Mix {
 
     /// True once every sink of the mix has seen EOS.
     pub fn finished(&self) -> bool {
-        super::output::all_sinks_eos(&self.bin)
+        crate::media::sinks::all_sinks_eos(&self.bin)
     }
 }
 
@@ -556,7 +556,8 @@ fn add_source(
 
 /// Requests a mixer pad for `kind`.
 fn request(mixer: &gst::Element, kind: Kind) -> Result<gst::Pad, String> {
-    super::media::input_pad(mixer, kind).ok_or_else(|| format!("{} gave no pad", mixer.name()))
+    crate::media::pads::input_pad(mixer, kind)
+        .ok_or_else(|| format!("{} gave no pad", mixer.name()))
 }
 
 /// Keeps a new compositor pad invisible until the layout places it.

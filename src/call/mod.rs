@@ -8,10 +8,8 @@
 //! others. Its state only moves forward ([`CallState`]); finishing is idempotent and every
 //! wait in it is bounded. A failure ends this call only.
 
-mod fade;
 mod gate;
 mod graphs;
-pub mod layout;
 pub mod media;
 pub mod mix;
 mod negotiation;
@@ -19,7 +17,6 @@ pub mod output;
 mod routing;
 pub mod sdp;
 mod session;
-pub mod speaker;
 mod state;
 mod teardown;
 
@@ -92,8 +89,6 @@ pub struct CallSettings {
     pub media_timeout: Duration,
     /// Write pipeline graphs into `<call_dir>/debug/` (`[debug] graphs`).
     pub graphs: bool,
-    /// What runs over the recordings once the call has ended (handed back when it ends).
-    pub post: crate::post::PostPlan,
 }
 
 /// Orders from the supervisor.
@@ -158,8 +153,6 @@ pub enum CallNote {
         status: CallStatus,
         /// Its directory, if it left one (a call nobody joined leaves none).
         dir: Option<std::path::PathBuf>,
-        /// Its post-processing, as fixed when it started.
-        post: crate::post::PostPlan,
     },
 }
 
@@ -780,7 +773,6 @@ impl Call {
                 .join(recording::MANIFEST_FILE)
                 .is_file()
                 .then(|| self.dir.clone()),
-            post: self.settings.post.clone(),
         };
         if tokio::time::timeout(NULL_TIMEOUT, self.notes_tx.send(note))
             .await
@@ -824,7 +816,7 @@ impl Call {
         let Some(session) = session.map(|s| s.id.clone()) else {
             return;
         };
-        let Some(db) = media::loudest_rms_db(level) else {
+        let Some(db) = crate::mix::loudest_rms_db(level) else {
             return;
         };
         let now = self.now_ms();

@@ -263,7 +263,7 @@ pub(super) fn on_pad_added(
         .and_then(|s| s.get::<String>("encoding-name").ok())
         .unwrap_or_default();
     let discard = |reason: String| {
-        let sink = media::discard(pipeline, pad).ok();
+        let sink = crate::media::pads::discard(pipeline, pad).ok();
         tx.send(CallEvent::TrackDiscarded {
             session: session.to_owned(),
             mline,

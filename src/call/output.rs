@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use gst::prelude::*;
 
-use super::media;
 use super::{CallEvent, EventSender};
 use crate::templates::{Kind, Scope, Template};
 
@@ -204,7 +203,7 @@ impl Output {
                     template.name
                 )
             })?;
-            let target = media::input_pad(&element, kind).ok_or_else(|| {
+            let target = crate::media::pads::input_pad(&element, kind).ok_or_else(|| {
                 format!(
                     "template {}: `{element_name}` has no free pad for {}",
                     template.name,
@@ -230,7 +229,7 @@ impl Output {
                 stats: Arc::default(),
             });
         }
-        let files = sink_files(&bin, call_dir);
+        let files = crate::media::sinks::sink_files(&bin, call_dir);
         pipeline.add(&bin).map_err(|e| e.to_string())?;
         bin.sync_state_with_parent().map_err(|e| e.to_string())?;
         Ok(Output {
@@ -281,10 +280,11 @@ impl Output {
                 };
                 // Files must start decodable: drop video until a keyframe.
                 if is_video && buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                    return media::consume(info);
+                    return crate::media::probes::consume(info);
                 }
                 if !seen.swap(true, Ordering::SeqCst) {
-                    let running = media::running_time(pad, buffer).unwrap_or(gst::ClockTime::ZERO);
+                    let running = crate::media::probes::running_time(pad, buffer)
+                        .unwrap_or(gst::ClockTime::ZERO);
                     events.send(CallEvent::FirstBuffer {
                         session: session.clone(),
                         output: id,
@@ -346,7 +346,7 @@ impl Output {
             tee_pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
                 if let Some(buffer) = info.buffer_mut() {
                     keep_monotonic(buffer, &stats.last_pts_ns);
-                    if let Some(rt) = media::running_time(pad, buffer) {
+                    if let Some(rt) = crate::media::probes::running_time(pad, buffer) {
                         let end = rt.nseconds() + buffer.duration().map_or(0, |d| d.nseconds());
                         stats
                             .last_end_ns
@@ -356,7 +356,7 @@ impl Output {
                 }
                 gst::PadProbeReturn::Ok
             });
-            media::isolate(tee_pad);
+            crate::media::probes::isolate(tee_pad);
             if let Some(probe) = input.block.take() {
                 tee_pad.remove_probe(probe);
             }
@@ -380,7 +380,7 @@ impl Output {
 
     /// True once every sink in the bin has seen EOS.
     pub fn finished(&self) -> bool {
-        all_sinks_eos(&self.bin)
+        crate::media::sinks::all_sinks_eos(&self.bin)
     }
 
     /// The ghost pads that should get EOS.
@@ -401,52 +401,6 @@ impl Output {
             }
         }
     }
-}
-
-/// Prepares a template bin's sinks to join a running live pipeline (no async state change,
-/// written as fast as data comes) and lists the files they write, relative to the call.
-///
-/// A `filesink` left at its default buffering writes straight through to the kernel: its
-/// 64 kB user-space buffer can hold many seconds of a quiet stream, which a crash of the
-/// daemon would lose. The cost is a write per muxed block.
-pub fn sink_files(bin: &gst::Bin, call_dir: &Path) -> Vec<String> {
-    let mut files = vec![];
-    for sink in bin.iterate_sinks().into_iter().flatten() {
-        for (prop, value) in [("async", false), ("sync", false)] {
-            if sink.find_property(prop).is_some() {
-                sink.set_property(prop, value);
-            }
-        }
-        let is_filesink = sink.factory().is_some_and(|f| f.name() == "filesink");
-        if is_filesink {
-            let mode = sink.property_value("buffer-mode");
-            let default = glib::EnumValue::from_value(&mode).is_some_and(|(_, v)| v.value() == -1);
-            if default {
-                sink.set_property_from_str("buffer-mode", "unbuffered");
-            }
-        }
-        for prop in ["location", "playlist-location"] {
-            if sink.find_property(prop).is_some() {
-                if let Some(location) = sink.property::<Option<String>>(prop) {
-                    let rel = Path::new(&location)
-                        .strip_prefix(call_dir)
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or(location);
-                    files.push(rel);
-                }
-            }
-        }
-    }
-    files
-}
-
-/// True once every sink element in a bin has seen EOS on all its sink pads (a sticky event).
-pub fn all_sinks_eos(bin: &gst::Bin) -> bool {
-    bin.iterate_sinks().into_iter().flatten().all(|sink| {
-        sink.sink_pads()
-            .iter()
-            .all(|p| p.sticky_event::<gst::event::Eos>(0).is_some())
-    })
 }
 
 fn release_input(bin: &gst::Bin, input: &mut Input) {

@@ -2,7 +2,7 @@
 //! threads, and the final manifest entries.
 
 use gst::prelude::*;
-use tracing::{error, info};
+use tracing::info;
 
 use super::{Call, CallEvent, Session, EOS_TIMEOUT, NULL_TIMEOUT};
 use crate::recording::{self, TrackStatus};
@@ -95,8 +95,9 @@ impl Call {
             return;
         }
         let pipeline = self.pipeline.clone();
-        self.teardowns
-            .spawn(async move { stop_and_remove(&pipeline, elements).await });
+        self.teardowns.spawn(async move {
+            crate::media::state::stop_and_remove(&pipeline, elements, NULL_TIMEOUT).await
+        });
     }
 
     /// Fills in the manifest entries of a finished session's tracks and files.
@@ -148,23 +149,5 @@ impl Call {
                 }
             }
         }
-    }
-}
-
-/// Sets elements to NULL off the async threads (bounded) and removes them from the pipeline.
-pub(super) async fn stop_and_remove(pipeline: &gst::Pipeline, elements: Vec<gst::Element>) {
-    let pipeline = pipeline.clone();
-    let job = tokio::task::spawn_blocking(move || {
-        for e in &elements {
-            let _ = e.set_locked_state(true);
-            let _ = e.set_state(gst::State::Null);
-            let _ = pipeline.remove(e);
-        }
-    });
-    if tokio::time::timeout(NULL_TIMEOUT, job).await.is_err() {
-        error!(
-            "elements did not stop within {}s; abandoning them",
-            NULL_TIMEOUT.as_secs()
-        );
     }
 }

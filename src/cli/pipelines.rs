@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use callrec::exit::Exit;
-use callrec::launch;
+use callrec::offline::launch;
 use callrec::offline::CallInputs;
 use callrec::templates::{self, Loaded, Origin, Template, TemplateDir, TemplateError};
 

@@ -5,6 +5,8 @@
 //! drains every call on shutdown within the grace period. A reload hands it new settings
 //! (see [`SettingsUpdate`]); calls already running keep the settings they started with.
 
+mod grouping;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +19,11 @@ use tracing::{debug, info, warn};
 
 use crate::call::{self, CallCmd, CallId, CallNote, CallSettings};
 use crate::config::{self, Config};
-use crate::post::{PostPlan, PostQueue};
+use crate::offline::post::{PostPlan, PostQueue};
 use crate::recording::CallStatus;
 use crate::signalling::{SignalCommand, SignalEvent};
 use crate::templates::{Scope, Template, TemplateError, TemplateSet};
+pub use grouping::{call_key, matches_filter};
 
 /// How long stopping waits for running post-processing to notice and clean up.
 const POST_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -104,6 +107,8 @@ struct CallHandle {
     finishing: bool,
     /// Remote candidates dropped because the call's queue was full (logged once).
     dropped_ice: u64,
+    /// What runs over its recordings once it has ended, fixed when it started.
+    post: PostPlan,
 }
 
 struct PendingStart {
@@ -435,10 +440,11 @@ impl Supervisor {
             negotiation_timeout: config::secs(cfg.signalling.negotiation_timeout_secs),
             media_timeout: config::secs(cfg.recording.media_timeout_secs),
             graphs: cfg.debug.graphs,
-            post: PostPlan {
-                templates: self.settings.post_templates.clone(),
-                timeout: config::secs(cfg.post.timeout_secs),
-            },
+        };
+        // Fixed now, so a reload changes post-processing only for calls that start later.
+        let post = PostPlan {
+            templates: self.settings.post_templates.clone(),
+            timeout: config::secs(cfg.post.timeout_secs),
         };
         let (tx, rx) = mpsc::channel(call::COMMAND_QUEUE);
         self.next_id += 1;
@@ -466,6 +472,7 @@ impl Supervisor {
                 empty_since: None,
                 finishing: false,
                 dropped_ice: 0,
+                post,
             },
         );
         self.by_key.insert(key.to_owned(), id);
@@ -531,15 +538,11 @@ impl Supervisor {
                 // Harmless if the server already ended it.
                 self.end_remote(session_id);
             }
-            CallNote::Ended {
-                call,
-                status,
-                dir,
-                post,
-            } => {
+            CallNote::Ended { call, status, dir } => {
                 debug!(%call, ?status, "call task ended");
-                self.forget_call(call);
-                self.post_process(dir, status, post);
+                if let Some(post) = self.forget_call(call) {
+                    self.post_process(dir, status, post);
+                }
             }
         }
     }
@@ -555,10 +558,9 @@ impl Supervisor {
 
     /// Forgets a call whose task has ended. Only that call: a successor with the same key
     /// keeps its handle, sessions and pending starts.
-    fn forget_call(&mut self, id: CallId) {
-        let Some(handle) = self.calls.remove(&id) else {
-            return;
-        };
+    /// Returns the call's post-processing plan.
+    fn forget_call(&mut self, id: CallId) -> Option<PostPlan> {
+        let handle = self.calls.remove(&id)?;
         if self.by_key.get(&handle.key) == Some(&id) {
             self.by_key.remove(&handle.key);
         }
@@ -566,6 +568,7 @@ impl Supervisor {
         let live: std::collections::HashSet<&String> = self.sessions.keys().collect();
         self.producers_in_session.retain(|_, s| live.contains(s));
         self.pending.retain(|_, p| p.call != id);
+        Some(handle.post)
     }
 
     /// Tells a call to finish; it stops taking producers at once, so a group that meets again
@@ -695,59 +698,19 @@ impl Supervisor {
                     .signal_tx
                     .try_send(SignalCommand::EndSession { session_id });
             }
-            CallNote::Ended {
-                dir, status, post, ..
-            } => self.post_process(dir, status, post),
+            CallNote::Ended { call, status, dir } => {
+                if let Some(handle) = self.calls.get(&call) {
+                    self.post_process(dir, status, handle.post.clone());
+                }
+            }
         }
     }
-}
-
-/// The call a producer belongs to: `(key, name)`. Producers sharing a group value share a
-/// call; a producer without one is a call of its own. Keys of the two kinds cannot collide.
-pub fn call_key(peer_id: &str, meta: &Value, group_key: &str) -> (String, String) {
-    match meta.get(group_key) {
-        Some(Value::String(s)) => (format!("g:{s}"), s.clone()),
-        Some(v) if !v.is_null() => {
-            let s = v.to_string();
-            (format!("g:{s}"), s)
-        }
-        _ => (format!("p:{peer_id}"), format!("peer-{peer_id}")),
-    }
-}
-
-/// True if every filter pair is in the producer's meta (string values, or other JSON values
-/// compared by their JSON text).
-pub fn matches_filter(meta: &Value, filter: &std::collections::BTreeMap<String, String>) -> bool {
-    filter.iter().all(|(k, want)| match meta.get(k) {
-        Some(Value::String(s)) => s == want,
-        Some(v) => *v == serde_json::from_str::<Value>(want).unwrap_or(Value::Null),
-        None => false,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn grouping_by_meta_key() {
-        let (a, name) = call_key("p1", &json!({"call": "standup"}), "call");
-        let (b, _) = call_key("p2", &json!({"call": "standup"}), "call");
-        assert_eq!(a, b);
-        assert_eq!(name, "standup");
-        let (c, name_c) = call_key("p3", &json!({"room": "x"}), "call");
-        assert_ne!(a, c);
-        assert_eq!(name_c, "peer-p3");
-        let (d, _) = call_key("p4", &Value::Null, "call");
-        assert_ne!(c, d);
-        // A meta value equal to a peer id is still a different call.
-        let (e, _) = call_key("x", &Value::Null, "call");
-        let (f, _) = call_key("y", &json!({"call": "x"}), "call");
-        assert_ne!(e, f);
-        let (g, name_g) = call_key("p", &json!({"call": 42}), "call");
-        assert_eq!((g.as_str(), name_g.as_str()), ("g:42", "42"));
-    }
 
     /// A group that meets again while its previous call is still finishing gets a new call,
     /// and the old call's end does not touch the new one.
@@ -780,7 +743,6 @@ mod tests {
             call: first,
             status: CallStatus::Complete,
             dir: None,
-            post: PostPlan::default(),
         };
         sup.on_note(ended);
         assert!(!sup.calls.contains_key(&first));
@@ -818,7 +780,6 @@ mod tests {
             call: first,
             status: CallStatus::Complete,
             dir: None,
-            post: PostPlan::default(),
         });
         sup.last_admission = Instant::now() - Duration::from_secs(2);
         sup.on_tick();
@@ -836,17 +797,5 @@ mod tests {
         assert!(sup.waiting.is_empty());
         while signal_rx.try_recv().is_ok() {}
         sup.drain().await;
-    }
-
-    #[test]
-    fn filter_matching() {
-        let mut filter = std::collections::BTreeMap::new();
-        assert!(matches_filter(&Value::Null, &filter));
-        filter.insert("record".to_owned(), "yes".to_owned());
-        assert!(matches_filter(&json!({"record": "yes", "x": 1}), &filter));
-        assert!(!matches_filter(&json!({"record": "no"}), &filter));
-        assert!(!matches_filter(&Value::Null, &filter));
-        filter.insert("n".to_owned(), "1".to_owned());
-        assert!(matches_filter(&json!({"record": "yes", "n": 1}), &filter));
     }
 }

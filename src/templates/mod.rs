@@ -11,6 +11,8 @@
 //! substituted, and every value is checked against a safe character set first, so nothing
 //! from the network can change a pipeline's syntax.
 
+pub mod diagnose;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,6 @@ use std::path::{Path, PathBuf};
 use gst::prelude::*;
 
 use crate::names;
-use crate::template_diagnose as diagnose;
 
 /// Where a template instance sits in the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -51,25 +52,7 @@ impl fmt::Display for Scope {
     }
 }
 
-/// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// An audio track.
-    Audio,
-    /// A video track.
-    Video,
-}
-
-impl Kind {
-    /// `audio` or `video`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Audio => "audio",
-            Kind::Video => "video",
-        }
-    }
-}
+pub use crate::media::Kind;
 
 /// Where the packaged templates are installed; layered over the built-in ones when it exists
 /// and `[recording] pipelines_dir` is not set.
@@ -211,7 +194,6 @@ impl TemplateDir {
         }
     }
 }
-
 /// A template that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -662,7 +644,7 @@ impl Template {
     ) -> Result<(gst::Bin, String), TemplateError> {
         let text = self.render(vars)?;
         let bin = self.parse_bin(&text)?;
-        crate::priming::compensate(&bin);
+        crate::media::priming::compensate(&bin);
         Ok((bin, text))
     }
 

@@ -4,6 +4,10 @@
 //! [`prepare`] is the one validation of config and templates: start-up, `callrec check` and
 //! SIGHUP reloads all go through it, so a reload accepts exactly what a start would.
 
+pub mod gstlog;
+pub mod notify;
+pub mod reload;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
@@ -14,12 +18,12 @@ use tracing::{info, warn};
 
 use crate::config::{self, Config, Protocol};
 use crate::exit::Exit;
-use crate::notify::Notifier;
 use crate::recording;
-use crate::reload::{self, Reloader};
 use crate::signalling::{client, SignalEvent};
 use crate::supervisor::{Drained, Supervisor, SupervisorSettings};
 use crate::templates::{Failure, Origin, TemplateDir, TemplateError, TemplateSet};
+use notify::Notifier;
+use reload::Reloader;
 
 /// Why the daemon could not start, with the sysexits code to exit with.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +110,7 @@ fn fatal_failures(failures: Vec<Failure>, config: &Config) -> Vec<TemplateError>
 fn init_gstreamer() -> Result<(), StartError> {
     static BRIDGE: Once = Once::new();
     gst::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
-    BRIDGE.call_once(crate::gstlog::bridge);
+    BRIDGE.call_once(crate::daemon::gstlog::bridge);
     Ok(())
 }
 

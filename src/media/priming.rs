@@ -78,7 +78,7 @@ pub fn compensate(bin: &gst::Bin) {
                 // Before the shifted start, or untimed (avenc_aac's last frame at EOS can
                 // come without a PTS when its input stopped earlier): mp4mux would refuse it
                 // and fail the whole file over 21 ms of audio.
-                Some(_) | None => crate::call::media::consume(info),
+                Some(_) | None => crate::media::probes::consume(info),
             }
         });
     }
@@ -101,7 +101,7 @@ mod tests {
             if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
                 record.lock().unwrap().push(pts.mseconds());
             }
-            crate::call::media::consume(info)
+            crate::media::probes::consume(info)
         });
         let caps = gst::Caps::builder("audio/mpeg")
             .field("mpegversion", 4i32)

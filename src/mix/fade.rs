@@ -28,7 +28,7 @@ struct Tail {
 pub struct FadeTail(Arc<Mutex<Tail>>);
 
 impl FadeTail {
-    /// Holds back one buffer on `feed` (add before [`super::media::isolate`], which then
+    /// Holds back one buffer on `feed` (add before [`crate::media::probes::isolate`], which then
     /// passes on the previous buffer in its place).
     pub fn install(feed: &gst::Pad) -> Self {
         let tail = Self::default();

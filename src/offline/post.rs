@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::launch;
+use crate::offline::launch;
+use crate::offline::remix::{self, Limits, Progress};
 use crate::offline::CallInputs;
 use crate::recording::{self, PostEntry, PostStatus};
-use crate::remix::{self, Limits, Progress};
 use crate::templates::Template;
 
 /// How a template's run over a call ended.
@@ -364,10 +364,10 @@ fn run_files(
             .map_err(|e| format!("{}: cannot build the pipeline: {e}", file.file))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| format!("{}: the description did not make a pipeline", file.file))?;
-        crate::priming::compensate(pipeline.upcast_ref());
+        crate::media::priming::compensate(pipeline.upcast_ref());
         // Two files of one participant (a rejoin, or one file per track) would otherwise
         // write the same output one after the other, and only the last would be kept.
-        let outputs = crate::call::output::sink_files(pipeline.upcast_ref(), staging);
+        let outputs = crate::media::sinks::sink_files(pipeline.upcast_ref(), staging);
         if let Some(again) = outputs.iter().find(|f| staging.join(f).exists()) {
             return Err(format!(
                 "{}: would write {again} again (an earlier recording of the call wrote it); name the outputs after ${{input}}, which differs per file",

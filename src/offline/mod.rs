@@ -9,13 +9,17 @@
 //! background source and silence span the whole call, as in the live mix, so the output
 //! starts at the call's start and lasts until its last media.
 
+pub mod launch;
+pub mod post;
+pub mod remix;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::call::layout::{self, Rect, Tile};
 use crate::call::mix;
-use crate::call::speaker::SpeakerPicker;
+use crate::mix::layout::{self, Rect, Tile};
+use crate::mix::speaker::SpeakerPicker;
 use crate::names;
 use crate::recording::{Manifest, MANIFEST_FILE};
 use crate::templates::{Kind, Template, TemplateError};
@@ -579,7 +583,7 @@ fn audio_levels(dir: &Path, f: &InputFile) -> Result<Vec<(Duration, f64)>, Strin
         };
         if let (Ok(at), Some(db)) = (
             s.get::<gst::ClockTime>("timestamp"),
-            crate::call::media::loudest_rms_db(s),
+            crate::mix::loudest_rms_db(s),
         ) {
             levels.push((Duration::from_nanos(at.nseconds()), db));
         }

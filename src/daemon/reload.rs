@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::daemon::notify::Notifier;
 use crate::daemon::{self, StartError};
-use crate::notify::Notifier;
 use crate::supervisor::SettingsUpdate;
 
 /// Why a reload was not applied.

@@ -14,7 +14,7 @@ use gst::prelude::*;
 use gst_controller::prelude::*;
 use tracing::info;
 
-use crate::call::layout::Rect;
+use crate::mix::layout::Rect;
 use crate::offline::{CallInputs, OfflineError};
 use crate::recording::{self, MixEntry, OnScreen};
 use crate::templates::{Kind, Template};
@@ -118,9 +118,9 @@ pub fn remix(
         .map_err(|e| RemixError::Build(e.to_string()))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| RemixError::Build("the description did not make a pipeline".into()))?;
-    crate::priming::compensate(pipeline.upcast_ref());
+    crate::media::priming::compensate(pipeline.upcast_ref());
     let on_screen = place_participants(&pipeline, &inputs, template)?;
-    let files = crate::call::output::sink_files(pipeline.upcast_ref(), &inputs.dir);
+    let files = crate::media::sinks::sink_files(pipeline.upcast_ref(), &inputs.dir);
     let started = Instant::now();
     let total = inputs.duration();
     let result = run(&pipeline, total, progress, Limits::default());

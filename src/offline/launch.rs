@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::call::layout::{self, Tile};
+use crate::mix::layout::{self, Tile};
 use crate::names;
 use crate::offline::{CallInputs, InputFile, OfflineError};
 use crate::recording::TrackStatus;

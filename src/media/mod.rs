@@ -1,0 +1,28 @@
+//! Generic GStreamer helpers used across callrec, independent of calls and templates: probes,
+//! pads, sinks, and the MP4 priming fix.
+
+pub mod pads;
+pub mod priming;
+pub mod probes;
+pub mod sinks;
+pub mod state;
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An audio track.
+    Audio,
+    /// A video track.
+    Video,
+}
+
+impl Kind {
+    /// `audio` or `video`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Audio => "audio",
+            Kind::Video => "video",
+        }
+    }
+}
