@@ -1,4 +1,4 @@
-//! kill -9 in the middle of a call: every passthrough file and every live mix plays up to
+//! kill -9 in the middle of a call: every passthrough file and the live mix (`mix-mp4`) plays up to
 //! at most 2 s before the kill, and a restart marks the call `interrupted` and records new
 //! calls. (Post-processing cut short by a crash is covered in `tests/post.rs`.)
 
@@ -14,7 +14,7 @@ use common::{Daemon, SignallingServer, TestPeer};
 
 fn config(url: &str, recordings: &Path) -> String {
     format!(
-        "[signalling]\nurl = \"{url}\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{}\"\ntemplates = [\"participant-mkv\", \"mix-webm\", \"mix-mp4\"]\nlinger_secs = 1\n[ice]\nlocal_addresses = [\"127.0.0.1\"]\n",
+        "[signalling]\nurl = \"{url}\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{}\"\ntemplates = [\"participant-mkv\", \"mix-mp4\"]\nlinger_secs = 1\n[ice]\nlocal_addresses = [\"127.0.0.1\"]\n",
         recordings.display(),
         concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines")
     )
