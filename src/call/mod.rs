@@ -40,6 +40,9 @@ pub use state::CallState;
 
 /// How long sinks get to see EOS before their bin is stopped anyway.
 const EOS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a live mix gets to drain at the call's end: it may hold seconds of raw video
+/// queued before its encoder on a busy machine, and all of it is the call's last moments.
+const MIX_EOS_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long one state change to NULL may take before the element is abandoned.
 const NULL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the call's timers run.
@@ -788,7 +791,7 @@ impl Call {
         for m in &mut self.mixes {
             m.send_eos(now);
         }
-        let deadline = tokio::time::Instant::now() + EOS_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + MIX_EOS_TIMEOUT;
         while self.mixes.iter().any(|m| !m.finished()) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -46,6 +46,10 @@ pub fn offered_tracks(sdp: &str) -> Result<(gst_sdp::SDPMessage, Vec<OfferedTrac
     if mlines > MAX_MLINES {
         return Err(SdpError::TooManyTracks(mlines));
     }
+    // GStreamer's parser asserts a non-empty buffer (a GLib critical, not an error).
+    if sdp.is_empty() {
+        return Err(SdpError::Invalid("empty offer".into()));
+    }
     let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
         .map_err(|e| SdpError::Invalid(e.to_string()))?;
     let session_dir = direction(msg.attributes().map(|a| a.key()));
@@ -142,6 +146,7 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:da
     fn rejects_garbage_and_empty_offers() {
         gst::init().unwrap();
         assert!(offered_tracks("v=0\r\n").is_err());
+        assert!(matches!(offered_tracks(""), Err(SdpError::Invalid(_))));
         let recv_only = OFFER
             .replace("a=sendonly", "a=recvonly")
             .replace("a=sendrecv", "a=inactive");

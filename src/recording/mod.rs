@@ -490,6 +490,26 @@ mod tests {
     }
 
     #[test]
+    fn meta_numbers_survive_rewrites() {
+        // serde_json's default float parsing can be one ULP off, so a producer's meta number
+        // changed each time the manifest was rewritten (found by tests/properties.rs).
+        let mut m = Manifest::new("c", "c");
+        m.participants.push(ParticipantEntry {
+            id: "p".into(),
+            name: "p".into(),
+            meta: serde_json::json!({ "x": -4.4950615236896673e263 }),
+            session: "s".into(),
+            joined_at: now_rfc3339(),
+            left_at: None,
+            end_reason: None,
+        });
+        let once = serde_json::to_string(&m).unwrap();
+        let back: Manifest = serde_json::from_str(&once).unwrap();
+        assert_eq!(back.participants[0].meta, m.participants[0].meta);
+        assert_eq!(serde_json::to_string(&back).unwrap(), once);
+    }
+
+    #[test]
     fn timestamps_are_rfc3339_utc() {
         let t = now_rfc3339();
         assert!(t.ends_with('Z') && t.len() == 24, "{t}");
