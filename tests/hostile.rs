@@ -49,26 +49,28 @@ enum Attack {
     CandidateFlood(usize),
 }
 
-/// A producer on a raw WebSocket, run on its own thread; it stops when dropped.
-struct HostileProducer {
+/// An async job on a thread of its own (its own runtime), stopped and joined when dropped:
+/// the raw-WebSocket producers below run in it beside the synchronous test.
+struct Background {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Vec<Value>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl HostileProducer {
-    fn start(url: &str, meta: Value, attack: Attack) -> Self {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let url = url.to_owned();
+impl Background {
+    fn start<F>(job: F) -> Self
+    where
+        F: std::future::Future + Send + 'static,
+    {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let run = run_hostile(&url, meta, attack);
                 tokio::select! {
-                    seen = run => seen,
-                    _ = stop_rx => vec![],
+                    _ = job => {}
+                    _ = stop_rx => {}
                 }
             })
         });
@@ -79,7 +81,7 @@ impl HostileProducer {
     }
 }
 
-impl Drop for HostileProducer {
+impl Drop for Background {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -88,6 +90,12 @@ impl Drop for HostileProducer {
             let _ = t.join();
         }
     }
+}
+
+/// A hostile producer on a raw WebSocket, in the background until dropped.
+fn hostile_producer(url: &str, meta: Value, attack: Attack) -> Background {
+    let url = url.to_owned();
+    Background::start(async move { run_hostile(&url, meta, attack).await })
 }
 
 async fn run_hostile(url: &str, meta: Value, attack: Attack) -> Vec<Value> {
@@ -183,10 +191,13 @@ fn wait_first_frame(call_dir: &std::path::Path, peer: &str, timeout: Duration) -
 /// the same call: its file starts within 2 s of its session and plays. Returns the call's
 /// manifest and the hostile participant's entry, if it joined.
 fn attack_beside_a_good_participant(attack: Attack) -> (Value, Option<Value>) {
+    // Built (or found) before the clock starts: the good participant must join within the
+    // call's linger after the attack.
+    common::testpeer_bin();
     let server = SignallingServer::start();
     let rec = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&config(&server.url(), rec.path()));
-    let _hostile = HostileProducer::start(
+    let _hostile = hostile_producer(
         &server.url(),
         json!({"call": "crowded", "name": "hostile"}),
         attack,
@@ -267,67 +278,32 @@ fn ten_thousand_ice_candidates_break_nothing() {
 }
 
 /// `n` producers that register, each in a call of its own, and do nothing else; they
-/// disconnect when dropped.
-struct Swarm {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<usize>>,
-}
-
-impl Swarm {
-    fn start(url: &str, n: usize) -> Self {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let url = url.to_owned();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut sockets = vec![];
-                for i in 0..n {
-                    let connect = tokio_tungstenite::connect_async(url.as_str());
-                    let Ok(Ok((mut ws, _))) =
-                        tokio::time::timeout(Duration::from_secs(10), connect).await
-                    else {
-                        break;
-                    };
-                    let status = json!({"type": "setPeerStatus", "roles": ["producer"],
-                        "meta": {"call": format!("swarm-{i}")}});
-                    if ws.send(Message::text(status.to_string())).await.is_err() {
-                        break;
-                    }
-                    sockets.push(ws);
-                }
-                let registered = sockets.len();
-                // Keep reading so the server's queues to us never fill.
-                let reads = futures::future::join_all(
-                    sockets
-                        .iter_mut()
-                        .map(|ws| async move { while let Some(Ok(_)) = ws.next().await {} }),
-                );
-                tokio::select! {
-                    _ = reads => {}
-                    _ = stop_rx => {}
-                }
-                registered
-            })
-        });
-        Self {
-            stop: Some(stop_tx),
-            thread: Some(thread),
+/// disconnect when the returned job is dropped.
+fn swarm(url: &str, n: usize) -> Background {
+    let url = url.to_owned();
+    Background::start(async move {
+        let mut sockets = vec![];
+        for i in 0..n {
+            let connect = tokio_tungstenite::connect_async(url.as_str());
+            let Ok(Ok((mut ws, _))) = tokio::time::timeout(Duration::from_secs(10), connect).await
+            else {
+                break;
+            };
+            let status = json!({"type": "setPeerStatus", "roles": ["producer"],
+                "meta": {"call": format!("swarm-{i}")}});
+            if ws.send(Message::text(status.to_string())).await.is_err() {
+                break;
+            }
+            sockets.push(ws);
         }
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+        // Keep reading so the server's queues to us never fill.
+        futures::future::join_all(
+            sockets
+                .iter_mut()
+                .map(|ws| async move { while let Some(Ok(_)) = ws.next().await {} }),
+        )
+        .await;
+    })
 }
 
 /// A thousand producers appear at once: callrec admits `max_calls` calls, refuses the rest
@@ -340,7 +316,7 @@ fn a_thousand_producers_at_once_are_refused_beyond_max_calls() {
         .replace("linger_secs = 5", "linger_secs = 1\nmax_calls = 5")
         .replace("[recording]", "negotiation_timeout_secs = 3\n[recording]");
     let mut daemon = Daemon::start(&cfg);
-    let swarm = Swarm::start(&server.url(), 1000);
+    let swarm = swarm(&server.url(), 1000);
     let refused = common::wait_for(Duration::from_secs(60), Duration::from_millis(200), || {
         let n = daemon.log().matches("recording.max_calls reached").count();
         (n >= 995).then_some(n)

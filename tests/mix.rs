@@ -30,6 +30,27 @@ fn presence_secs(m: &serde_json::Value) -> f64 {
     last_left - rfc3339_secs(&m["started_at"])
 }
 
+/// A mix's main file (an HLS mix's playlist) and how long it plays.
+fn mix_file_secs(dir: &std::path::Path, mix: &serde_json::Value) -> (std::path::PathBuf, f64) {
+    let files: Vec<&str> = mix["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    let file = files
+        .iter()
+        .find(|f| f.ends_with(".m3u8"))
+        .unwrap_or(&files[0]);
+    let path = dir.join(file);
+    let secs = if file.ends_with(".m3u8") {
+        playlist_secs(&std::fs::read_to_string(&path).unwrap())
+    } else {
+        common::probe(&path).duration_s
+    };
+    (path, secs)
+}
+
 /// Total duration of an HLS playlist's segments.
 fn playlist_secs(playlist: &str) -> f64 {
     playlist
@@ -924,17 +945,7 @@ fn mixes_end_within_a_second_of_the_last_participant_leaving() {
     assert_eq!(mixes.len(), 4, "{m:#}");
     for mix in mixes {
         assert_eq!(mix["status"], "complete", "{m:#}");
-        let files = mix["files"].as_array().unwrap();
-        let file = files
-            .iter()
-            .filter_map(|f| f.as_str())
-            .find(|f| f.ends_with(".m3u8"))
-            .unwrap_or_else(|| files[0].as_str().unwrap());
-        let secs = if file.ends_with(".m3u8") {
-            playlist_secs(&std::fs::read_to_string(dir.join(file)).unwrap())
-        } else {
-            common::probe(&dir.join(file)).duration_s
-        };
+        let (_, secs) = mix_file_secs(&dir, mix);
         assert!(
             secs <= left + 1.0 && secs >= left - 1.5,
             "{}: {secs:.2} s; the last participant left at {left:.2} s, the call ended at {call:.2} s",
@@ -991,19 +1002,7 @@ fn a_mix_goes_on_when_someone_returns_within_the_linger() {
         let gap =
             (gaps[0]["to_ms"].as_f64().unwrap() - gaps[0]["from_ms"].as_f64().unwrap()) / 1000.0;
         assert!(gap > 1.0, "{mix:#}");
-        let file = mix["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|f| f.as_str())
-            .find(|f| f.ends_with(".m3u8") || mix["template"] != "mix-hls")
-            .map(|f| dir.join(f))
-            .unwrap();
-        let secs = if mix["template"] == "mix-hls" {
-            playlist_secs(&std::fs::read_to_string(&file).unwrap())
-        } else {
-            common::probe(&file).duration_s
-        };
+        let (file, secs) = mix_file_secs(&dir, mix);
         let expected = left - gap;
         assert!(
             (secs - expected).abs() < 1.2,

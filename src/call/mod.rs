@@ -415,6 +415,11 @@ impl Call {
                 }
             }
             CallCmd::Offer { session_id, sdp } => {
+                if !self.sessions.contains_key(&session_id) {
+                    // Queued before callrec ended that session (a flood, usually).
+                    debug!(call = %self.settings.name, session = %session_id, "offer for an ended session; ignoring it");
+                    return;
+                }
                 if let Err(e) = self.on_offer(&session_id, sdp) {
                     warn!(call = %self.settings.name, session = %session_id, "cannot answer the offer: {e}");
                     self.end_session(&session_id, &format!("negotiation failed: {e}"));
