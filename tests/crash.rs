@@ -6,9 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde_json::Value;
+use std::time::Duration;
 
 use common::{Daemon, SignallingServer, TestPeer};
 
@@ -18,23 +16,6 @@ fn config(url: &str, recordings: &Path) -> String {
         recordings.display(),
         concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines")
     )
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// An RFC 3339 UTC timestamp from the manifest, as seconds since the epoch.
-fn rfc3339_secs(v: &Value) -> f64 {
-    let t = time::OffsetDateTime::parse(
-        v.as_str().expect("a timestamp"),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .expect("RFC 3339");
-    t.unix_timestamp_nanos() as f64 / 1e9
 }
 
 /// The end of the last packet ffprobe can read from a file, in seconds of its timeline.
@@ -91,7 +72,7 @@ fn kill_9_loses_at_most_two_seconds_and_a_restart_carries_on() {
         p.wait_event("connected", Duration::from_secs(20));
     }
     std::thread::sleep(Duration::from_secs(8));
-    let killed_at = now_secs();
+    let killed_at = common::wall_secs();
     daemon.sigkill();
     let dir = rec.path().join("crash");
     let m = common::read_manifest(&dir);
@@ -99,7 +80,7 @@ fn kill_9_loses_at_most_two_seconds_and_a_restart_carries_on() {
         m["status"], "recording",
         "a killed daemon leaves the call open"
     );
-    let started = rfc3339_secs(&m["started_at"]);
+    let started = common::rfc3339_secs(&m["started_at"]);
     let mut checked = 0;
     for track in m["tracks"].as_array().unwrap() {
         let (Some(file), Some(offset)) =

@@ -10,24 +10,15 @@ use common::{Daemon, SignallingServer, TestPeer};
 
 const PIPELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
 
-fn rfc3339_secs(v: &serde_json::Value) -> f64 {
-    let t = time::OffsetDateTime::parse(
-        v.as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    t.unix_timestamp_nanos() as f64 / 1e9
-}
-
 /// Seconds from the call's start until its last participant left: how long a mix lasts.
 fn presence_secs(m: &serde_json::Value) -> f64 {
     let last_left = m["participants"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| rfc3339_secs(&p["left_at"]))
+        .map(|p| common::rfc3339_secs(&p["left_at"]))
         .fold(f64::MIN, f64::max);
-    last_left - rfc3339_secs(&m["started_at"])
+    last_left - common::rfc3339_secs(&m["started_at"])
 }
 
 /// A mix's main file (an HLS mix's playlist) and how long it plays.
@@ -253,7 +244,7 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
                 .to_owned(),
         );
         p.wait_event("connected", Duration::from_secs(20));
-        connected_at.push(wall_secs());
+        connected_at.push(common::wall_secs());
         peers.push(p);
         std::thread::sleep(Duration::from_secs(3));
     }
@@ -359,7 +350,7 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
         );
         // Joins and the leave reflow the layout within a second: of the producer's media
         // starting to flow, and of the daemon hearing they left.
-        let started = rfc3339_secs(&m["started_at"]);
+        let started = common::rfc3339_secs(&m["started_at"]);
         let left: Vec<f64> = ids
             .iter()
             .map(|id| {
@@ -368,7 +359,7 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
                     .unwrap()
                     .iter()
                     .find(|p| p["id"] == id.as_str())
-                    .map(|p| rfc3339_secs(&p["left_at"]) - started)
+                    .map(|p| common::rfc3339_secs(&p["left_at"]) - started)
                     .unwrap()
             })
             .collect();
@@ -433,14 +424,6 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
             );
         }
     }
-}
-
-/// Now, in seconds since the Unix epoch.
-fn wall_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 fn mix_config(url: &str, rec: &std::path::Path, pipelines: &str, templates: &str) -> String {
@@ -936,7 +919,7 @@ fn mixes_end_within_a_second_of_the_last_participant_leaving() {
     let dir = rec.path().join("ends");
     let m = common::wait_complete(&dir);
     let left = presence_secs(&m);
-    let call = rfc3339_secs(&m["ended_at"]) - rfc3339_secs(&m["started_at"]);
+    let call = common::rfc3339_secs(&m["ended_at"]) - common::rfc3339_secs(&m["started_at"]);
     assert!(
         call > left + 4.0,
         "the call lingered: {call:.2} s, left at {left:.2} s"

@@ -712,21 +712,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A supervisor recording into `rec` with the shipped templates and `recording` extra
+    /// `[recording]` lines, and the receiving end of its signalling commands.
+    fn supervisor(
+        rec: &std::path::Path,
+        recording: &str,
+    ) -> (Supervisor, mpsc::Receiver<SignalCommand>) {
+        gst::init().unwrap();
+        let pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
+        let config = Config::parse(&format!(
+            "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{pipelines}\"\n{recording}",
+            rec.display()
+        ))
+        .unwrap();
+        let set = TemplateSet::load_dir(std::path::Path::new(pipelines)).unwrap();
+        let (signal_tx, signal_rx) = mpsc::channel(64);
+        let sup = Supervisor::new(SupervisorSettings::new(config, &set).unwrap(), signal_tx);
+        (sup, signal_rx)
+    }
+
     /// A group that meets again while its previous call is still finishing gets a new call,
     /// and the old call's end does not touch the new one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_ending_late_does_not_drop_its_successor() {
-        gst::init().unwrap();
         let rec = tempfile::tempdir().unwrap();
-        let pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
-        let config = Config::parse(&format!(
-            "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{pipelines}\"\n",
-            rec.path().display()
-        ))
-        .unwrap();
-        let set = TemplateSet::load_dir(std::path::Path::new(pipelines)).unwrap();
-        let (signal_tx, mut signal_rx) = mpsc::channel(64);
-        let mut sup = Supervisor::new(SupervisorSettings::new(config, &set).unwrap(), signal_tx);
+        let (mut sup, mut signal_rx) = supervisor(rec.path(), "");
         let meta = json!({"call": "standup"});
         sup.on_producer("p1".into(), Some(meta.clone()));
         let first = *sup.by_key.get("g:standup").expect("a call for the group");
@@ -759,17 +769,8 @@ mod tests {
     /// A producer refused at `max_calls` is recorded once a call has ended.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn producers_refused_for_room_are_admitted_later() {
-        gst::init().unwrap();
         let rec = tempfile::tempdir().unwrap();
-        let pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
-        let config = Config::parse(&format!(
-            "[signalling]\nurl = \"ws://127.0.0.1:9\"\n[recording]\ndir = \"{}\"\npipelines_dir = \"{pipelines}\"\nmax_calls = 1\nmin_free_mb = 0\n",
-            rec.path().display()
-        ))
-        .unwrap();
-        let set = TemplateSet::load_dir(std::path::Path::new(pipelines)).unwrap();
-        let (signal_tx, mut signal_rx) = mpsc::channel(64);
-        let mut sup = Supervisor::new(SupervisorSettings::new(config, &set).unwrap(), signal_tx);
+        let (mut sup, mut signal_rx) = supervisor(rec.path(), "max_calls = 1\nmin_free_mb = 0\n");
         sup.on_producer("a".into(), Some(json!({"call": "one"})));
         sup.on_producer("b".into(), Some(json!({"call": "two"})));
         assert!(sup.pending.contains_key("a"));

@@ -8,6 +8,24 @@ use serde_json::Value;
 
 use super::processes::wait_for;
 
+/// An RFC 3339 timestamp from a manifest, as seconds since the Unix epoch.
+pub fn rfc3339_secs(v: &Value) -> f64 {
+    let t = time::OffsetDateTime::parse(
+        v.as_str().expect("a timestamp"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    t.unix_timestamp_nanos() as f64 / 1e9
+}
+
+/// The wall clock now, as seconds since the Unix epoch (to compare with [`rfc3339_secs`]).
+pub fn wall_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 /// Reads `manifest.json` of a call directory (Null if absent or mid-write).
 pub fn read_manifest(call_dir: &Path) -> Value {
     std::fs::read_to_string(call_dir.join("manifest.json"))

@@ -28,7 +28,7 @@ mod server;
 pub use self::{
     daemon::Daemon,
     fixtures::{config_file, pipelines_with, PIPELINES},
-    manifest::{files_of, find_call_dirs, read_manifest, wait_complete},
+    manifest::{files_of, find_call_dirs, read_manifest, rfc3339_secs, wait_complete, wall_secs},
     media::{
         assert_playable, decode_check, first_video_frame_is_keyframe, probe, DecodeReport, Expect,
         MediaInfo, StreamInfo,
