@@ -399,14 +399,20 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
         // present can move between two samples (Opus noise allowed for), also when people
         // join or leave.
         let samples = audio_at(&file, 0.0, call_secs);
-        let max_step = samples
+        let (at, max_step) = samples
             .windows(2)
             .map(|w| (w[1] - w[0]).abs())
-            .fold(0.0f32, f32::max);
+            .enumerate()
+            .fold(
+                (0, 0.0f32),
+                |best, (i, s)| if s > best.1 { (i, s) } else { best },
+            );
         assert!(
             max_step < 0.12,
-            "{}: a click in the mixed audio (a step of {max_step:.3} between two samples)",
-            mix["template"]
+            "{}: a click in the mixed audio (a step of {max_step:.3} between two samples at \
+             {:.3} s; people on screen {spans:?})",
+            mix["template"],
+            at as f64 / 48_000.0
         );
         // ...and no dropouts while anyone is there (each tone alone has an RMS of about 0.2).
         let first_in = spans.iter().map(|s| s.1).fold(f64::MAX, f64::min) + 0.5;

@@ -235,7 +235,10 @@ impl Mix {
             .ok_or("tee gave no pad")?;
         feed.link(&ghost)
             .map_err(|e| format!("cannot link into the mix: {e:?}"))?;
-        let tail = (kind == Kind::Audio).then(|| FadeTail::install(&feed));
+        let tail = match (kind, mixer.static_pad("src")) {
+            (Kind::Audio, Some(src)) => Some(FadeTail::install(&feed, src)),
+            _ => None,
+        };
         // A failing mix must not stop the decoder that other mixes share.
         crate::media::probes::isolate(&feed);
         if kind == Kind::Video {
