@@ -134,9 +134,27 @@ impl TimelineGate {
         Some((last.from, to))
     }
 
-    /// True while closed.
-    #[cfg(test)]
-    fn is_closed(&self) -> bool {
+    /// The running time (ns) a buffer had before the gate moved it earlier: `shifted` plus
+    /// the cuts before it. Lets a probe downstream of the gate compare a buffer with the clock.
+    pub fn uncut(&self, shifted: u64) -> u64 {
+        let Ok(cuts) = self.cuts.lock() else {
+            return shifted;
+        };
+        let mut shift = 0;
+        for cut in &cuts.list {
+            let Some(to) = cut.to else { break };
+            // Buffers from before this cut were moved by `shift` and end up before
+            // `cut.from - shift`; buffers after it were moved by its length as well.
+            if shifted + shift < cut.from {
+                break;
+            }
+            shift += to - cut.from;
+        }
+        shifted + shift
+    }
+
+    /// True while closed: nothing passes, so nothing downstream is expected to keep up.
+    pub fn is_closed(&self) -> bool {
         self.cuts
             .lock()
             .is_ok_and(|c| c.list.last().is_some_and(|c| c.to.is_none()))
@@ -176,6 +194,12 @@ mod tests {
         assert_eq!(shift(4_500), Some(3_000 * MS));
         assert_eq!(shift(5_500), None);
         assert_eq!(shift(7_000), Some(4_000 * MS));
+        // Moved buffers map back to where they were.
+        assert_eq!(gate.uncut(500 * MS), 500 * MS);
+        assert_eq!(gate.uncut(1_009 * MS), 1_009 * MS);
+        assert_eq!(gate.uncut((4_010 - 3_000) * MS), 4_010 * MS);
+        assert_eq!(gate.uncut((4_500 - 3_000) * MS), 4_500 * MS);
+        assert_eq!(gate.uncut((7_000 - 4_000) * MS), 7_000 * MS);
     }
 
     #[test]

@@ -12,17 +12,28 @@ use std::time::Duration;
 use gst::prelude::*;
 
 use super::gate::TimelineGate;
+use super::lag::LagWatch;
 use crate::mix::fade::FadeTail;
 use crate::mix::layout::{self, Tile};
 use crate::mix::speaker::SpeakerPicker;
 use crate::recording::{MixEntry, MixGap, OnScreen};
 use crate::templates::{Kind, LayoutKind, Template};
 
-/// Extra time the mixers wait for late participant data before producing a frame.
-const MIXER_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(200);
-/// Latency the mixers assume their (later) participant inputs have: webrtcbin's jitterbuffer
-/// (200 ms) plus depayloading, a queue and decoding.
-const UPSTREAM_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+/// Extra time the audiomixer waits for late participant audio before producing a buffer.
+/// Audio that misses it is lost (a gap and a click), so it is generous.
+const AUDIO_MIXER_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(200);
+/// Latency the audiomixer assumes its (later) participant inputs have: webrtcbin's
+/// jitterbuffer (200 ms) plus depayloading, a queue and decoding, with room for a starved
+/// decoder thread.
+const AUDIO_UPSTREAM_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+/// Extra time the compositor waits for late participant video. A frame that misses it is not
+/// lost: the compositor shows the participant's previous frame, then this one a frame late.
+/// Waiting as long as for audio would keep the whole mix (the muxer interleaves by time) that
+/// much further behind the call on a loaded machine, for nothing the viewer would notice.
+const VIDEO_MIXER_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+/// Latency the compositor assumes its participant inputs have: the jitterbuffer (200 ms),
+/// depayloading and decoding.
+const VIDEO_UPSTREAM_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(300);
 /// Size of a placeholder tile's source; the compositor scales it.
 pub const PLACEHOLDER_SIZE: (i32, i32) = (320, 180);
 /// A placeholder tile's colour (ARGB): dark grey.
@@ -32,6 +43,12 @@ pub const PLACEHOLDER_COLOUR: u32 = 0xff40_4040;
 const PAUSE_AFTER: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 /// Grid of an audio-only mix's cuts (the audiomixer's default buffer duration).
 const AUDIO_GRID: gst::ClockTime = gst::ClockTime::from_mseconds(10);
+/// Size of the leaky queue each mix has in front of each mixer input. A participant's
+/// decoder is shared by every mix (through a tee), so a mixer that stalls (its muxer waiting
+/// for late video) would otherwise stall the decoder, whose own leaky queue would then throw
+/// away the participant's audio for every mix at once: gaps and clicks everywhere, caused by
+/// one slow output. With it, a stalled mix loses only its own input, and only after a second.
+const INPUT_QUEUE: gst::ClockTime = gst::ClockTime::SECOND;
 
 /// A participant's stream linked into a mixer.
 #[derive(Debug)]
@@ -40,6 +57,8 @@ struct MixInput {
     kind: Kind,
     /// The mixer's request pad.
     pad: gst::Pad,
+    /// This mix's own queue in front of it (see [`INPUT_QUEUE`]).
+    queue: gst::Element,
     /// The bin's ghost pad for it.
     ghost: gst::GhostPad,
     /// The decoder tee's pad feeding it.
@@ -86,6 +105,8 @@ pub struct Mix {
     pub eos_sent: bool,
     /// Cuts the empty stretches out of its output (see [`Mix::pause`]).
     gate: TimelineGate,
+    /// How far behind real time it runs, and the video frames it dropped to keep up.
+    lag: LagWatch,
 }
 
 impl Mix {
@@ -108,12 +129,19 @@ impl Mix {
         }
         let canvas = template.canvas;
         let mut sources = vec![];
-        for mixer in vmix.iter().chain(amix.iter()) {
+        let latencies = vmix
+            .iter()
+            .map(|m| (m, VIDEO_MIXER_LATENCY, VIDEO_UPSTREAM_LATENCY))
+            .chain(
+                amix.iter()
+                    .map(|m| (m, AUDIO_MIXER_LATENCY, AUDIO_UPSTREAM_LATENCY)),
+            );
+        for (mixer, latency, upstream) in latencies {
             // Participants plug in later, with the jitterbuffer's latency and a decoder's: the
             // mixer must plan for that from the start instead of finding their data late.
             for (prop, value) in [
-                ("latency", MIXER_LATENCY.nseconds()),
-                ("min-upstream-latency", UPSTREAM_LATENCY.nseconds()),
+                ("latency", latency.nseconds()),
+                ("min-upstream-latency", upstream.nseconds()),
             ] {
                 if mixer.find_property(prop).is_some() {
                     mixer.set_property(prop, value);
@@ -171,6 +199,7 @@ impl Mix {
                 .ok_or_else(|| format!("{} has no src pad", mixer.name()))?;
             gate.install(&pad);
         }
+        let lag = LagWatch::install(vmix.as_ref(), amix.as_ref(), &gate, grid);
         let files = crate::media::sinks::sink_files(&bin, call_dir);
         pipeline.add(&bin).map_err(|e| e.to_string())?;
         let entry = MixEntry {
@@ -183,6 +212,8 @@ impl Mix {
             pipeline: text,
             remixed_at: None,
             gaps: vec![],
+            dropped_frames: lag.dropped_frames(),
+            behind: vec![],
         };
         Ok(Mix {
             template: template.clone(),
@@ -196,6 +227,7 @@ impl Mix {
             entry,
             eos_sent: false,
             gate,
+            lag,
         })
     }
 
@@ -224,7 +256,29 @@ impl Mix {
         }
         .ok_or("this mix does not take that kind")?;
         let pad = request(&mixer, kind)?;
-        let ghost = gst::GhostPad::builder_with_target(&pad)
+        let queue = gst::ElementFactory::make("queue")
+            .property("max-size-buffers", 0u32)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-time", INPUT_QUEUE)
+            .property_from_str("leaky", "downstream")
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.bin.add(&queue).map_err(|e| e.to_string())?;
+        let linked = queue
+            .static_pad("src")
+            .ok_or("queue has no src pad")
+            .and_then(|src| src.link(&pad).map_err(|_| "cannot link the input queue"))
+            .and_then(|_| queue.static_pad("sink").ok_or("queue has no sink pad"));
+        let queue_sink = match linked {
+            Ok(sink) => sink,
+            Err(e) => {
+                let _ = self.bin.remove(&queue);
+                mixer.release_request_pad(&pad);
+                return Err(e.into());
+            }
+        };
+        queue.sync_state_with_parent().map_err(|e| e.to_string())?;
+        let ghost = gst::GhostPad::builder_with_target(&queue_sink)
             .map_err(|e| e.to_string())?
             .name(format!("in_{}_{}", kind.as_str(), pad.name()))
             .build();
@@ -248,6 +302,7 @@ impl Mix {
             session: session.to_owned(),
             kind,
             pad,
+            queue,
             ghost,
             feed,
             feed_tee: raw_tee.clone(),
@@ -292,6 +347,30 @@ impl Mix {
         }
     }
 
+    /// Every tick of the call: updates the dropped-frame count and the stretches when the mix
+    /// fell behind real time. Returns true when a stretch began or ended (worth saving the
+    /// manifest for).
+    pub fn on_tick(&mut self, now_ms: u64) -> bool {
+        if self.eos_sent {
+            return false;
+        }
+        let paused = self.gate.is_closed();
+        self.lag
+            .tick(now_ms, paused, &self.template.name, &mut self.entry)
+    }
+
+    /// After the mix has finished (or given up waiting): the final dropped-frame count, and
+    /// the end of a stretch of being behind that was still under way.
+    pub fn settle(&mut self) {
+        self.lag.close(&self.template.name, &mut self.entry);
+        tracing::debug!(
+            template = %self.template.name,
+            dropped_frames = ?self.entry.dropped_frames,
+            max_lag_ms = self.lag.max_lag_ms,
+            "live mix done"
+        );
+    }
+
     /// A participant's video changed size (caps on the decoded stream).
     pub fn set_aspect(&mut self, session: &str, aspect: f64, now_ms: u64) {
         if let Some(tile) = self.tiles.iter_mut().find(|t| t.session == session) {
@@ -309,22 +388,23 @@ impl Mix {
         self.inputs = kept;
         for input in gone {
             let Some(tail) = input.tail else {
-                release(
-                    &self.bin,
-                    &input.feed,
-                    &input.feed_tee,
-                    &input.ghost,
-                    &input.pad,
-                );
+                let _ = input.feed.unlink(&input.ghost);
+                input.feed_tee.release_request_pad(&input.feed);
+                release_mixer_input(&self.bin, &input.ghost, &input.queue, &input.pad);
                 continue;
             };
             // Audio plays out what the mixer still holds, faded at the very end.
             let _ = input.feed.unlink(&input.ghost);
             input.feed_tee.release_request_pad(&input.feed);
             let caps = input.ghost.current_caps();
-            let (bin, ghost, pad) = (self.bin.clone(), input.ghost.clone(), input.pad.clone());
+            let (bin, ghost, queue, pad) = (
+                self.bin.clone(),
+                input.ghost.clone(),
+                input.queue.clone(),
+                input.pad.clone(),
+            );
             tail.finish(input.ghost, input.pad, caps, move || {
-                release_mixer_input(&bin, &ghost, &pad);
+                release_mixer_input(&bin, &ghost, &queue, &pad);
             });
         }
         if let Some(pos) = self.tiles.iter().position(|t| t.session == session) {
@@ -559,8 +639,12 @@ fn add_source(
 
 /// Requests a mixer pad for `kind`.
 fn request(mixer: &gst::Element, kind: Kind) -> Result<gst::Pad, String> {
-    crate::media::pads::input_pad(mixer, kind)
-        .ok_or_else(|| format!("{} gave no pad", mixer.name()))
+    let pad = crate::media::pads::input_pad(mixer, kind)
+        .ok_or_else(|| format!("{} gave no pad", mixer.name()))?;
+    if kind == Kind::Video {
+        super::lag::keep_qos_in(&pad);
+    }
+    Ok(pad)
 }
 
 /// Keeps a new compositor pad invisible until the layout places it.
@@ -589,23 +673,19 @@ fn set_rect(pad: &gst::Pad, r: layout::Rect, zorder: u32) {
     pad.set_property("zorder", zorder);
 }
 
-fn release(
+/// Removes a mix input's ghost pad, releases its mixer pad and removes its queue. The pad
+/// goes first, so the queue's thread is no longer blocked on the mixer when it stops.
+fn release_mixer_input(
     bin: &gst::Bin,
-    feed: &gst::Pad,
-    feed_tee: &gst::Element,
     ghost: &gst::GhostPad,
+    queue: &gst::Element,
     pad: &gst::Pad,
 ) {
-    let _ = feed.unlink(ghost);
-    feed_tee.release_request_pad(feed);
-    release_mixer_input(bin, ghost, pad);
-}
-
-/// Removes a mix input's ghost pad and releases its mixer pad.
-fn release_mixer_input(bin: &gst::Bin, ghost: &gst::GhostPad, pad: &gst::Pad) {
     let _ = ghost.set_target(None::<&gst::Pad>);
     let _ = bin.remove_pad(ghost);
     if let Some(mixer) = pad.parent_element() {
         mixer.release_request_pad(pad);
     }
+    let _ = queue.set_state(gst::State::Null);
+    let _ = bin.remove(queue);
 }

@@ -10,6 +10,7 @@
 
 mod gate;
 mod graphs;
+mod lag;
 pub mod media;
 pub mod mix;
 mod negotiation;
@@ -563,6 +564,15 @@ impl Call {
     }
 
     fn on_tick(&mut self) {
+        let now = self.now_ms();
+        let mut mixes_changed = false;
+        for m in &mut self.mixes {
+            mixes_changed |= m.on_tick(now);
+        }
+        if mixes_changed {
+            // When a mix fell behind and when it caught up survive a crash.
+            self.save_manifest();
+        }
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         for id in ids {
             self.check_outputs(&id);
@@ -801,6 +811,7 @@ impl Call {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for m in &mut self.mixes {
+            m.settle();
             if m.entry.status == recording::MixStatus::Recording {
                 m.entry.status = if m.finished() {
                     recording::MixStatus::Complete

@@ -159,6 +159,8 @@ pub fn remix(
         on_screen,
         pipeline: text,
         remixed_at: Some(recording::now_rfc3339()),
+        dropped_frames: None,
+        behind: vec![],
     };
     recording::update_manifest(&inputs.dir, |m| m.mixes.push(entry)).map_err(|source| {
         RemixError::Io {

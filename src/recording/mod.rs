@@ -166,6 +166,28 @@ pub struct MixEntry {
     /// files' own timeline runs on without them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<MixGap>,
+    /// Video frames a live mix dropped to keep up with real time (0 if it kept up); absent for
+    /// remixes, which never wait on a clock, and for mixes without video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_frames: Option<u64>,
+    /// Stretches of call time when a live mix fell behind real time (the machine could not
+    /// keep up): it dropped video frames, or its files lagged the call by more than the
+    /// mixers' own latency allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub behind: Vec<MixBehind>,
+}
+
+/// A stretch of call time when a live mix fell behind real time, in ms since the call started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MixBehind {
+    /// From (first seen behind).
+    pub from_ms: u64,
+    /// To (last seen behind; it had caught up a second later).
+    pub to_ms: u64,
+    /// Video frames dropped in the stretch.
+    pub dropped_frames: u64,
+    /// The furthest its output was behind the call's clock meanwhile.
+    pub max_lag_ms: u64,
 }
 
 /// A stretch of call time a mix left out, in ms since the call started.
