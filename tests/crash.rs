@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Daemon, SignallingServer, TestPeer};
@@ -16,30 +15,6 @@ fn config(url: &str, recordings: &Path) -> String {
         recordings.display(),
         concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines")
     )
-}
-
-/// The end of the last packet ffprobe can read from a file, in seconds of its timeline.
-fn last_packet_end(path: &Path) -> f64 {
-    let mut cmd = Command::new("ffprobe");
-    cmd.args([
-        "-v",
-        "error",
-        "-show_entries",
-        "packet=pts_time,duration_time",
-        "-of",
-        "csv=p=0",
-    ])
-    .arg(path);
-    let out = common::run_with_timeout(cmd, Duration::from_secs(60));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(',');
-            let pts = f.next()?.parse::<f64>().ok()?;
-            let dur = f.next().and_then(|d| d.parse::<f64>().ok()).unwrap_or(0.0);
-            Some(pts + dur)
-        })
-        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -89,7 +64,7 @@ fn kill_9_loses_at_most_two_seconds_and_a_restart_carries_on() {
             continue;
         };
         let expected = killed_at - (started + offset / 1000.0);
-        let got = last_packet_end(&dir.join(file));
+        let got = common::last_packet_end(&dir.join(file));
         println!(
             "{file} ({}): plays to {got:.2} s of {expected:.2} s",
             track["kind"]
@@ -104,7 +79,7 @@ fn kill_9_loses_at_most_two_seconds_and_a_restart_carries_on() {
     for mix in m["mixes"].as_array().unwrap() {
         let file = mix["files"][0].as_str().unwrap();
         let expected = killed_at - started;
-        let got = last_packet_end(&dir.join(file));
+        let got = common::last_packet_end(&dir.join(file));
         println!("{file}: plays to {got:.2} s of {expected:.2} s");
         assert!(
             got >= expected - 2.0,

@@ -399,36 +399,22 @@ fn grid_mix_shows_who_is_there_and_plays_their_tones() {
         // present can move between two samples (Opus noise allowed for), also when people
         // join or leave.
         let samples = audio_at(&file, 0.0, call_secs);
-        let (at, max_step) = samples
-            .windows(2)
-            .map(|w| (w[1] - w[0]).abs())
-            .enumerate()
-            .fold(
-                (0, 0.0f32),
-                |best, (i, s)| if s > best.1 { (i, s) } else { best },
-            );
+        let (max_step, at) = common::analysis::max_step(&samples, 0.0);
         assert!(
             max_step < 0.12,
             "{}: a click in the mixed audio (a step of {max_step:.3} between two samples at \
-             {:.3} s; people on screen {spans:?})",
-            mix["template"],
-            at as f64 / 48_000.0
+             {at:.3} s; people on screen {spans:?})",
+            mix["template"]
         );
         // ...and no dropouts while anyone is there (each tone alone has an RMS of about 0.2).
         let first_in = spans.iter().map(|s| s.1).fold(f64::MAX, f64::min) + 0.5;
         let last_out = spans.iter().map(|s| s.2).fold(0.0, f64::max) - 0.5;
-        for (i, window) in samples.chunks_exact(960).enumerate() {
-            let t = i as f64 * 0.02;
-            if t < first_in || t + 0.02 > last_out {
-                continue;
-            }
-            let rms = (window.iter().map(|x| x * x).sum::<f32>() / 960.0).sqrt();
-            assert!(
-                rms > 0.05,
-                "{}: the mixed audio drops out at {t:.2} s (RMS {rms:.3})",
-                mix["template"]
-            );
-        }
+        let dropout = common::analysis::first_dropout(&samples, 0.0, (first_in, last_out), 0.05);
+        assert!(
+            dropout.is_none(),
+            "{}: the mixed audio drops out at {dropout:?} (time, RMS)",
+            mix["template"]
+        );
     }
 }
 
@@ -539,10 +525,19 @@ fn a_frozen_camera_does_not_stall_the_mix() {
         info.duration_s
     );
     let report = common::decode_check(&file);
+    // A frozen input must not hold the compositor up: no stretch without frames. On a
+    // machine that cannot keep up the mix gives up frames (see tests/overload.rs), and then
+    // it must say so in the manifest; otherwise it keeps its full frame rate.
+    let gap = common::analysis::max_frame_gap_s(&file);
+    assert!(gap < 1.5, "the mix stalled for {gap:.2} s ({report:?})");
     let fps = report.video_frames as f64 / info.duration_s;
+    let dropped = m["mixes"][0]["dropped_frames"].as_u64().unwrap_or(0);
     assert!(
-        fps > 27.0,
-        "the mix must keep its frame rate: {fps:.1} fps ({report:?})"
+        fps > 27.0
+            || (dropped > 0 && !m["mixes"][0]["behind"].as_array().is_none_or(Vec::is_empty)),
+        "the mix must keep its frame rate, or report what it dropped: {fps:.1} fps, {dropped} \
+         dropped ({report:?}, {:#})",
+        m["mixes"][0]
     );
     // The participant stays on screen with their last frame after the camera stopped.
     let left = m["mixes"][0]["on_screen"][0]["to_ms"].as_f64().unwrap() / 1000.0;
@@ -879,9 +874,13 @@ fn mixes_are_finalised_when_the_daemon_stops() {
             info.duration_s
         );
         let report = common::decode_check(&file);
+        // Frames dropped on a machine that cannot keep up are counted in the manifest.
+        let dropped = mix["dropped_frames"].as_u64().unwrap_or(0);
         assert!(
-            report.errors.trim().is_empty() && report.video_frames > 90,
-            "{}: {report:?}",
+            report.errors.trim().is_empty()
+                && report.video_frames > 0
+                && report.video_frames + dropped > 90,
+            "{}: {report:?}, {dropped} dropped",
             mix["template"]
         );
     }

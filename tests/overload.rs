@@ -3,15 +3,12 @@
 //! time, its audio stays continuous, the passthrough recordings lose nothing, and the manifest
 //! says how many frames were dropped and when the mix fell behind.
 
-#[path = "common/analysis.rs"]
-mod analysis;
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use common::analysis;
 
-use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{Daemon, SignallingServer, TestPeer};
 
@@ -48,68 +45,6 @@ impl Drop for CpuHogs {
     }
 }
 
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// An RFC 3339 UTC timestamp from the manifest, as seconds since the epoch.
-fn rfc3339_secs(v: &Value) -> f64 {
-    let t = time::OffsetDateTime::parse(
-        v.as_str().expect("a timestamp"),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .expect("RFC 3339");
-    t.unix_timestamp_nanos() as f64 / 1e9
-}
-
-/// The end of the last packet ffprobe can read from a (possibly growing) file, in seconds of
-/// its timeline. (Copied from `tests/crash.rs`.)
-fn last_packet_end(path: &Path) -> f64 {
-    let mut cmd = Command::new("ffprobe");
-    cmd.args([
-        "-v",
-        "error",
-        "-show_entries",
-        "packet=pts_time,duration_time",
-        "-of",
-        "csv=p=0",
-    ])
-    .arg(path);
-    let out = common::run_with_timeout(cmd, Duration::from_secs(60));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(',');
-            let pts = f.next()?.parse::<f64>().ok()?;
-            let dur = f.next().and_then(|d| d.parse::<f64>().ok()).unwrap_or(0.0);
-            Some(pts + dur)
-        })
-        .fold(0.0, f64::max)
-}
-
-/// The largest step between two consecutive samples of `samples` (which start at time
-/// `t0_s`) and where it is: a cut in a tone (a click) is a step far larger than the tones can
-/// make between two samples (the click check of `tests/mix.rs`).
-fn max_step(samples: &[f32], t0_s: f64) -> (f32, f64) {
-    samples
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| ((w[1] - w[0]).abs(), t0_s + i as f64 / 48_000.0))
-        .fold((0.0f32, t0_s), |a, b| if b.0 > a.0 { b } else { a })
-}
-
-/// The first 20 ms window of `samples` (which start at `t0_s`) whose RMS is below `floor`: a
-/// dropout while someone is talking (the gap check of `tests/mix.rs`).
-fn first_dropout(samples: &[f32], t0_s: f64, floor: f32) -> Option<(f64, f32)> {
-    samples.chunks_exact(960).enumerate().find_map(|(i, w)| {
-        let rms = (w.iter().map(|x| x * x).sum::<f32>() / 960.0).sqrt();
-        (rms < floor).then_some((t0_s + i as f64 * 0.02, rms))
-    })
-}
-
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
@@ -134,7 +69,9 @@ fn a_saturated_machine_drops_mix_video_first_and_keeps_audio_and_passthrough_who
     let mut peers: Vec<TestPeer> = [("red", "440"), ("green", "660"), ("blue", "880")]
         .iter()
         .map(|(pattern, freq)| {
-            TestPeer::spawn(
+            // The producers must keep sending at full rate while the machine is saturated:
+            // what is measured is what callrec loses, not what a starved sender never sent.
+            TestPeer::spawn_favoured(
                 &server.url(),
                 &[
                     "--pattern",
@@ -158,24 +95,24 @@ fn a_saturated_machine_drops_mix_video_first_and_keeps_audio_and_passthrough_who
         p.wait_event("connected", Duration::from_secs(20));
     }
     let dir = rec.path().join("overload");
-    let started = rfc3339_secs(&common::read_manifest(&dir)["started_at"]);
+    let started = common::rfc3339_secs(&common::read_manifest(&dir)["started_at"]);
     std::thread::sleep(Duration::from_secs(2));
     // Saturate every core, and meanwhile sample how far the mixes' files are behind the
     // call's clock: the file's end against the time before and after reading it.
     let hogs = CpuHogs::start();
-    let hog_from = now_secs() - started;
+    let hog_from = common::wall_secs() - started;
     let mut lags: Vec<(&str, f64, f64)> = vec![];
     let until = Instant::now() + Duration::from_secs(HOG_SECS);
     while Instant::now() < until {
         std::thread::sleep(Duration::from_secs(1));
         for file in ["mix-webm.webm", "mix-mp4.mp4"] {
-            let before = now_secs() - started;
-            let end = last_packet_end(&dir.join(file));
-            let after = now_secs() - started;
+            let before = common::wall_secs() - started;
+            let end = common::last_packet_end(&dir.join(file));
+            let after = common::wall_secs() - started;
             lags.push((file, before - end, after - end));
         }
     }
-    let hog_to = now_secs() - started;
+    let hog_to = common::wall_secs() - started;
     drop(hogs);
     let sent: Vec<f64> = peers.iter_mut().map(common::sent_secs).collect();
     let m = common::wait_complete(&dir);
@@ -282,8 +219,8 @@ fn a_saturated_machine_drops_mix_video_first_and_keeps_audio_and_passthrough_who
             "{name}: {from:.2}..{to:.2} s"
         );
         let samples = analysis::audio_mono(&file, from, to - from);
-        let (step, at) = max_step(&samples, from);
-        let dropout = first_dropout(&samples, from, 0.05);
+        let (step, at) = analysis::max_step(&samples, from);
+        let dropout = analysis::first_dropout(&samples, from, (from, to), 0.05);
         println!("{name}: audio {from:.2}..{to:.2} s, largest step {step:.3} at {at:.3} s, dropout {dropout:?}");
         assert!(
             step < 0.12,

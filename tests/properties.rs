@@ -13,8 +13,8 @@ use std::sync::Once;
 use callrec::config::{self, Config};
 use callrec::names::{self, is_safe_component, safe_name};
 use callrec::recording::{
-    CallStatus, Manifest, MixEntry, MixGap, MixStatus, OnScreen, ParticipantEntry, PipelineEntry,
-    PostEntry, PostStatus, TrackEntry, TrackStatus,
+    CallStatus, Manifest, MixBehind, MixEntry, MixGap, MixStatus, OnScreen, ParticipantEntry,
+    PipelineEntry, PostEntry, PostStatus, TrackEntry, TrackStatus,
 };
 use callrec::signalling::{gst_webrtc, SignalCommand, SignalEvent};
 use callrec::templates::{LayoutKind, Template};
@@ -444,6 +444,8 @@ prop_compose! {
         on_screen in prop::collection::vec((text(), any::<u64>(), any::<u64>()), 0..3),
         pipeline in text(), remixed_at in prop::option::of(text()),
         gaps in prop::collection::vec((any::<u64>(), any::<u64>()), 0..3),
+        dropped_frames in prop::option::of(any::<u64>()),
+        behind in prop::collection::vec(any::<(u64, u64, u64, u64)>(), 0..3),
     ) -> MixEntry {
         MixEntry {
             template, files, canvas, status, pipeline, remixed_at,
@@ -455,6 +457,13 @@ prop_compose! {
             on_screen: on_screen
                 .into_iter()
                 .map(|(participant, from_ms, to_ms)| OnScreen { participant, from_ms, to_ms })
+                .collect(),
+            dropped_frames,
+            behind: behind
+                .into_iter()
+                .map(|(from_ms, to_ms, dropped_frames, max_lag_ms)| MixBehind {
+                    from_ms, to_ms, dropped_frames, max_lag_ms,
+                })
                 .collect(),
         }
     }

@@ -200,7 +200,16 @@ pub fn build_decoder(
         .property("max-size-time", gst::ClockTime::SECOND)
         .property_from_str("leaky", "downstream")
         .build()?;
-    let mut elements = vec![queue, make(codec.decoder)?];
+    let decoder = make(codec.decoder)?;
+    // A packet lost on the way, or late past the jitterbuffer on a starved machine, is
+    // concealed from its neighbours (and recovered from Opus's in-band FEC where the sender
+    // adds it) instead of becoming a stretch of silence: a click in every mix.
+    for prop in ["plc", "use-inband-fec"] {
+        if decoder.find_property(prop).is_some() {
+            decoder.set_property(prop, true);
+        }
+    }
+    let mut elements = vec![queue, decoder];
     let mut level = None;
     match codec.kind {
         Kind::Video => elements.push(make("videoconvert")?),

@@ -14,6 +14,7 @@ use gst::prelude::*;
 use super::gate::TimelineGate;
 use super::lag::LagWatch;
 use crate::mix::fade::FadeTail;
+use crate::mix::frame_timed::{FrameTimedLayout, Placement};
 use crate::mix::layout::{self, Tile};
 use crate::mix::speaker::SpeakerPicker;
 use crate::recording::{MixEntry, MixGap, OnScreen};
@@ -107,6 +108,8 @@ pub struct Mix {
     gate: TimelineGate,
     /// How far behind real time it runs, and the video frames it dropped to keep up.
     lag: LagWatch,
+    /// Applies layout changes at the frame they belong to.
+    timed_layout: FrameTimedLayout,
 }
 
 impl Mix {
@@ -170,7 +173,12 @@ impl Mix {
                 w: canvas.width as i32,
                 h: canvas.height as i32,
             };
-            set_rect(&pad, full, 0);
+            Placement {
+                rect: full,
+                zorder: 0,
+                alpha: 1.0,
+            }
+            .apply(&pad);
             sources.push(src);
         }
         if let Some(amix) = &amix {
@@ -200,6 +208,10 @@ impl Mix {
             gate.install(&pad);
         }
         let lag = LagWatch::install(vmix.as_ref(), amix.as_ref(), &gate, grid);
+        let timed_layout = vmix
+            .as_ref()
+            .map(FrameTimedLayout::install)
+            .unwrap_or_default();
         let files = crate::media::sinks::sink_files(&bin, call_dir);
         pipeline.add(&bin).map_err(|e| e.to_string())?;
         let entry = MixEntry {
@@ -228,6 +240,7 @@ impl Mix {
             eos_sent: false,
             gate,
             lag,
+            timed_layout,
         })
     }
 
@@ -569,10 +582,16 @@ impl Mix {
             .and_then(|s| shown.iter().position(|&i| &self.tiles[i].session == s));
         let canvas = self.template.canvas;
         let rects = layout::place(canvas.layout, canvas.width, canvas.height, &tiles, speaker);
+        // The frame of this moment, not the one the compositor happens to be composing.
+        let at = self.bin.current_running_time();
         for (k, &i) in shown.iter().enumerate() {
             if let Some(pad) = self.tile_pad(&self.tiles[i]) {
-                set_rect(&pad, rects[k], 1);
-                pad.set_property("alpha", 1.0f64);
+                let placement = Placement {
+                    rect: rects[k],
+                    zorder: 1,
+                    alpha: 1.0,
+                };
+                self.timed_layout.place(&pad, at, placement);
             }
             self.tiles[i].on_screen_since.get_or_insert(now_ms);
         }
@@ -649,28 +668,17 @@ fn request(mixer: &gst::Element, kind: Kind) -> Result<gst::Pad, String> {
 
 /// Keeps a new compositor pad invisible until the layout places it.
 fn hide(pad: &gst::Pad) {
-    set_rect(
-        pad,
-        layout::Rect {
+    Placement {
+        rect: layout::Rect {
             x: 0,
             y: 0,
             w: 2,
             h: 2,
         },
-        1,
-    );
-    pad.set_property("alpha", 0.0f64);
-}
-
-fn set_rect(pad: &gst::Pad, r: layout::Rect, zorder: u32) {
-    if pad.find_property("xpos").is_none() {
-        return;
+        zorder: 1,
+        alpha: 0.0,
     }
-    pad.set_property("xpos", r.x);
-    pad.set_property("ypos", r.y);
-    pad.set_property("width", r.w);
-    pad.set_property("height", r.h);
-    pad.set_property("zorder", zorder);
+    .apply(pad);
 }
 
 /// Removes a mix input's ghost pad, releases its mixer pad and removes its queue. The pad

@@ -1,8 +1,9 @@
 //! The pieces of mixing that the live mix (`call::mix`) and the offline remix
 //! (`offline::remix`) share: where tiles go, who the speaker is, and how a leaving
-//! participant's audio fades out.
+//! participant's audio fades out; and the live compositor's frame-timed layout changes.
 
 pub mod fade;
+pub mod frame_timed;
 pub mod layout;
 pub mod speaker;
 

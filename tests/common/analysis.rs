@@ -622,3 +622,32 @@ pub fn duration_s(path: &Path) -> f64 {
     num(&v["format"]["duration"])
         .unwrap_or_else(|| panic!("{}: no duration in {v}", path.display()))
 }
+
+/// The largest step between two consecutive samples of 48 kHz mono `samples` (which start
+/// at `t0_s`) and where it is: a cut in a tone (a click) is a step far larger than the tones
+/// can make between two samples.
+pub fn max_step(samples: &[f32], t0_s: f64) -> (f32, f64) {
+    samples
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| ((w[1] - w[0]).abs(), t0_s + i as f64 / 48_000.0))
+        .fold((0.0f32, t0_s), |a, b| if b.0 > a.0 { b } else { a })
+}
+
+/// The first 20 ms window of 48 kHz mono `samples` (which start at `t0_s`), at or after
+/// `from_s` and ending by `to_s`, whose RMS is below `floor`: a dropout while someone talks.
+pub fn first_dropout(
+    samples: &[f32],
+    t0_s: f64,
+    (from_s, to_s): (f64, f64),
+    floor: f32,
+) -> Option<(f64, f32)> {
+    samples.chunks_exact(960).enumerate().find_map(|(i, w)| {
+        let t = t0_s + i as f64 * 0.02;
+        if t < from_s || t + 0.02 > to_s {
+            return None;
+        }
+        let rms = (w.iter().map(|x| x * x).sum::<f32>() / 960.0).sqrt();
+        (rms < floor).then_some((t, rms))
+    })
+}

@@ -236,3 +236,28 @@ pub fn assert_playable(path: &Path, expect: &Expect) {
         report.errors
     );
 }
+
+/// The end of the last packet ffprobe can read from a (possibly growing) file, in seconds of
+/// its timeline.
+pub fn last_packet_end(path: &Path) -> f64 {
+    let mut cmd = Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-show_entries",
+        "packet=pts_time,duration_time",
+        "-of",
+        "csv=p=0",
+    ])
+    .arg(path);
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            let pts = f.next()?.parse::<f64>().ok()?;
+            let dur = f.next().and_then(|d| d.parse::<f64>().ok()).unwrap_or(0.0);
+            Some(pts + dur)
+        })
+        .fold(0.0, f64::max)
+}

@@ -30,8 +30,8 @@ pub use self::{
     fixtures::{config_file, pipelines_with, PIPELINES},
     manifest::{files_of, find_call_dirs, read_manifest, rfc3339_secs, wait_complete, wall_secs},
     media::{
-        assert_playable, decode_check, first_video_frame_is_keyframe, probe, DecodeReport, Expect,
-        MediaInfo, StreamInfo,
+        assert_playable, decode_check, first_video_frame_is_keyframe, last_packet_end, probe,
+        DecodeReport, Expect, MediaInfo, StreamInfo,
     },
     peer::{peer_id, sent_secs, testpeer_bin, TestPeer},
     processes::{free_port, run_ok, run_with_timeout, tail_bytes, wait_for},
