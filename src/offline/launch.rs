@@ -2,6 +2,7 @@
 //! place of participants, or bound to a recorded call's files (what callrec would do with
 //! them), and the shell command that runs such a description unchanged.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,6 +11,7 @@ use crate::mix::layout::{self, Tile};
 use crate::names;
 use crate::offline::{CallInputs, InputFile, OfflineError};
 use crate::recording::TrackStatus;
+use crate::templates::launch_text::{LaunchText, Span, TokenKind};
 use crate::templates::{Kind, Scope, Template, TemplateError};
 
 /// Why a template cannot be rendered for gst-launch.
@@ -216,22 +218,25 @@ fn check_outputs(text: &str, inputs: &CallInputs) -> Result<(), LaunchError> {
         .iter()
         .map(|f| format!("{}/{}", inputs.dir.display(), f.file))
         .collect();
-    let mut written: Vec<&str> = vec![];
+    let lexed = LaunchText::lex(text);
+    let mut written: Vec<Cow<str>> = vec![];
+    // The element the properties that follow are set on.
     let mut element = "";
-    for word in text.split_whitespace() {
-        let Some(location) = word.strip_prefix("location=") else {
-            if !word.contains('=') && word != "!" {
-                element = word;
+    for token in lexed.words() {
+        match lexed.property(token) {
+            Some(("location", location)) => {
+                if element == "filesrc" {
+                    continue;
+                }
+                if written.contains(&location) || recordings.iter().any(|r| *r == location) {
+                    return Err(LaunchError::Collision(location.into_owned()));
+                }
+                written.push(location);
             }
-            continue;
-        };
-        if element == "filesrc" {
-            continue;
+            Some(_) => {}
+            None if token.kind == TokenKind::Link => {}
+            None => element = lexed.str(token.span),
         }
-        if written.contains(&location) || recordings.iter().any(|r| r == location) {
-            return Err(LaunchError::Collision(location.to_owned()));
-        }
-        written.push(location);
     }
     Ok(())
 }
@@ -504,28 +509,30 @@ fn join_instances(instances: Vec<String>) -> String {
         .join(" ")
 }
 
-/// Renames every `name=X` element of `text` to `X<suffix>`, with its `X.` references.
+/// Renames every `name=X` element of `text` to `X<suffix>`, with its `X.` references; the
+/// rest of the text stays as it is.
 fn uniquify(text: &str, suffix: &str) -> String {
-    let names: Vec<&str> = text
-        .split_whitespace()
-        .filter_map(|t| t.strip_prefix("name="))
-        .collect();
-    text.split_whitespace()
-        .map(|token| {
-            if let Some(name) = token.strip_prefix("name=") {
-                if names.contains(&name) {
-                    return format!("name={name}{suffix}");
-                }
+    let lexed = LaunchText::lex(text);
+    let names: Vec<(Span, Cow<str>)> = lexed.names().collect();
+    let after = |span: Span| {
+        (
+            Span {
+                start: span.end,
+                end: span.end,
+            },
+            suffix.to_owned(),
+        )
+    };
+    let mut edits: Vec<(Span, String)> = names.iter().map(|(span, _)| after(*span)).collect();
+    for token in lexed.tokens() {
+        if let TokenKind::PadRef { element, .. } = token.kind {
+            let name = lexed.str(element);
+            if !name.is_empty() && names.iter().any(|(_, n)| n == name) {
+                edits.push(after(element));
             }
-            if let Some((name, pad)) = token.split_once('.') {
-                if names.contains(&name) && !name.is_empty() {
-                    return format!("{name}{suffix}.{pad}");
-                }
-            }
-            token.to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+        }
+    }
+    lexed.edit(edits)
 }
 
 /// A shell command that runs `description` in `gst-launch-1.0` (with EOS on Ctrl-C, so files
@@ -541,40 +548,11 @@ pub fn launch_command(description: &str, out_dir: Option<&Path>) -> String {
         );
     }
     command.push_str("gst-launch-1.0 -e");
-    for word in launch_words(description) {
+    for word in LaunchText::lex(description).arguments() {
         command.push(' ');
-        command.push_str(&shell_word(&word));
+        command.push_str(&shell_word(word));
     }
     command
-}
-
-/// Splits gst-launch text into words at blanks outside quotes.
-fn launch_words(text: &str) -> Vec<String> {
-    let mut words = vec![];
-    let mut word = String::new();
-    let mut quote: Option<char> = None;
-    for c in text.chars() {
-        match (c, quote) {
-            (c, None) if c.is_whitespace() => {
-                if !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-            }
-            ('"' | '\'', None) => {
-                quote = Some(c);
-                word.push(c);
-            }
-            (c, Some(q)) if c == q => {
-                quote = None;
-                word.push(c);
-            }
-            (c, _) => word.push(c),
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    words
 }
 
 /// `word` quoted for a POSIX shell if it holds anything but plain characters.

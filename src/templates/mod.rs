@@ -12,6 +12,7 @@
 //! from the network can change a pipeline's syntax.
 
 pub mod diagnose;
+pub mod launch_text;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use gst::prelude::*;
 
 use crate::names;
+use launch_text::SourceLine;
 
 /// Where a template instance sits in the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -404,27 +406,27 @@ impl Template {
         let mut fields: BTreeMap<String, (usize, String)> = BTreeMap::new();
         let mut body_lines = Vec::new();
         let mut body_line = 0;
-        for (i, raw) in text.lines().enumerate() {
-            let line_no = i + 1;
-            let line = raw.trim();
-            if let Some(comment) = line.strip_prefix('#') {
-                if body_lines.is_empty() {
-                    if let Some((key, value)) = comment.split_once(':') {
-                        let key = key.trim().to_ascii_lowercase();
-                        if !key.contains(' ') {
-                            fields.insert(key, (line_no, value.trim().to_owned()));
+        let source = launch_text::source_lines(text);
+        for &(line_no, line) in &source {
+            match line {
+                SourceLine::Comment(comment) => {
+                    if body_lines.is_empty() {
+                        if let Some((key, value)) = comment.split_once(':') {
+                            let key = key.trim().to_ascii_lowercase();
+                            if !key.contains(' ') {
+                                fields.insert(key, (line_no, value.trim().to_owned()));
+                            }
                         }
                     }
                 }
-                continue;
+                SourceLine::Blank => {}
+                SourceLine::Pipeline(line) => {
+                    if body_lines.is_empty() {
+                        body_line = line_no;
+                    }
+                    body_lines.push((line_no, line.to_owned()));
+                }
             }
-            if line.is_empty() {
-                continue;
-            }
-            if body_lines.is_empty() {
-                body_line = line_no;
-            }
-            body_lines.push((line_no, line.trim_end_matches('\\').trim().to_owned()));
         }
         if body_lines.is_empty() {
             return Err(syntax(1, "no pipeline text after the header".into()));
@@ -556,23 +558,22 @@ impl Template {
         if let Some((line, message)) = diagnose::unbalanced_quote(&template.lines) {
             return Err(syntax(line, message));
         }
-        template.check_variables(text)?;
+        template.check_variables(&source)?;
         Ok(template)
     }
 
     /// Rejects `${...}` references the template's scope does not provide.
-    fn check_variables(&self, text: &str) -> Result<(), TemplateError> {
-        for (i, line) in text.lines().enumerate() {
-            if line.trim_start().starts_with('#') {
+    fn check_variables(&self, source: &[(usize, SourceLine)]) -> Result<(), TemplateError> {
+        for &(line_no, line) in source {
+            let SourceLine::Pipeline(mut rest) = line else {
                 continue;
-            }
-            let mut rest = line;
+            };
             while let Some(start) = rest.find("${") {
                 let after = &rest[start + 2..];
                 let Some(end) = after.find('}') else {
                     return Err(TemplateError::Syntax {
                         path: self.path.clone(),
-                        line: i + 1,
+                        line: line_no,
                         message: "unclosed `${`".into(),
                     });
                 };
@@ -588,7 +589,7 @@ impl Template {
                         .collect();
                     return Err(TemplateError::Syntax {
                         path: self.path.clone(),
-                        line: i + 1,
+                        line: line_no,
                         message: format!(
                             "unknown variable ${{{var}}} for scope {} (available: {})",
                             self.scope,
