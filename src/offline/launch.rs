@@ -600,6 +600,75 @@ mod tests {
     }
 
     #[test]
+    fn renaming_leaves_quotes_and_other_words_alone() {
+        // A link without blanks still links; a quoted value keeps its blanks and is never
+        // taken for a name or a reference; a quoted name is renamed inside its quotes.
+        assert_eq!(
+            uniquify(
+                "src!m. t name=\"o  x\" text=\"m. is  here\" m.src ! mux name=m",
+                "_3"
+            ),
+            "src!m_3. t name=\"o  x_3\" text=\"m. is  here\" m_3.src ! mux name=m_3"
+        );
+        // A reference to an element of another instance stays as it is.
+        assert_eq!(
+            uniquify("a ! other. b name=m", "_1"),
+            "a ! other. b name=m_1"
+        );
+    }
+
+    #[test]
+    fn commands_follow_escapes_links_and_continuations() {
+        // `\"` opens no quote, so its blank splits words, as GStreamer's own parser reads it.
+        assert_eq!(
+            launch_command("a t=\\\"x y\\\" \\\n! b!c", None),
+            r#"gst-launch-1.0 -e a 't=\"x' 'y\"' ! 'b!c'"#
+        );
+    }
+
+    fn call_inputs(dir: &str, files: &[&str]) -> CallInputs {
+        CallInputs {
+            dir: dir.into(),
+            manifest: crate::recording::Manifest::new("c", "c"),
+            files: files
+                .iter()
+                .map(|f| InputFile {
+                    participant: "p".into(),
+                    file: (*f).into(),
+                    offset: Default::default(),
+                    duration: Default::default(),
+                    video: None,
+                    audio: true,
+                    demuxer: "matroskademux",
+                    finalised: true,
+                })
+                .collect(),
+            skipped: vec![],
+        }
+    }
+
+    #[test]
+    fn outputs_written_twice_or_over_a_recording_are_refused() {
+        let inputs = call_inputs("/rec/c", &["a.mkv"]);
+        let ok = "filesrc location=/rec/c/a.mkv ! d name=x x.audio_0 ! f location=/out/a.ogg";
+        assert!(check_outputs(ok, &inputs).is_ok());
+        // Quoted or not, one file is one file.
+        let twice = "f location=/out/a.ogg g location=\"/out/a.ogg\"";
+        let err = check_outputs(twice, &inputs).unwrap_err().to_string();
+        assert!(
+            err.starts_with("/out/a.ogg would be written twice"),
+            "{err}"
+        );
+        let over = "filesrc location=/rec/c/a.mkv ! d ! filesink location='/rec/c/a.mkv'";
+        assert!(matches!(
+            check_outputs(over, &inputs),
+            Err(LaunchError::Collision(f)) if f == "/rec/c/a.mkv"
+        ));
+        // A blank inside a quoted location does not cut it into two.
+        assert!(check_outputs("f location=\"/out/x y\" g location=/out/x", &inputs).is_ok());
+    }
+
+    #[test]
     fn test_participants_differ() {
         let all: Vec<(u32, u32)> = (0..10).map(test_participant).collect();
         for (i, a) in all.iter().enumerate() {

@@ -685,5 +685,14 @@ mod tests {
             "compositor name=vmix sink_1::xpos=3 background=black ! fakesink name=vmixer"
         );
         assert!(insert_after_name("compositor name=vmixer", "vmix", " x").is_none());
+        // Only a `name=` of the pipeline counts: not one inside a quoted value.
+        assert_eq!(
+            insert_after_name("t text=\"a name=vmix\" ! c name=vmix", "vmix", " p=1").unwrap(),
+            "t text=\"a name=vmix\" ! c name=vmix p=1"
+        );
+        assert_eq!(
+            insert_after_name("a!c name=vmix!b", "vmix", " p=1").unwrap(),
+            "a!c name=vmix p=1!b"
+        );
     }
 }

@@ -280,6 +280,22 @@ mod tests {
     }
 
     #[test]
+    fn quoted_values_are_neither_elements_nor_properties() {
+        gst::init().unwrap();
+        // A quote may span lines; what is inside it is a value.
+        let l = lines("fakesrc ! fakesink name=\"a b=1\nx264enc\" sync=false\n! x264enc!fakesink");
+        assert_eq!(line_of_property(&l, "b"), None);
+        assert_eq!(line_of_property(&l, "sync"), Some(11));
+        assert_eq!(line_of_element(&l, "x264enc"), Some(12));
+        assert_eq!(line_of_element(&l, "a b=1\nx264enc"), Some(10));
+        assert_eq!(unknown_property(&l, "fakesink"), None);
+        // Pad properties are found after their pad's name.
+        let l = lines("compositor name=vmix\n  sink_1::xpos=3 ! fakesink");
+        assert_eq!(line_of_property(&l, "xpos"), Some(11));
+        assert_eq!(unknown_property(&l, "compositor"), None);
+    }
+
+    #[test]
     fn knows_common_packages() {
         assert_eq!(package_for("avenc_aac"), Some("gstreamer1.0-libav"));
         assert_eq!(package_for("hlssink2"), Some("gstreamer1.0-plugins-bad"));

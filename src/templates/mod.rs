@@ -959,6 +959,25 @@ mod tests {
     }
 
     #[test]
+    fn continued_lines_and_comments_make_one_body() {
+        let text = GOOD.replace(
+            "matroskamux name=mux ! ",
+            "matroskamux name=mux \\\n  # the file\n\n  ! ",
+        );
+        let t = parse(&text).unwrap();
+        assert_eq!(
+            t.body,
+            "matroskamux name=mux ! filesink location=${call_dir}/${participant}-${track}.mkv"
+        );
+        assert_eq!(t.lines.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [6, 9]);
+        // Variables in comments are not checked; a `#` in a value is no comment.
+        let text = GOOD.replace("# inputs: mux\n", "# inputs: mux\n# ${nope}\n");
+        assert!(parse(&text).is_ok());
+        let text = GOOD.replace("${track}", "#${track}");
+        assert!(parse(&text).unwrap().body.contains("-#${track}"));
+    }
+
+    #[test]
     fn missing_header_fields_are_errors() {
         for (from, to) in [
             ("# scope: track\n", ""),
