@@ -209,7 +209,9 @@ pub fn render(
             println!("{}", launch::launch_command(&text, Some(&out_dir)));
             Exit::Ok.into()
         }
-        Err(e @ launch::LaunchError::UnsafeOutDir(_)) => fail(&e.to_string(), Exit::Usage),
+        Err(e @ (launch::LaunchError::UnsafeOutDir(_) | launch::LaunchError::TooLong(_))) => {
+            fail(&e.to_string(), Exit::Usage)
+        }
         Err(e) => fail(&e.to_string(), Exit::DataErr),
     }
 }

@@ -33,6 +33,11 @@ pub enum LaunchError {
         "{0} would be written twice, or over a recording it reads: the recording has several files for one name (a rejoin, or one file per track), or --out-dir is the call directory; render a template that names its outputs apart (e.g. track-mkv), or give another --out-dir"
     )]
     Collision(String),
+    /// More seconds of test media than a render may ask for.
+    #[error(
+        "{0} seconds of test media is too long; give --seconds from 1 to {MAX_SECONDS} (a day)"
+    )]
+    TooLong(u32),
     /// The template takes nothing test sources or the recording can give it.
     #[error("template {template} accepts none of the media callrec can feed it ({media})")]
     NothingToFeed {
@@ -49,6 +54,10 @@ const SOURCE: &str = "callrec_in";
 
 /// Seconds of test media `render --participants` produces by default.
 pub const DEFAULT_SECONDS: u32 = 5;
+
+/// The most seconds of test media a render gives (a day): buffer counts for longer would
+/// not fit GStreamer's `num-buffers` at a mix's frame rate.
+pub const MAX_SECONDS: u32 = 86_400;
 
 /// Test colours (0xRRGGBB) and tones (Hz) for test participants: distinct, and easy to tell
 /// apart in a picture or a spectrum.
@@ -76,6 +85,9 @@ pub fn with_test_sources(
     seconds: u32,
     out_dir: &Path,
 ) -> Result<String, LaunchError> {
+    if seconds > MAX_SECONDS {
+        return Err(LaunchError::TooLong(seconds));
+    }
     let out_dir = safe_dir(out_dir)?;
     let participants = participants.max(1);
     let video = encoder(template, Kind::Video);
@@ -666,6 +678,32 @@ mod tests {
         ));
         // A blank inside a quoted location does not cut it into two.
         assert!(check_outputs("f location=\"/out/x y\" g location=/out/x", &inputs).is_ok());
+    }
+
+    #[test]
+    fn too_many_seconds_are_refused_not_overflowed() {
+        let template = Template::parse(
+            Path::new("t.pipeline"),
+            "# scope: track\n# media: audio/x-raw\n# inputs: a\naudioconvert name=a ! fakesink\n",
+        )
+        .unwrap();
+        let out = Path::new("/tmp/out");
+        for seconds in [MAX_SECONDS + 1, u32::MAX] {
+            let err = with_test_sources(&template, 2, seconds, out).unwrap_err();
+            assert!(
+                matches!(err, LaunchError::TooLong(s) if s == seconds),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("--seconds from 1 to 86400"),
+                "{err}"
+            );
+        }
+        let text = with_test_sources(&template, 1, MAX_SECONDS, out).unwrap();
+        assert!(
+            text.contains(&format!("num-buffers={}", MAX_SECONDS * 50)),
+            "{text}"
+        );
     }
 
     #[test]
