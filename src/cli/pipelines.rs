@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use callrec::exit::Exit;
 use callrec::offline::launch;
 use callrec::offline::CallInputs;
-use callrec::templates::{self, Loaded, Origin, Template, TemplateDir, TemplateError};
+use callrec::templates::{self, FileNames, Loaded, Origin, Template, TemplateDir, TemplateError};
 
 /// How `render` feeds the template.
 pub enum RenderSource {
@@ -103,7 +103,7 @@ pub fn check(dir: &TemplateDir, targets: &[String]) -> ExitCode {
     } else {
         let mut chosen = vec![];
         // Files named on the command line are not layered, so their names are checked here.
-        let mut files: Vec<(String, PathBuf)> = vec![];
+        let mut files = FileNames::default();
         let mut seen: Vec<&String> = vec![];
         for target in targets {
             if seen.contains(&target) {
@@ -114,21 +114,7 @@ pub fn check(dir: &TemplateDir, targets: &[String]) -> ExitCode {
                 return no_such_template(target, dir);
             };
             let entry = entry.and_then(|t| match (&t.origin, Path::new(target).is_file()) {
-                (Origin::File(path), true) => {
-                    if let Some((_, other)) = files.iter().find(|(n, _)| *n == t.name) {
-                        return Err(TemplateError::Syntax {
-                            path: path.clone(),
-                            line: 1,
-                            message: format!(
-                                "template name `{}` is already used by {}; give one of them another `# name:`",
-                                t.name,
-                                other.display()
-                            ),
-                        });
-                    }
-                    files.push((t.name.clone(), path.clone()));
-                    Ok(t)
-                }
+                (Origin::File(_), true) => files.claim(&t).map(|()| t),
                 _ => Ok(t),
             });
             chosen.push(entry);

@@ -734,6 +734,33 @@ fn list_pipeline_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// The names template files give, so that two files of one name are refused alike
+/// wherever files are gathered: a templates directory, or files named on the command line.
+#[derive(Debug, Default)]
+pub struct FileNames {
+    taken: Vec<(String, PathBuf)>,
+}
+
+impl FileNames {
+    /// Takes `template`'s name for its file; an error naming the file that has it already.
+    pub fn claim(&mut self, template: &Template) -> Result<(), TemplateError> {
+        if let Some((_, other)) = self.taken.iter().find(|(name, _)| *name == template.name) {
+            return Err(TemplateError::Syntax {
+                path: template.path.clone(),
+                line: 1,
+                message: format!(
+                    "template name `{}` is already used by {}; give one of them another `# name:`",
+                    template.name,
+                    other.display()
+                ),
+            });
+        }
+        self.taken
+            .push((template.name.clone(), template.path.clone()));
+        Ok(())
+    }
+}
+
 /// A template that could not be loaded or checked.
 #[derive(Debug)]
 pub struct Failure {
@@ -778,27 +805,16 @@ impl Loaded {
             }
         }
         let mut from_dir: Vec<Template> = vec![];
+        let mut names = FileNames::default();
         for path in files {
             let origin = Origin::File(path.clone());
             let (name, error) = match load_file(&path) {
-                Ok(t) => match from_dir.iter().find(|other| other.name == t.name) {
-                    Some(other) => {
-                        let message = format!(
-                            "template name `{}` is already used by {}; give one of them another `# name:`",
-                            t.name,
-                            other.path.display()
-                        );
-                        let error = TemplateError::Syntax {
-                            path: path.clone(),
-                            line: 1,
-                            message,
-                        };
-                        (t.name, error)
-                    }
-                    None => {
+                Ok(t) => match names.claim(&t) {
+                    Ok(()) => {
                         from_dir.push(t);
                         continue;
                     }
+                    Err(error) => (t.name, error),
                 },
                 Err(error) => (file_stem(&path), error),
             };
