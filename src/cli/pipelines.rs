@@ -37,6 +37,17 @@ fn entries(dir: &TemplateDir) -> Result<Entries, ExitCode> {
     Ok(entries)
 }
 
+/// GStreamer started, then every template loaded: how `check` and `render` begin.
+fn with_gstreamer(dir: &TemplateDir) -> Result<Entries, ExitCode> {
+    gst::init().map_err(|e| {
+        fail(
+            &format!("cannot initialise GStreamer: {e}"),
+            Exit::Unavailable,
+        )
+    })?;
+    entries(dir)
+}
+
 /// `callrec pipelines list`: one line per template with where it comes from (`built-in` or
 /// its file); broken ones are reported on stderr.
 pub fn list(dir: &TemplateDir) -> ExitCode {
@@ -88,13 +99,7 @@ pub fn list(dir: &TemplateDir) -> ExitCode {
 /// `callrec pipelines check [NAME|FILE...]`: every template (or the given ones) parsed and
 /// built with GStreamer; each problem printed as `file:line: message`.
 pub fn check(dir: &TemplateDir, targets: &[String]) -> ExitCode {
-    if let Err(e) = gst::init() {
-        return fail(
-            &format!("cannot initialise GStreamer: {e}"),
-            Exit::Unavailable,
-        );
-    }
-    let mut all = match entries(dir) {
+    let mut all = match with_gstreamer(dir) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -148,13 +153,7 @@ pub fn render(
     source: RenderSource,
     out_dir: Option<PathBuf>,
 ) -> ExitCode {
-    if let Err(e) = gst::init() {
-        return fail(
-            &format!("cannot initialise GStreamer: {e}"),
-            Exit::Unavailable,
-        );
-    }
-    let mut all = match entries(dir) {
+    let mut all = match with_gstreamer(dir) {
         Ok(e) => e,
         Err(code) => return code,
     };
