@@ -90,7 +90,7 @@ enum PipelinesAction {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), conflicts_with = "from")]
         participants: u16,
         /// Seconds of test media.
-        #[arg(long, default_value_t = callrec::offline::launch::DEFAULT_SECONDS, value_parser = clap::value_parser!(u32).range(1..=86400), conflicts_with = "from")]
+        #[arg(long, default_value_t = callrec::offline::launch::DEFAULT_SECONDS, value_parser = clap::value_parser!(u32).range(1..=i64::from(callrec::offline::launch::MAX_SECONDS)), conflicts_with = "from")]
         seconds: u32,
         /// Feed it a recorded call's files instead (the call's directory).
         #[arg(long, value_name = "CALL_DIR")]

@@ -345,6 +345,58 @@ proptest! {
     }
 }
 
+/// Text made of gst-launch's syntax: quotes, escapes, links, assignments, pad references,
+/// caps punctuation, continuations and comments, with some non-ASCII.
+fn launchish() -> impl Strategy<Value = String> {
+    "([a-z0-9_]{1,6}|[=!\"'\\\\.,()/:;{}#$ \t\n]|\\\\\n|Ö|日|\u{a0}){0,40}"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn launch_text_tokens_cover_the_text_in_order(
+        text in prop_oneof![launchish(), mutated(TEMPLATES), hostile(), any::<String>()],
+    ) {
+        use callrec::templates::launch_text::{self, LaunchText, LexError, Span, TokenKind};
+        let lexed = LaunchText::lex(&text);
+        let within = |inner: Span, outer: Span| outer.start <= inner.start && inner.end <= outer.end;
+        let mut at = 0;
+        for token in lexed.tokens() {
+            prop_assert_eq!(token.span.start, at, "{:?}: {:?}", text, lexed.tokens());
+            prop_assert!(token.span.end > token.span.start, "{:?}", text);
+            prop_assert!(text.is_char_boundary(token.span.end), "{:?}", text);
+            match token.kind {
+                TokenKind::Property { key, value } => {
+                    prop_assert!(within(key, token.span) && within(value, token.span));
+                    prop_assert!(key.end < value.start);
+                }
+                TokenKind::PadRef { element, pad } => {
+                    prop_assert!(within(element, token.span) && within(pad, token.span));
+                }
+                _ => {}
+            }
+            at = token.span.end;
+        }
+        prop_assert_eq!(at, text.len());
+        if let Some(LexError::UnterminatedQuote { quote, at }) = lexed.error() {
+            prop_assert_eq!(text[at..].chars().next(), Some(quote));
+        }
+        for (span, _) in lexed.names() {
+            prop_assert!(text.get(span.range()).is_some());
+        }
+        // The arguments are the text's words, in order.
+        let mut from = 0;
+        for argument in lexed.arguments() {
+            let found = text[from..].find(argument);
+            prop_assert!(found.is_some(), "{:?} in {:?}", argument, text);
+            from += found.unwrap_or(0) + argument.len();
+        }
+        prop_assert_eq!(lexed.edit(vec![]), text.clone());
+        prop_assert_eq!(launch_text::source_lines(&text).len(), text.lines().count());
+    }
+}
+
 // ---- safe names ----
 
 /// Strings close to escapes and to each other, where collisions would hide.

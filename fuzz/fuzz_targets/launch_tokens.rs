@@ -1,8 +1,9 @@
-//! The gst-launch tokenisers that point at a template's lines. Input: the first line is a
-//! GStreamer parse error message, the rest is a template body.
+//! The gst-launch tokeniser (`templates::launch_text`) and the diagnostics that point at a
+//! template's lines with it. Input: the first line is a GStreamer parse error message, the
+//! rest is a template body.
 #![no_main]
 
-use callrec::templates::diagnose;
+use callrec::templates::{diagnose, launch_text};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(
@@ -11,6 +12,16 @@ fuzz_target!(
     },
     |text: &str| {
         let (message, body) = text.split_once('\n').unwrap_or((text, ""));
+        // Tokens cover the text in order, on character boundaries.
+        let lexed = launch_text::LaunchText::lex(text);
+        let mut at = 0;
+        for token in lexed.tokens() {
+            assert!(token.span.start == at && token.span.end > at);
+            assert!(text.is_char_boundary(token.span.end));
+            at = token.span.end;
+        }
+        assert_eq!(at, text.len());
+        let _ = launch_text::source_lines(text);
         let lines: Vec<diagnose::Line> = body
             .lines()
             .enumerate()

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use callrec::exit::Exit;
 use callrec::offline::launch;
 use callrec::offline::CallInputs;
-use callrec::templates::{self, Loaded, Origin, Template, TemplateDir, TemplateError};
+use callrec::templates::{self, FileNames, Loaded, Origin, Template, TemplateDir, TemplateError};
 
 /// How `render` feeds the template.
 pub enum RenderSource {
@@ -35,6 +35,17 @@ fn entries(dir: &TemplateDir) -> Result<Entries, ExitCode> {
         .collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(entries)
+}
+
+/// GStreamer started, then every template loaded: how `check` and `render` begin.
+fn with_gstreamer(dir: &TemplateDir) -> Result<Entries, ExitCode> {
+    gst::init().map_err(|e| {
+        fail(
+            &format!("cannot initialise GStreamer: {e}"),
+            Exit::Unavailable,
+        )
+    })?;
+    entries(dir)
 }
 
 /// `callrec pipelines list`: one line per template with where it comes from (`built-in` or
@@ -88,13 +99,7 @@ pub fn list(dir: &TemplateDir) -> ExitCode {
 /// `callrec pipelines check [NAME|FILE...]`: every template (or the given ones) parsed and
 /// built with GStreamer; each problem printed as `file:line: message`.
 pub fn check(dir: &TemplateDir, targets: &[String]) -> ExitCode {
-    if let Err(e) = gst::init() {
-        return fail(
-            &format!("cannot initialise GStreamer: {e}"),
-            Exit::Unavailable,
-        );
-    }
-    let mut all = match entries(dir) {
+    let mut all = match with_gstreamer(dir) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -103,7 +108,7 @@ pub fn check(dir: &TemplateDir, targets: &[String]) -> ExitCode {
     } else {
         let mut chosen = vec![];
         // Files named on the command line are not layered, so their names are checked here.
-        let mut files: Vec<(String, PathBuf)> = vec![];
+        let mut files = FileNames::default();
         let mut seen: Vec<&String> = vec![];
         for target in targets {
             if seen.contains(&target) {
@@ -114,21 +119,7 @@ pub fn check(dir: &TemplateDir, targets: &[String]) -> ExitCode {
                 return no_such_template(target, dir);
             };
             let entry = entry.and_then(|t| match (&t.origin, Path::new(target).is_file()) {
-                (Origin::File(path), true) => {
-                    if let Some((_, other)) = files.iter().find(|(n, _)| *n == t.name) {
-                        return Err(TemplateError::Syntax {
-                            path: path.clone(),
-                            line: 1,
-                            message: format!(
-                                "template name `{}` is already used by {}; give one of them another `# name:`",
-                                t.name,
-                                other.display()
-                            ),
-                        });
-                    }
-                    files.push((t.name.clone(), path.clone()));
-                    Ok(t)
-                }
+                (Origin::File(_), true) => files.claim(&t).map(|()| t),
                 _ => Ok(t),
             });
             chosen.push(entry);
@@ -162,13 +153,7 @@ pub fn render(
     source: RenderSource,
     out_dir: Option<PathBuf>,
 ) -> ExitCode {
-    if let Err(e) = gst::init() {
-        return fail(
-            &format!("cannot initialise GStreamer: {e}"),
-            Exit::Unavailable,
-        );
-    }
-    let mut all = match entries(dir) {
+    let mut all = match with_gstreamer(dir) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -209,7 +194,9 @@ pub fn render(
             println!("{}", launch::launch_command(&text, Some(&out_dir)));
             Exit::Ok.into()
         }
-        Err(e @ launch::LaunchError::UnsafeOutDir(_)) => fail(&e.to_string(), Exit::Usage),
+        Err(e @ (launch::LaunchError::UnsafeOutDir(_) | launch::LaunchError::TooLong(_))) => {
+            fail(&e.to_string(), Exit::Usage)
+        }
         Err(e) => fail(&e.to_string(), Exit::DataErr),
     }
 }

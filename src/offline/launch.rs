@@ -2,6 +2,7 @@
 //! place of participants, or bound to a recorded call's files (what callrec would do with
 //! them), and the shell command that runs such a description unchanged.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,6 +11,7 @@ use crate::mix::layout::{self, Tile};
 use crate::names;
 use crate::offline::{CallInputs, InputFile, OfflineError};
 use crate::recording::TrackStatus;
+use crate::templates::launch_text::{LaunchText, Span, TokenKind};
 use crate::templates::{Kind, Scope, Template, TemplateError};
 
 /// Why a template cannot be rendered for gst-launch.
@@ -31,6 +33,11 @@ pub enum LaunchError {
         "{0} would be written twice, or over a recording it reads: the recording has several files for one name (a rejoin, or one file per track), or --out-dir is the call directory; render a template that names its outputs apart (e.g. track-mkv), or give another --out-dir"
     )]
     Collision(String),
+    /// More seconds of test media than a render may ask for.
+    #[error(
+        "{0} seconds of test media is too long; give --seconds from 1 to {MAX_SECONDS} (a day)"
+    )]
+    TooLong(u32),
     /// The template takes nothing test sources or the recording can give it.
     #[error("template {template} accepts none of the media callrec can feed it ({media})")]
     NothingToFeed {
@@ -47,6 +54,10 @@ const SOURCE: &str = "callrec_in";
 
 /// Seconds of test media `render --participants` produces by default.
 pub const DEFAULT_SECONDS: u32 = 5;
+
+/// The most seconds of test media a render gives (a day): buffer counts for longer would
+/// not fit GStreamer's `num-buffers` at a mix's frame rate.
+pub const MAX_SECONDS: u32 = 86_400;
 
 /// Test colours (0xRRGGBB) and tones (Hz) for test participants: distinct, and easy to tell
 /// apart in a picture or a spectrum.
@@ -74,6 +85,9 @@ pub fn with_test_sources(
     seconds: u32,
     out_dir: &Path,
 ) -> Result<String, LaunchError> {
+    if seconds > MAX_SECONDS {
+        return Err(LaunchError::TooLong(seconds));
+    }
     let out_dir = safe_dir(out_dir)?;
     let participants = participants.max(1);
     let video = encoder(template, Kind::Video);
@@ -216,22 +230,25 @@ fn check_outputs(text: &str, inputs: &CallInputs) -> Result<(), LaunchError> {
         .iter()
         .map(|f| format!("{}/{}", inputs.dir.display(), f.file))
         .collect();
-    let mut written: Vec<&str> = vec![];
+    let lexed = LaunchText::lex(text);
+    let mut written: Vec<Cow<str>> = vec![];
+    // The element the properties that follow are set on.
     let mut element = "";
-    for word in text.split_whitespace() {
-        let Some(location) = word.strip_prefix("location=") else {
-            if !word.contains('=') && word != "!" {
-                element = word;
+    for token in lexed.words() {
+        match lexed.property(token) {
+            Some(("location", location)) => {
+                if element == "filesrc" {
+                    continue;
+                }
+                if written.contains(&location) || recordings.iter().any(|r| *r == location) {
+                    return Err(LaunchError::Collision(location.into_owned()));
+                }
+                written.push(location);
             }
-            continue;
-        };
-        if element == "filesrc" {
-            continue;
+            Some(_) => {}
+            None if token.kind == TokenKind::Link => {}
+            None => element = lexed.str(token.span),
         }
-        if written.contains(&location) || recordings.iter().any(|r| r == location) {
-            return Err(LaunchError::Collision(location.to_owned()));
-        }
-        written.push(location);
     }
     Ok(())
 }
@@ -504,28 +521,30 @@ fn join_instances(instances: Vec<String>) -> String {
         .join(" ")
 }
 
-/// Renames every `name=X` element of `text` to `X<suffix>`, with its `X.` references.
+/// Renames every `name=X` element of `text` to `X<suffix>`, with its `X.` references; the
+/// rest of the text stays as it is.
 fn uniquify(text: &str, suffix: &str) -> String {
-    let names: Vec<&str> = text
-        .split_whitespace()
-        .filter_map(|t| t.strip_prefix("name="))
-        .collect();
-    text.split_whitespace()
-        .map(|token| {
-            if let Some(name) = token.strip_prefix("name=") {
-                if names.contains(&name) {
-                    return format!("name={name}{suffix}");
-                }
+    let lexed = LaunchText::lex(text);
+    let names: Vec<(Span, Cow<str>)> = lexed.names().collect();
+    let after = |span: Span| {
+        (
+            Span {
+                start: span.end,
+                end: span.end,
+            },
+            suffix.to_owned(),
+        )
+    };
+    let mut edits: Vec<(Span, String)> = names.iter().map(|(span, _)| after(*span)).collect();
+    for token in lexed.tokens() {
+        if let TokenKind::PadRef { element, .. } = token.kind {
+            let name = lexed.str(element);
+            if !name.is_empty() && names.iter().any(|(_, n)| n == name) {
+                edits.push(after(element));
             }
-            if let Some((name, pad)) = token.split_once('.') {
-                if names.contains(&name) && !name.is_empty() {
-                    return format!("{name}{suffix}.{pad}");
-                }
-            }
-            token.to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+        }
+    }
+    lexed.edit(edits)
 }
 
 /// A shell command that runs `description` in `gst-launch-1.0` (with EOS on Ctrl-C, so files
@@ -541,40 +560,11 @@ pub fn launch_command(description: &str, out_dir: Option<&Path>) -> String {
         );
     }
     command.push_str("gst-launch-1.0 -e");
-    for word in launch_words(description) {
+    for word in LaunchText::lex(description).arguments() {
         command.push(' ');
-        command.push_str(&shell_word(&word));
+        command.push_str(&shell_word(word));
     }
     command
-}
-
-/// Splits gst-launch text into words at blanks outside quotes.
-fn launch_words(text: &str) -> Vec<String> {
-    let mut words = vec![];
-    let mut word = String::new();
-    let mut quote: Option<char> = None;
-    for c in text.chars() {
-        match (c, quote) {
-            (c, None) if c.is_whitespace() => {
-                if !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-            }
-            ('"' | '\'', None) => {
-                quote = Some(c);
-                word.push(c);
-            }
-            (c, Some(q)) if c == q => {
-                quote = None;
-                word.push(c);
-            }
-            (c, _) => word.push(c),
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    words
 }
 
 /// `word` quoted for a POSIX shell if it holds anything but plain characters.
@@ -618,6 +608,101 @@ mod tests {
         assert_eq!(
             uniquify("s ! m.video_0 mp4mux name=m", "_1"),
             "s ! m_1.video_0 mp4mux name=m_1"
+        );
+    }
+
+    #[test]
+    fn renaming_leaves_quotes_and_other_words_alone() {
+        // A link without blanks still links; a quoted value keeps its blanks and is never
+        // taken for a name or a reference; a quoted name is renamed inside its quotes.
+        assert_eq!(
+            uniquify(
+                "src!m. t name=\"o  x\" text=\"m. is  here\" m.src ! mux name=m",
+                "_3"
+            ),
+            "src!m_3. t name=\"o  x_3\" text=\"m. is  here\" m_3.src ! mux name=m_3"
+        );
+        // A reference to an element of another instance stays as it is.
+        assert_eq!(
+            uniquify("a ! other. b name=m", "_1"),
+            "a ! other. b name=m_1"
+        );
+    }
+
+    #[test]
+    fn commands_follow_escapes_links_and_continuations() {
+        // `\"` opens no quote, so its blank splits words, as GStreamer's own parser reads it.
+        assert_eq!(
+            launch_command("a t=\\\"x y\\\" \\\n! b!c", None),
+            r#"gst-launch-1.0 -e a 't=\"x' 'y\"' ! 'b!c'"#
+        );
+    }
+
+    fn call_inputs(dir: &str, files: &[&str]) -> CallInputs {
+        CallInputs {
+            dir: dir.into(),
+            manifest: crate::recording::Manifest::new("c", "c"),
+            files: files
+                .iter()
+                .map(|f| InputFile {
+                    participant: "p".into(),
+                    file: (*f).into(),
+                    offset: Default::default(),
+                    duration: Default::default(),
+                    video: None,
+                    audio: true,
+                    demuxer: "matroskademux",
+                    finalised: true,
+                })
+                .collect(),
+            skipped: vec![],
+        }
+    }
+
+    #[test]
+    fn outputs_written_twice_or_over_a_recording_are_refused() {
+        let inputs = call_inputs("/rec/c", &["a.mkv"]);
+        let ok = "filesrc location=/rec/c/a.mkv ! d name=x x.audio_0 ! f location=/out/a.ogg";
+        assert!(check_outputs(ok, &inputs).is_ok());
+        // Quoted or not, one file is one file.
+        let twice = "f location=/out/a.ogg g location=\"/out/a.ogg\"";
+        let err = check_outputs(twice, &inputs).unwrap_err().to_string();
+        assert!(
+            err.starts_with("/out/a.ogg would be written twice"),
+            "{err}"
+        );
+        let over = "filesrc location=/rec/c/a.mkv ! d ! filesink location='/rec/c/a.mkv'";
+        assert!(matches!(
+            check_outputs(over, &inputs),
+            Err(LaunchError::Collision(f)) if f == "/rec/c/a.mkv"
+        ));
+        // A blank inside a quoted location does not cut it into two.
+        assert!(check_outputs("f location=\"/out/x y\" g location=/out/x", &inputs).is_ok());
+    }
+
+    #[test]
+    fn too_many_seconds_are_refused_not_overflowed() {
+        let template = Template::parse(
+            Path::new("t.pipeline"),
+            "# scope: track\n# media: audio/x-raw\n# inputs: a\naudioconvert name=a ! fakesink\n",
+        )
+        .unwrap();
+        let out = Path::new("/tmp/out");
+        for seconds in [MAX_SECONDS + 1, u32::MAX] {
+            let err = with_test_sources(&template, 2, seconds, out).unwrap_err();
+            assert!(
+                matches!(err, LaunchError::TooLong(s) if s == seconds),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("--seconds from 1 to 86400"),
+                "{err}"
+            );
+        }
+        let text = with_test_sources(&template, 1, MAX_SECONDS, out).unwrap();
+        assert!(
+            text.contains(&format!("num-buffers={}", MAX_SECONDS * 50)),
+            "{text}"
         );
     }
 

@@ -22,6 +22,7 @@ use crate::mix::layout::{self, Rect, Tile};
 use crate::mix::speaker::SpeakerPicker;
 use crate::names;
 use crate::recording::{Manifest, MANIFEST_FILE};
+use crate::templates::launch_text::{LaunchText, Span};
 use crate::templates::{Kind, Template, TemplateError};
 
 /// Why a recorded call cannot be used offline.
@@ -497,24 +498,12 @@ fn delayed(decoded: &str, name: &str, offset_ms: u128, kind: Kind) -> String {
     format!("{gap} ! {name}.sink_0 {decoded} ! queue ! {name}.sink_1 concat name={name}")
 }
 
-/// Inserts `props` right after the `name=<element>` token of `body`.
+/// Inserts `props` right after the `name=<element>` token of `body`; `None` if no element
+/// has that name.
 pub(crate) fn insert_after_name(body: &str, element: &str, props: &str) -> Option<String> {
-    let token = format!("name={element}");
-    let mut from = 0;
-    while let Some(pos) = body[from..].find(&token) {
-        let start = from + pos;
-        let end = start + token.len();
-        let before_ok = start == 0 || body[..start].ends_with(char::is_whitespace);
-        let after_ok = body[end..]
-            .chars()
-            .next()
-            .is_none_or(|c| c.is_whitespace() || c == '!');
-        if before_ok && after_ok {
-            return Some(format!("{}{props}{}", &body[..end], &body[end..]));
-        }
-        from = end;
-    }
-    None
+    let lexed = LaunchText::lex(body);
+    let at = lexed.named(element)?.span.end;
+    Some(lexed.edit(vec![(Span { start: at, end: at }, props.to_owned())]))
 }
 
 /// Fills in a file's duration, streams and demuxer with GStreamer's Discoverer. Returns
@@ -696,5 +685,14 @@ mod tests {
             "compositor name=vmix sink_1::xpos=3 background=black ! fakesink name=vmixer"
         );
         assert!(insert_after_name("compositor name=vmixer", "vmix", " x").is_none());
+        // Only a `name=` of the pipeline counts: not one inside a quoted value.
+        assert_eq!(
+            insert_after_name("t text=\"a name=vmix\" ! c name=vmix", "vmix", " p=1").unwrap(),
+            "t text=\"a name=vmix\" ! c name=vmix p=1"
+        );
+        assert_eq!(
+            insert_after_name("a!c name=vmix!b", "vmix", " p=1").unwrap(),
+            "a!c name=vmix p=1!b"
+        );
     }
 }

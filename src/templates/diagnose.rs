@@ -6,98 +6,109 @@
 
 use gst::prelude::*;
 
+use super::launch_text::{LaunchText, LexError, Token};
+
 /// A template body line: its number in the file and its text.
 pub type Line = (usize, String);
+
+/// A template's body lines lexed as one text (quotes may span lines), with where each line
+/// starts in it, so a token can be traced back to its line.
+struct Body {
+    text: String,
+    /// `(byte where the line starts in text, the line's number)`, in order.
+    starts: Vec<(usize, usize)>,
+}
+
+impl Body {
+    fn new(lines: &[Line]) -> Self {
+        let mut text = String::new();
+        let mut starts = Vec::with_capacity(lines.len());
+        for (number, line) in lines {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            starts.push((text.len(), *number));
+            text.push_str(line);
+        }
+        Body { text, starts }
+    }
+
+    /// The number of the line that byte `at` is on.
+    fn line_at(&self, at: usize) -> usize {
+        let i = self.starts.partition_point(|(start, _)| *start <= at);
+        self.starts
+            .get(i.saturating_sub(1))
+            .map(|(_, n)| *n)
+            .unwrap_or(1)
+    }
+
+    /// The line of the first word for which `matches` holds.
+    fn find(&self, mut matches: impl FnMut(&LaunchText, &Token) -> bool) -> Option<usize> {
+        let lexed = LaunchText::lex(&self.text);
+        let found = lexed.words().find(|t| matches(&lexed, t));
+        found.map(|t| self.line_at(t.span.start))
+    }
+}
 
 /// The first quote that is never closed, as `(line, message)`. GStreamer's parser accepts
 /// an unbalanced quote silently and swallows the rest of the pipeline into one value.
 pub fn unbalanced_quote(lines: &[Line]) -> Option<(usize, String)> {
-    let mut open: Option<(char, usize)> = None;
-    for (number, text) in lines {
-        let mut escaped = false;
-        for c in text.chars() {
-            if escaped {
-                escaped = false;
-                continue;
-            }
-            match (c, open) {
-                ('\\', _) => escaped = true,
-                ('"' | '\'', None) => open = Some((c, *number)),
-                (c, Some((q, _))) if c == q => open = None,
-                _ => {}
-            }
-        }
+    let body = Body::new(lines);
+    match LaunchText::lex(&body.text).error()? {
+        LexError::UnterminatedQuote { quote, at } => Some((
+            body.line_at(at),
+            format!("unbalanced quote: the {quote} opened on this line is never closed"),
+        )),
     }
-    open.map(|(q, line)| {
-        (
-            line,
-            format!("unbalanced quote: the {q} opened on this line is never closed"),
-        )
-    })
 }
 
-/// The tokens of a line: gst-launch words split at blanks and `!`.
-fn tokens(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| c.is_whitespace() || c == '!')
-        .filter(|t| !t.is_empty())
+/// Whether a word is `element` itself, or names it with `name=`.
+fn is_element(lexed: &LaunchText, token: &Token, element: &str) -> bool {
+    lexed.str(token.span) == element
+        || lexed
+            .property(token)
+            .is_some_and(|(key, value)| key == "name" && value == element)
 }
 
 /// The line where an element of this factory (or with this `name=`) is written.
 pub fn line_of_element(lines: &[Line], element: &str) -> Option<usize> {
-    let named = format!("name={element}");
-    lines
-        .iter()
-        .find(|(_, text)| tokens(text).any(|t| t == element || t == named))
+    let body = Body::new(lines);
+    body.find(|lexed, t| is_element(lexed, t, element))
         .or_else(|| {
             // GStreamer names unnamed elements after their factory: x264enc0, x264enc1...
             let factory = element.trim_end_matches(|c: char| c.is_ascii_digit());
             (factory != element)
-                .then(|| {
-                    lines
-                        .iter()
-                        .find(|(_, text)| tokens(text).any(|t| t == factory))
-                })
+                .then(|| body.find(|lexed, t| lexed.str(t.span) == factory))
                 .flatten()
         })
-        .map(|(n, _)| *n)
 }
 
-/// The line where `property=` is set.
+/// The line where `property=` is set (on an element, or as `child::property=`).
 pub fn line_of_property(lines: &[Line], property: &str) -> Option<usize> {
-    let prefix = format!("{property}=");
-    lines
-        .iter()
-        .find(|(_, text)| {
-            tokens(text).any(|t| {
-                t.starts_with(&prefix)
-                    || t.split_once("::")
-                        .is_some_and(|(_, p)| p.starts_with(&prefix))
-            })
+    Body::new(lines).find(|lexed, t| {
+        lexed.property(t).is_some_and(|(key, _)| {
+            key == property || key.split_once("::").is_some_and(|(_, p)| p == property)
         })
-        .map(|(n, _)| *n)
+    })
 }
 
 /// The first `key=value` written on an element of `factory` that the element does not have,
 /// as `(line, key)`. `None` if the factory is not installed or every property exists.
 pub fn unknown_property(lines: &[Line], factory: &str) -> Option<(usize, String)> {
     let element = gst::ElementFactory::make(factory).build().ok()?;
+    let body = Body::new(lines);
+    let lexed = LaunchText::lex(&body.text);
     let mut current = false;
-    for (number, text) in lines {
-        for token in text.split_whitespace() {
-            if token == "!" {
-                current = false;
-                continue;
-            }
-            match token.split_once('=') {
-                Some((key, _)) if current => {
-                    // `sink_0::xpos=` is a pad property, checked when the pad exists.
-                    if !key.contains("::") && element.find_property(key).is_none() {
-                        return Some((*number, key.to_owned()));
-                    }
+    for token in lexed.words() {
+        match lexed.property(token) {
+            // `sink_0::xpos=` is a pad property, checked when the pad exists.
+            Some((key, _)) if current => {
+                if !key.contains("::") && element.find_property(key).is_none() {
+                    return Some((body.line_at(token.span.start), key.to_owned()));
                 }
-                Some(_) => {}
-                None => current = token == factory,
             }
+            Some(_) => {}
+            None => current = lexed.str(token.span) == factory,
         }
     }
     None
@@ -266,6 +277,22 @@ mod tests {
             explain_parse_error(&l, "no element \"fakesink\"", &["fakesink".into()]);
         assert_eq!(line, 11);
         assert!(message.contains("no property `no-such-prop`"), "{message}");
+    }
+
+    #[test]
+    fn quoted_values_are_neither_elements_nor_properties() {
+        gst::init().unwrap();
+        // A quote may span lines; what is inside it is a value.
+        let l = lines("fakesrc ! fakesink name=\"a b=1\nx264enc\" sync=false\n! x264enc!fakesink");
+        assert_eq!(line_of_property(&l, "b"), None);
+        assert_eq!(line_of_property(&l, "sync"), Some(11));
+        assert_eq!(line_of_element(&l, "x264enc"), Some(12));
+        assert_eq!(line_of_element(&l, "a b=1\nx264enc"), Some(10));
+        assert_eq!(unknown_property(&l, "fakesink"), None);
+        // Pad properties are found after their pad's name.
+        let l = lines("compositor name=vmix\n  sink_1::xpos=3 ! fakesink");
+        assert_eq!(line_of_property(&l, "xpos"), Some(11));
+        assert_eq!(unknown_property(&l, "compositor"), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! from the network can change a pipeline's syntax.
 
 pub mod diagnose;
+pub mod launch_text;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use gst::prelude::*;
 
 use crate::names;
+use launch_text::SourceLine;
 
 /// Where a template instance sits in the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -404,27 +406,27 @@ impl Template {
         let mut fields: BTreeMap<String, (usize, String)> = BTreeMap::new();
         let mut body_lines = Vec::new();
         let mut body_line = 0;
-        for (i, raw) in text.lines().enumerate() {
-            let line_no = i + 1;
-            let line = raw.trim();
-            if let Some(comment) = line.strip_prefix('#') {
-                if body_lines.is_empty() {
-                    if let Some((key, value)) = comment.split_once(':') {
-                        let key = key.trim().to_ascii_lowercase();
-                        if !key.contains(' ') {
-                            fields.insert(key, (line_no, value.trim().to_owned()));
+        let source = launch_text::source_lines(text);
+        for &(line_no, line) in &source {
+            match line {
+                SourceLine::Comment(comment) => {
+                    if body_lines.is_empty() {
+                        if let Some((key, value)) = comment.split_once(':') {
+                            let key = key.trim().to_ascii_lowercase();
+                            if !key.contains(' ') {
+                                fields.insert(key, (line_no, value.trim().to_owned()));
+                            }
                         }
                     }
                 }
-                continue;
+                SourceLine::Blank => {}
+                SourceLine::Pipeline(line) => {
+                    if body_lines.is_empty() {
+                        body_line = line_no;
+                    }
+                    body_lines.push((line_no, line.to_owned()));
+                }
             }
-            if line.is_empty() {
-                continue;
-            }
-            if body_lines.is_empty() {
-                body_line = line_no;
-            }
-            body_lines.push((line_no, line.trim_end_matches('\\').trim().to_owned()));
         }
         if body_lines.is_empty() {
             return Err(syntax(1, "no pipeline text after the header".into()));
@@ -556,23 +558,22 @@ impl Template {
         if let Some((line, message)) = diagnose::unbalanced_quote(&template.lines) {
             return Err(syntax(line, message));
         }
-        template.check_variables(text)?;
+        template.check_variables(&source)?;
         Ok(template)
     }
 
     /// Rejects `${...}` references the template's scope does not provide.
-    fn check_variables(&self, text: &str) -> Result<(), TemplateError> {
-        for (i, line) in text.lines().enumerate() {
-            if line.trim_start().starts_with('#') {
+    fn check_variables(&self, source: &[(usize, SourceLine)]) -> Result<(), TemplateError> {
+        for &(line_no, line) in source {
+            let SourceLine::Pipeline(mut rest) = line else {
                 continue;
-            }
-            let mut rest = line;
+            };
             while let Some(start) = rest.find("${") {
                 let after = &rest[start + 2..];
                 let Some(end) = after.find('}') else {
                     return Err(TemplateError::Syntax {
                         path: self.path.clone(),
-                        line: i + 1,
+                        line: line_no,
                         message: "unclosed `${`".into(),
                     });
                 };
@@ -588,7 +589,7 @@ impl Template {
                         .collect();
                     return Err(TemplateError::Syntax {
                         path: self.path.clone(),
-                        line: i + 1,
+                        line: line_no,
                         message: format!(
                             "unknown variable ${{{var}}} for scope {} (available: {})",
                             self.scope,
@@ -733,6 +734,33 @@ fn list_pipeline_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// The names template files give, so that two files of one name are refused alike
+/// wherever files are gathered: a templates directory, or files named on the command line.
+#[derive(Debug, Default)]
+pub struct FileNames {
+    taken: Vec<(String, PathBuf)>,
+}
+
+impl FileNames {
+    /// Takes `template`'s name for its file; an error naming the file that has it already.
+    pub fn claim(&mut self, template: &Template) -> Result<(), TemplateError> {
+        if let Some((_, other)) = self.taken.iter().find(|(name, _)| *name == template.name) {
+            return Err(TemplateError::Syntax {
+                path: template.path.clone(),
+                line: 1,
+                message: format!(
+                    "template name `{}` is already used by {}; give one of them another `# name:`",
+                    template.name,
+                    other.display()
+                ),
+            });
+        }
+        self.taken
+            .push((template.name.clone(), template.path.clone()));
+        Ok(())
+    }
+}
+
 /// A template that could not be loaded or checked.
 #[derive(Debug)]
 pub struct Failure {
@@ -777,27 +805,16 @@ impl Loaded {
             }
         }
         let mut from_dir: Vec<Template> = vec![];
+        let mut names = FileNames::default();
         for path in files {
             let origin = Origin::File(path.clone());
             let (name, error) = match load_file(&path) {
-                Ok(t) => match from_dir.iter().find(|other| other.name == t.name) {
-                    Some(other) => {
-                        let message = format!(
-                            "template name `{}` is already used by {}; give one of them another `# name:`",
-                            t.name,
-                            other.path.display()
-                        );
-                        let error = TemplateError::Syntax {
-                            path: path.clone(),
-                            line: 1,
-                            message,
-                        };
-                        (t.name, error)
-                    }
-                    None => {
+                Ok(t) => match names.claim(&t) {
+                    Ok(()) => {
                         from_dir.push(t);
                         continue;
                     }
+                    Err(error) => (t.name, error),
                 },
                 Err(error) => (file_stem(&path), error),
             };
@@ -955,6 +972,25 @@ mod tests {
         let text = GOOD.replace("scope: track", "scope: participant");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("${track}"), "{err}");
+    }
+
+    #[test]
+    fn continued_lines_and_comments_make_one_body() {
+        let text = GOOD.replace(
+            "matroskamux name=mux ! ",
+            "matroskamux name=mux \\\n  # the file\n\n  ! ",
+        );
+        let t = parse(&text).unwrap();
+        assert_eq!(
+            t.body,
+            "matroskamux name=mux ! filesink location=${call_dir}/${participant}-${track}.mkv"
+        );
+        assert_eq!(t.lines.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [6, 9]);
+        // Variables in comments are not checked; a `#` in a value is no comment.
+        let text = GOOD.replace("# inputs: mux\n", "# inputs: mux\n# ${nope}\n");
+        assert!(parse(&text).is_ok());
+        let text = GOOD.replace("${track}", "#${track}");
+        assert!(parse(&text).unwrap().body.contains("-#${track}"));
     }
 
     #[test]
