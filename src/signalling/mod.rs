@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod gst_webrtc;
+pub mod janus;
 pub mod multistream;
 
 use std::time::Instant;
