@@ -179,7 +179,7 @@ proptest! {
             SignalCommand::Ice { session_id: session.clone(), candidate: text.clone(), mline_index: mline },
             SignalCommand::EndSession { session_id: session.clone() },
         ] {
-            let wire = gst_webrtc::serialize(&command);
+            let wire = gst_webrtc::serialize(&command).expect("each of these has a message");
             prop_assert!(serde_json::from_str::<p::IncomingMessage>(&wire).is_ok(), "{}", wire);
         }
     }

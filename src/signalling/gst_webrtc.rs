@@ -27,7 +27,7 @@ impl Protocol for GstWebrtc {
     }
 
     fn encode(&mut self, command: &SignalCommand) -> Vec<String> {
-        vec![serialize(command)]
+        serialize(command).into_iter().collect()
     }
 }
 
@@ -47,7 +47,7 @@ pub fn parse(text: &str) -> Result<Vec<SignalEvent>, ProtocolError> {
     let msg: p::OutgoingMessage =
         serde_json::from_str(text).map_err(|source| ProtocolError::Malformed {
             source,
-            excerpt: text.chars().take(200).collect(),
+            excerpt: ProtocolError::excerpt(text),
         })?;
     Ok(match msg {
         p::OutgoingMessage::Welcome { .. } | p::OutgoingMessage::ListConsumers { .. } => vec![],
@@ -105,8 +105,9 @@ pub fn parse(text: &str) -> Result<Vec<SignalEvent>, ProtocolError> {
     })
 }
 
-/// Translates a command into the text frame to send.
-pub fn serialize(command: &SignalCommand) -> String {
+/// Translates a command into the text frame to send; `None` for a command this protocol has
+/// no message for (it has no end-of-candidates message).
+pub fn serialize(command: &SignalCommand) -> Option<String> {
     let msg = match command.clone() {
         SignalCommand::StartSession { peer_id, offer } => {
             p::IncomingMessage::StartSession(p::StartSessionMessage { peer_id, offer })
@@ -129,8 +130,9 @@ pub fn serialize(command: &SignalCommand) -> String {
         SignalCommand::EndSession { session_id } => {
             p::IncomingMessage::EndSession(p::EndSessionMessage { session_id })
         }
+        SignalCommand::EndOfCandidates { .. } => return None,
     };
-    to_text(&msg)
+    Some(to_text(&msg))
 }
 
 fn to_text(msg: &p::IncomingMessage) -> String {
@@ -263,9 +265,19 @@ mod tests {
         }
     }
 
+    fn text_of(command: &SignalCommand) -> String {
+        serialize(command).unwrap()
+    }
+
     #[test]
     fn commands_serialise_to_the_wire_format() {
-        let start: Value = serde_json::from_str(&serialize(&SignalCommand::StartSession {
+        assert_eq!(
+            serialize(&SignalCommand::EndOfCandidates {
+                session_id: "s".into()
+            }),
+            None
+        );
+        let start: Value = serde_json::from_str(&text_of(&SignalCommand::StartSession {
             peer_id: "p".into(),
             offer: None,
         }))
@@ -274,7 +286,7 @@ mod tests {
             start,
             json!({"type": "startSession", "peerId": "p", "offer": null})
         );
-        let answer: Value = serde_json::from_str(&serialize(&SignalCommand::Answer {
+        let answer: Value = serde_json::from_str(&text_of(&SignalCommand::Answer {
             session_id: "s".into(),
             sdp: "v=0".into(),
         }))
@@ -283,7 +295,7 @@ mod tests {
             answer,
             json!({"type": "peer", "sessionId": "s", "sdp": {"type": "answer", "sdp": "v=0"}})
         );
-        let ice: Value = serde_json::from_str(&serialize(&SignalCommand::Ice {
+        let ice: Value = serde_json::from_str(&text_of(&SignalCommand::Ice {
             session_id: "s".into(),
             candidate: "c".into(),
             mline_index: 0,
@@ -293,7 +305,7 @@ mod tests {
             ice,
             json!({"type": "peer", "sessionId": "s", "ice": {"candidate": "c", "sdpMLineIndex": 0}})
         );
-        let end: Value = serde_json::from_str(&serialize(&SignalCommand::EndSession {
+        let end: Value = serde_json::from_str(&text_of(&SignalCommand::EndSession {
             session_id: "s".into(),
         }))
         .unwrap();

@@ -313,6 +313,18 @@ impl Supervisor {
             SignalEvent::ServerError { details } => {
                 warn!(details = %details.chars().take(500).collect::<String>(), "signalling server reported an error");
             }
+            // Rooms of several participants over one session (the Janus adapter): no source
+            // sends these yet; see `signalling::janus` for what recording them needs.
+            SignalEvent::RoomAdded { .. }
+            | SignalEvent::RoomRemoved { .. }
+            | SignalEvent::ParticipantAdded { .. }
+            | SignalEvent::ParticipantRemoved { .. }
+            | SignalEvent::StreamsChanged { .. } => {
+                debug!(
+                    ?ev,
+                    "multi-participant session events are not handled yet; ignoring"
+                );
+            }
         }
     }
 
