@@ -5,7 +5,9 @@
 # Usage: bash scripts/soak.sh [MINUTES=30] [PARTICIPANTS=8] [CHURN_SECS=20]
 # Keeps PARTICIPANTS producers (320x180 VP8 + Opus) in one call; every CHURN_SECS the oldest
 # leaves (SIGTERM: its session ends cleanly) and a new one joins. Writes one line a minute to
-# bench-out/soak.tsv (minute, RSS kB, fds, participants seen so far) and a summary to
+# bench-out/soak.tsv (minute, RSS kB, fds, participants seen so far, then the anonymous part
+# of RSS, the thread count and CPU seconds used, which tell heap and stacks from mapped
+# libraries and show what an allocator setting costs) and a summary to
 # bench-out/soak-summary.txt: growth of RSS and fds after a 5-minute warm-up, and RSS per
 # recorded participant (the daemon's RSS while recording minus its RSS when idle, divided by
 # PARTICIPANTS).
@@ -47,8 +49,12 @@ pids+=($callrec)
 sleep 2
 
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+anon() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
+threads() { ls "/proc/$1/task" | wc -l; }
+cpu() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 fds() { ls "/proc/$1/fd" | wc -l; }
 rss_idle=$(rss "$callrec")
+anon_idle=$(anon "$callrec")
 
 joined=0
 join() {
@@ -60,7 +66,7 @@ join() {
 }
 for _ in $(seq "$N"); do join; done
 
-printf 'minute\trss_kb\tfds\tparticipants_joined\n' >"$out/soak.tsv"
+printf 'minute\trss_kb\tfds\tparticipants_joined\trss_anon_kb\tthreads\tcpu_s\n' >"$out/soak.tsv"
 start=$(date +%s)
 next_sample=$start
 next_churn=$((start + CHURN))
@@ -79,18 +85,22 @@ while [ $(( $(date +%s) - start )) -lt $((MINUTES * 60)) ]; do
     next_churn=$((next_churn + CHURN))
   fi
   if [ "$now" -ge "$next_sample" ]; then
-    printf '%s\t%s\t%s\t%s\n' "$minute" "$(rss "$callrec")" "$(fds "$callrec")" "$joined" >>"$out/soak.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$minute" "$(rss "$callrec")" "$(fds "$callrec")" "$joined" \
+      "$(anon "$callrec")" "$(threads "$callrec")" "$(cpu "$callrec")" >>"$out/soak.tsv"
     minute=$((minute + 1))
     next_sample=$((next_sample + 60))
   fi
   sleep 1
 done
 
-python3 - "$out/soak.tsv" "$rss_idle" "$N" "$WARMUP" "$MINUTES" "$CHURN" >"$out/soak-summary.txt" <<'PY'
+python3 - "$out/soak.tsv" "$rss_idle" "$N" "$WARMUP" "$MINUTES" "$CHURN" "$anon_idle" >"$out/soak-summary.txt" <<'PY'
 import sys
 path, idle, n, warmup, minutes, churn = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
-rows = [l.split("\t") for l in open(path).read().splitlines()[1:]]
-rows = [(int(m), int(r), int(f), int(j)) for m, r, f, j in rows]
+anon_idle = int(sys.argv[7])
+lines = [l.split("\t") for l in open(path).read().splitlines()[1:]]
+rows = [tuple(int(v) for v in l[:4]) for l in lines]
+anon = {int(l[0]): int(l[4]) for l in lines}
+threads = {int(l[0]): int(l[5]) for l in lines}
 base = next(r for r in rows if r[0] >= warmup) if any(r[0] >= warmup for r in rows) else rows[0]
 last = rows[-1]
 steady = sorted(r[1] for r in rows if r[0] >= warmup)
@@ -101,5 +111,8 @@ print(f"RSS idle: {idle / 1024:.1f} MB; after warm-up (minute {base[0]}): {base[
 print(f"RSS growth after warm-up: {(last[1] - base[1]) / 1024:+.1f} MB (target < 5 MB)")
 print(f"open fds after warm-up: {base[2]}; at the end: {last[2]}; growth {last[2] - base[2]:+d} (target 0)")
 print(f"RSS per recorded participant: {(median - idle) / 1024 / n:.2f} MB (median RSS after warm-up minus idle, / {n})")
+steady_anon = sorted(anon[r[0]] for r in rows if r[0] >= warmup) or [anon[last[0]]]
+print(f"anonymous RSS (heap and stacks) idle: {anon_idle / 1024:.1f} MB; after warm-up: {anon[base[0]] / 1024:.1f} MB; at the end: {anon[last[0]] / 1024:.1f} MB; per participant: {(steady_anon[len(steady_anon) // 2] - anon_idle) / 1024 / n:.2f} MB")
+print(f"threads at the end: {threads[last[0]]}; CPU used: {lines[-1][6]} s")
 PY
 cat "$out/soak-summary.txt"

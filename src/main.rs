@@ -14,6 +14,7 @@ use callrec::exit::Exit;
 use callrec::supervisor::Drained;
 
 mod cli;
+mod malloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -181,6 +182,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
+            // Before any thread starts (the daemon only: offline commands keep glibc's
+            // defaults, which suit their few busy threads).
+            malloc::configure();
             // The same checks as `callrec check`, so the recordings directory exists and is
             // writable before the first call needs it (a fresh `dir = "recordings"`).
             let settings = match daemon::check(&config) {
@@ -295,6 +299,7 @@ async fn run(config: PathBuf, settings: callrec::supervisor::SupervisorSettings)
         stopping.cancelled().await;
         stop_notifier.notify("STOPPING=1");
     });
+    tokio::spawn(malloc::trim_periodically(shutdown.clone()));
     let drained = daemon::run(config, settings, notifier, shutdown, reload_rx).await;
     signals.abort();
     match drained {
