@@ -42,6 +42,10 @@ pub const PLACEHOLDER_COLOUR: u32 = 0xff40_4040;
 /// How long after the last participant left a mix stops writing: their last audio, faded,
 /// is out of the mixer by then.
 const PAUSE_AFTER: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+/// Longest a layout change waits for the compositor to compose its frame: a little more
+/// than the compositor's latency, so it only applies when the compositor is stalled or
+/// skipping frames.
+const LAYOUT_AT_MOST_LATE: gst::ClockTime = gst::ClockTime::from_mseconds(700);
 /// Grid of an audio-only mix's cuts (the audiomixer's default buffer duration).
 const AUDIO_GRID: gst::ClockTime = gst::ClockTime::from_mseconds(10);
 /// Size of the leaky queue each mix has in front of each mixer input. A participant's
@@ -366,6 +370,11 @@ impl Mix {
     pub fn on_tick(&mut self, now_ms: u64) -> bool {
         if self.eos_sent {
             return false;
+        }
+        // A layout change waits for its frame, but never longer than this.
+        if let Some(now) = self.bin.current_running_time() {
+            self.timed_layout
+                .apply_decided_before(now.saturating_sub(LAYOUT_AT_MOST_LATE));
         }
         let paused = self.gate.is_closed();
         self.lag

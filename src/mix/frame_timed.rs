@@ -122,6 +122,15 @@ impl FrameTimedLayout {
     }
 }
 
+impl FrameTimedLayout {
+    /// Applies at once every change decided before `rt`: the safety net for a compositor that
+    /// composes no frame (stalled, or skipping frames to catch up), so that a layout change
+    /// is never later than the caller's bound.
+    pub fn apply_decided_before(&self, rt: gst::ClockTime) {
+        apply_due(&self.pending, rt);
+    }
+}
+
 /// Applies, in order, the changes due by the frame at `frame_rt`. The properties are set
 /// after the lock is released: setting `zorder` takes the compositor's object lock.
 fn apply_due(pending: &Mutex<VecDeque<Pending>>, frame_rt: gst::ClockTime) {
