@@ -120,9 +120,7 @@ impl FrameTimedLayout {
             }
         }
     }
-}
 
-impl FrameTimedLayout {
     /// Applies at once every change decided before `rt`: the safety net for a compositor that
     /// composes no frame (stalled, or skipping frames to catch up), so that a layout change
     /// is never later than the caller's bound.
