@@ -117,7 +117,7 @@ pub fn with_test_sources(
         Scope::Call => {
             let mut vars = base_vars(template, &out_dir);
             vars.insert("call", "render".into());
-            let mut body = template.render(&vars)?;
+            let mut body = template.render_offline(&vars)?;
             let vmix = template.input_for(Kind::Video);
             let amix = template.input_for(Kind::Audio);
             if let Some(vmix) = vmix {
@@ -182,7 +182,7 @@ pub fn with_test_sources(
                         let _ = write!(sources, "{src} ! {} ! {input}. ", enc.chain);
                     }
                     vars.retain(|name, _| provides(template.scope, name));
-                    instances.push(format!("{sources}{}", template.render(&vars)?));
+                    instances.push(format!("{sources}{}", template.render_offline(&vars)?));
                 }
             }
             text = join_instances(instances);
@@ -280,7 +280,7 @@ pub fn post_description(
     vars.insert("call", inputs.manifest.dir.clone());
     vars.insert("participant", inputs.participant_name(file));
     vars.insert("input", stem(&file.file));
-    let body = template.render(&vars)?;
+    let body = template.render_offline(&vars)?;
     let mut text = format!(
         "filesrc location={dir}/{} ! {} name={SOURCE} ",
         file.file, file.demuxer
@@ -388,11 +388,19 @@ fn remux_descriptions(
             vars.insert("track", format!("{}{}", t.kind, t.mline));
             vars.insert("kind", codec.kind.as_str().to_owned());
             vars.insert("codec", codec.name.to_owned());
-            out.push(format!("{}{}", source(&[stream]), template.render(&vars)?));
+            out.push(format!(
+                "{}{}",
+                source(&[stream]),
+                template.render_offline(&vars)?
+            ));
         }
     } else if !streams.is_empty() {
         let all: Vec<_> = streams.iter().collect();
-        out.push(format!("{}{}", source(&all), template.render(&vars)?));
+        out.push(format!(
+            "{}{}",
+            source(&all),
+            template.render_offline(&vars)?
+        ));
     }
     Ok(out)
 }

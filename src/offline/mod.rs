@@ -367,7 +367,7 @@ impl CallInputs {
         vars.insert("call_dir", out_dir);
         vars.insert("call", self.manifest.dir.clone());
         vars.insert("template", output_name.to_owned());
-        let mut body = template.render(&vars)?;
+        let mut body = template.render_offline(&vars)?;
         let vmix = template.input_for(Kind::Video).map(str::to_owned);
         let amix = template.input_for(Kind::Audio).map(str::to_owned);
         let canvas = template.canvas;

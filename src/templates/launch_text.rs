@@ -209,6 +209,28 @@ impl<'a> LaunchText<'a> {
         arguments
     }
 
+    /// The text with every `queue`'s `leaky` set to `no`. Offline work (remix, post, a
+    /// rendered command) runs as fast as its slowest element, so a queue that a live mix
+    /// lets drop frames to keep up would drop them there for no reason: the encoder is
+    /// simply slower than the decoders feeding it.
+    pub fn without_leaks(&self) -> String {
+        let mut element = "";
+        let mut edits = vec![];
+        for token in self.words() {
+            match token.kind {
+                TokenKind::Word => element = self.str(token.span),
+                TokenKind::Property { key, value }
+                    if element == "queue" && self.str(key) == "leaky" =>
+                {
+                    edits.push((value, "no".to_owned()));
+                }
+                TokenKind::Property { .. } => {}
+                _ => element = "",
+            }
+        }
+        self.edit(edits)
+    }
+
     /// The text with each `(span, replacement)` put in place of its span; an empty span
     /// inserts. Edits are applied in span order; one that overlaps an earlier one, or falls
     /// outside the text, is left out.
@@ -510,6 +532,16 @@ fn is_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offline_queues_never_leak() {
+        let text =
+            "a ! queue leaky=downstream max-size-time=1 ! enc ! queue leaky=2 \\\n ! x leaky=1";
+        assert_eq!(
+            LaunchText::lex(text).without_leaks(),
+            "a ! queue leaky=no max-size-time=1 ! enc ! queue leaky=no \\\n ! x leaky=1"
+        );
+    }
 
     /// Each token's kind (without spans) and text.
     fn lexed(text: &str) -> Vec<(String, &str)> {

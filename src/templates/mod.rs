@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use gst::prelude::*;
 
 use crate::names;
-use launch_text::SourceLine;
+use launch_text::{LaunchText, SourceLine};
 
 /// Where a template instance sits in the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -635,6 +635,12 @@ impl Template {
             out = out.replace(&format!("${{{name}}}"), value);
         }
         Ok(out)
+    }
+
+    /// [`Template::render`] for offline work (remix, post, a rendered command): the same
+    /// text with no queue leaky ([`LaunchText::without_leaks`]).
+    pub fn render_offline(&self, vars: &BTreeMap<&str, String>) -> Result<String, TemplateError> {
+        Ok(LaunchText::lex(&self.render(vars)?).without_leaks())
     }
 
     /// Builds one instance: the rendered text parsed into a bin (no ghost pads; callers
