@@ -35,8 +35,8 @@ pub enum ConfigError {
     /// A value is out of its allowed range.
     #[error("invalid config value `{key}`: {message}")]
     Value {
-        /// The dotted key.
-        key: &'static str,
+        /// The dotted key (`source[1].url` for the second `[[source]]`).
+        key: String,
         /// What is wrong and what to do.
         message: String,
     },
@@ -46,8 +46,14 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// How to reach the signalling server.
-    pub signalling: SignallingConfig,
+    /// `[signalling]`: one gst-webrtc source, the form configs had before `[[source]]`.
+    /// [`Config::parse`] moves it into [`Config::sources`], so it is always `None` after.
+    #[serde(default)]
+    signalling: Option<SignallingConfig>,
+    /// `[[source]]`: where calls come from, `[signalling]` first if it is there. Never empty
+    /// once parsed.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
     /// What to record and where.
     pub recording: RecordingConfig,
     /// STUN/TURN servers (none by default, so closed networks work).
@@ -115,8 +121,9 @@ impl Protocol {
         }
     }
 
-    /// Reads `[signalling] protocol` with an error that names the key, the value and what
-    /// is supported (serde's own message names neither the key nor, for TOML, the table).
+    /// Reads a `protocol` key with an error that names the value and what is supported
+    /// (serde's own message lists variant names, not the config's spelling; the TOML error
+    /// around it shows the line).
     fn deserialize_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
         use serde::de::{Error, IntoDeserializer};
         let value = String::deserialize(d)?;
@@ -125,7 +132,7 @@ impl Protocol {
         parsed.map_err(|_| {
             let supported: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
             D::Error::custom(format!(
-                "[signalling] protocol = {value:?} is not supported; supported: {} (remove the key to use gst-webrtc)",
+                "protocol = {value:?} is not supported; supported: {}",
                 supported.join(", ")
             ))
         })
@@ -138,18 +145,61 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// `[signalling]`: the connection to the existing signalling server.
+/// The name `[signalling]` gets as a source (in logs and manifests). Its calls keep the
+/// names they had before sources existed: no `<source>-` prefix.
+pub const SIGNALLING_SOURCE: &str = "signalling";
+
+/// `[signalling]`: the connection to the existing signalling server (a gst-webrtc source).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SignallingConfig {
-    /// `ws://` or `wss://` URL of the server.
-    pub url: String,
-    /// The protocol it speaks.
+struct SignallingConfig {
+    url: String,
     #[serde(
         default = "default_protocol",
         deserialize_with = "Protocol::deserialize_field"
     )]
+    protocol: Protocol,
+    #[serde(default = "default_own_meta")]
+    meta: serde_json::Map<String, serde_json::Value>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_secs: f64,
+    #[serde(default = "default_reconnect_min")]
+    reconnect_min_secs: f64,
+    #[serde(default = "default_reconnect_max")]
+    reconnect_max_secs: f64,
+    #[serde(default = "default_negotiation_timeout")]
+    negotiation_timeout_secs: f64,
+}
+
+impl SignallingConfig {
+    fn into_source(self) -> SourceConfig {
+        SourceConfig {
+            name: SIGNALLING_SOURCE.into(),
+            protocol: self.protocol,
+            url: self.url,
+            meta: self.meta,
+            ca_file: self.ca_file,
+            connect_timeout_secs: self.connect_timeout_secs,
+            reconnect_min_secs: self.reconnect_min_secs,
+            reconnect_max_secs: self.reconnect_max_secs,
+            negotiation_timeout_secs: self.negotiation_timeout_secs,
+            from_signalling_section: true,
+        }
+    }
+}
+
+/// `[[source]]`: one place calls come from, a signalling server of one protocol.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique among the sources: in logs, in the manifest, and first in each call's name.
+    pub name: String,
+    /// The protocol it speaks.
+    #[serde(deserialize_with = "Protocol::deserialize_field")]
     pub protocol: Protocol,
+    /// `ws://` or `wss://` URL of the server.
+    pub url: String,
     /// The `meta` callrec announces for itself (as a listener), so the app can tell it apart.
     #[serde(default = "default_own_meta")]
     pub meta: serde_json::Map<String, serde_json::Value>,
@@ -167,6 +217,32 @@ pub struct SignallingConfig {
     /// Seconds a producer has to send its offer after a session starts, and to connect after.
     #[serde(default = "default_negotiation_timeout")]
     pub negotiation_timeout_secs: f64,
+    /// Whether it was written as `[signalling]`: its calls are named as before sources
+    /// existed, without the source's name in front.
+    #[serde(skip)]
+    pub from_signalling_section: bool,
+}
+
+impl SourceConfig {
+    /// The name of a call of this source that the network called `call`: `<source>-<call>`,
+    /// so calls of two sources never share a name (`[signalling]`'s calls keep theirs).
+    pub fn call_name(&self, call: &str) -> String {
+        if self.from_signalling_section {
+            call.to_owned()
+        } else {
+            format!("{}-{call}", self.name)
+        }
+    }
+
+    /// The config key of one of its fields, for error messages: `signalling.url` or
+    /// `source[1].url`.
+    fn key(&self, index: usize, field: &str) -> String {
+        if self.from_signalling_section {
+            format!("signalling.{field}")
+        } else {
+            format!("source[{index}].{field}")
+        }
+    }
 }
 
 /// `[recording]`: what is recorded, how and where.
@@ -307,70 +383,161 @@ impl Config {
         if let Some(dir) = &mut config.recording.pipelines_dir {
             *dir = base.join(&*dir);
         }
-        if let Some(ca) = &mut config.signalling.ca_file {
-            *ca = base.join(&*ca);
+        for source in &mut config.sources {
+            if let Some(ca) = &mut source.ca_file {
+                *ca = base.join(&*ca);
+            }
         }
         config.validate()?;
         Ok(config)
     }
 
-    /// Parses TOML text; the error is the parser's message, with position.
+    /// Parses TOML text; the error is the parser's message, with position. A `[signalling]`
+    /// section becomes the first source.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(signalling) = config.signalling.take() {
+            config.sources.insert(0, signalling.into_source());
+        }
+        Ok(config)
     }
 
     /// Keeps `running`'s values for the settings that only take effect at start-up, and names
     /// those that differed. Reloading uses it so a changed restart-only setting is reported
-    /// instead of half applied: the signalling client and the recordings directory are set
-    /// up once, when the daemon starts.
-    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<&'static str> {
+    /// instead of half applied: the signalling clients and the recordings directory are set
+    /// up once, when the daemon starts. Of a source, only `negotiation_timeout_secs` is
+    /// reloaded (sources are matched by name; one added or removed needs a restart).
+    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<String> {
         let mut changed = vec![];
-        let (new, old) = (&mut self.signalling, &running.signalling);
-        keep(&mut changed, "signalling.url", &mut new.url, &old.url);
+        let names = |c: &Config| c.sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        if names(self) != names(running) {
+            changed.push("the list of sources ([[source]] and [signalling])".to_owned());
+            let timeouts: BTreeMap<String, f64> = self
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.negotiation_timeout_secs))
+                .collect();
+            self.sources = running.sources.clone();
+            for source in &mut self.sources {
+                if let Some(&t) = timeouts.get(&source.name) {
+                    source.negotiation_timeout_secs = t;
+                }
+            }
+        } else {
+            for (i, (new, old)) in self.sources.iter_mut().zip(&running.sources).enumerate() {
+                let key = |field: &str| old.key(i, field);
+                keep(&mut changed, key("url"), &mut new.url, &old.url);
+                keep(
+                    &mut changed,
+                    key("protocol"),
+                    &mut new.protocol,
+                    &old.protocol,
+                );
+                keep(&mut changed, key("meta"), &mut new.meta, &old.meta);
+                keep(&mut changed, key("ca_file"), &mut new.ca_file, &old.ca_file);
+                keep(
+                    &mut changed,
+                    key("connect_timeout_secs"),
+                    &mut new.connect_timeout_secs,
+                    &old.connect_timeout_secs,
+                );
+                keep(
+                    &mut changed,
+                    key("reconnect_min_secs"),
+                    &mut new.reconnect_min_secs,
+                    &old.reconnect_min_secs,
+                );
+                keep(
+                    &mut changed,
+                    key("reconnect_max_secs"),
+                    &mut new.reconnect_max_secs,
+                    &old.reconnect_max_secs,
+                );
+                keep(
+                    &mut changed,
+                    key("from_signalling_section"),
+                    &mut new.from_signalling_section,
+                    &old.from_signalling_section,
+                );
+            }
+        }
         keep(
             &mut changed,
-            "signalling.protocol",
-            &mut new.protocol,
-            &old.protocol,
-        );
-        keep(&mut changed, "signalling.meta", &mut new.meta, &old.meta);
-        keep(
-            &mut changed,
-            "signalling.ca_file",
-            &mut new.ca_file,
-            &old.ca_file,
-        );
-        keep(
-            &mut changed,
-            "signalling.connect_timeout_secs",
-            &mut new.connect_timeout_secs,
-            &old.connect_timeout_secs,
-        );
-        keep(
-            &mut changed,
-            "signalling.reconnect_min_secs",
-            &mut new.reconnect_min_secs,
-            &old.reconnect_min_secs,
-        );
-        keep(
-            &mut changed,
-            "signalling.reconnect_max_secs",
-            &mut new.reconnect_max_secs,
-            &old.reconnect_max_secs,
-        );
-        keep(
-            &mut changed,
-            "recording.dir",
+            "recording.dir".into(),
             &mut self.recording.dir,
             &running.recording.dir,
         );
         keep(
             &mut changed,
-            "post.concurrency",
+            "post.concurrency".into(),
             &mut self.post.concurrency,
             &running.post.concurrency,
         );
         changed
+    }
+
+    /// The source called `name`.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Checks the sources: at least one, unique safe names, and each one's values.
+    fn validate_sources(&self) -> Result<(), ConfigError> {
+        if self.sources.is_empty() {
+            return Err(ConfigError::Value {
+                key: "source".into(),
+                message: "no source of calls is configured; add a [[source]] (name, protocol, url) or a [signalling] section with its url".into(),
+            });
+        }
+        if self.sources.len() > MAX_SOURCES {
+            return Err(ConfigError::Value {
+                key: "source".into(),
+                message: format!(
+                    "{} sources configured; at most {MAX_SOURCES}",
+                    self.sources.len()
+                ),
+            });
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            let key = |field: &str| source.key(i, field);
+            if !crate::names::is_safe_component(&source.name) || source.name.len() > 64 {
+                return Err(ConfigError::Value {
+                    key: key("name"),
+                    message: format!(
+                        "`{}` must be 1 to 64 letters, digits or . _ + - (not starting with .): it names the source's calls on disk",
+                        source.name
+                    ),
+                });
+            }
+            if self.sources[..i].iter().any(|s| s.name == source.name) {
+                return Err(ConfigError::Value {
+                    key: key("name"),
+                    message: format!(
+                        "`{}` names two sources (a [signalling] section is the source `{SIGNALLING_SOURCE}`); give each source its own name",
+                        source.name
+                    ),
+                });
+            }
+            let url = url::Url::parse(&source.url).map_err(|e| ConfigError::Value {
+                key: key("url"),
+                message: format!("`{}` is not a URL: {e}", source.url),
+            })?;
+            if !matches!(url.scheme(), "ws" | "wss") {
+                return Err(ConfigError::Value {
+                    key: key("url"),
+                    message: format!("scheme must be ws:// or wss://, not {}://", url.scheme()),
+                });
+            }
+            for (field, value) in [
+                ("connect_timeout_secs", source.connect_timeout_secs),
+                ("reconnect_min_secs", source.reconnect_min_secs),
+                ("reconnect_max_secs", source.reconnect_max_secs),
+                ("negotiation_timeout_secs", source.negotiation_timeout_secs),
+            ] {
+                positive_secs(key(field), value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks the values serde cannot.
@@ -385,44 +552,19 @@ impl Config {
                 .find(|(i, n)| names[..*i].contains(n))
             {
                 return Err(ConfigError::Value {
-                    key,
+                    key: key.into(),
                     message: format!("`{name}` is listed twice; list each template once"),
                 });
             }
         }
         if !(1..=64).contains(&self.post.concurrency) {
             return Err(ConfigError::Value {
-                key: "post.concurrency",
+                key: "post.concurrency".into(),
                 message: format!("{} must be between 1 and 64", self.post.concurrency),
             });
         }
-        let url = url::Url::parse(&self.signalling.url).map_err(|e| ConfigError::Value {
-            key: "signalling.url",
-            message: format!("`{}` is not a URL: {e}", self.signalling.url),
-        })?;
-        if !matches!(url.scheme(), "ws" | "wss") {
-            return Err(ConfigError::Value {
-                key: "signalling.url",
-                message: format!("scheme must be ws:// or wss://, not {}://", url.scheme()),
-            });
-        }
+        self.validate_sources()?;
         let positive = [
-            (
-                "signalling.connect_timeout_secs",
-                self.signalling.connect_timeout_secs,
-            ),
-            (
-                "signalling.reconnect_min_secs",
-                self.signalling.reconnect_min_secs,
-            ),
-            (
-                "signalling.reconnect_max_secs",
-                self.signalling.reconnect_max_secs,
-            ),
-            (
-                "signalling.negotiation_timeout_secs",
-                self.signalling.negotiation_timeout_secs,
-            ),
             ("recording.stop_grace_secs", self.recording.stop_grace_secs),
             (
                 "recording.media_timeout_secs",
@@ -431,12 +573,7 @@ impl Config {
             ("post.timeout_secs", self.post.timeout_secs),
         ];
         for (key, value) in positive {
-            if !(value.is_finite() && value > 0.0 && value < 86_400.0) {
-                return Err(ConfigError::Value {
-                    key,
-                    message: format!("{value} must be a number of seconds above 0"),
-                });
-            }
+            positive_secs(key.into(), value)?;
         }
         for (key, value) in [
             ("recording.linger_secs", self.recording.linger_secs),
@@ -444,7 +581,7 @@ impl Config {
         ] {
             if !(value.is_finite() && (0.0..86_400.0).contains(&value)) {
                 return Err(ConfigError::Value {
-                    key,
+                    key: key.into(),
                     message: format!("{value} must be a number of seconds, 0 or more"),
                 });
             }
@@ -452,7 +589,7 @@ impl Config {
         let dir = self.recording.dir.to_string_lossy();
         if !crate::names::is_pipeline_safe_path(&dir) {
             return Err(ConfigError::Value {
-                key: "recording.dir",
+                key: "recording.dir".into(),
                 message: format!(
                     "`{dir}` must use only letters, digits and . _ + - / (it is put into pipeline text)"
                 ),
@@ -461,32 +598,32 @@ impl Config {
         for address in &self.ice.local_addresses {
             if address.parse::<std::net::IpAddr>().is_err() {
                 return Err(ConfigError::Value {
-                    key: "ice.local_addresses",
+                    key: "ice.local_addresses".into(),
                     message: format!("`{address}` is not an IP address"),
                 });
             }
         }
         if self.recording.templates.is_empty() {
             return Err(ConfigError::Value {
-                key: "recording.templates",
+                key: "recording.templates".into(),
                 message: "list at least one template, e.g. [\"participant-mkv\"]".into(),
             });
         }
         if self.recording.group_key.is_empty() {
             return Err(ConfigError::Value {
-                key: "recording.group_key",
+                key: "recording.group_key".into(),
                 message: "must not be empty".into(),
             });
         }
         if self.recording.max_calls == 0 {
             return Err(ConfigError::Value {
-                key: "recording.max_calls",
+                key: "recording.max_calls".into(),
                 message: "must be at least 1".into(),
             });
         }
         if self.recording.keyframe_request_interval_ms < 20 {
             return Err(ConfigError::Value {
-                key: "recording.keyframe_request_interval_ms",
+                key: "recording.keyframe_request_interval_ms".into(),
                 message: "must be at least 20 ms, or senders get flooded with PLIs".into(),
             });
         }
@@ -494,13 +631,23 @@ impl Config {
     }
 }
 
+/// Most sources one daemon takes (each is a connection and a task).
+pub const MAX_SOURCES: usize = 32;
+
+/// `value` as a number of seconds above 0 and below a day, or the error naming `key`.
+fn positive_secs(key: String, value: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && value > 0.0 && value < 86_400.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::Value {
+            key,
+            message: format!("{value} must be a number of seconds above 0"),
+        })
+    }
+}
+
 /// Puts `old` back into `new` if they differ, noting `key`.
-fn keep<T: PartialEq + Clone>(
-    changed: &mut Vec<&'static str>,
-    key: &'static str,
-    new: &mut T,
-    old: &T,
-) {
+fn keep<T: PartialEq + Clone>(changed: &mut Vec<String>, key: String, new: &mut T, old: &T) {
     if new != old {
         changed.push(key);
         *new = old.clone();
@@ -569,11 +716,11 @@ mod tests {
         let mut new = Config::parse(&text).unwrap();
         let changed = new.keep_restart_only(&running);
         assert_eq!(changed, vec!["signalling.url", "recording.dir"]);
-        assert_eq!(new.signalling.url, running.signalling.url);
+        assert_eq!(new.sources[0].url, running.sources[0].url);
         assert_eq!(new.recording.dir, running.recording.dir);
         // Reloadable settings take their new values.
         assert_eq!(new.recording.linger_secs, 9.0);
-        assert_eq!(new.signalling.negotiation_timeout_secs, 3.0);
+        assert_eq!(new.sources[0].negotiation_timeout_secs, 3.0);
         let mut same = Config::parse(MINIMAL).unwrap();
         assert!(same.keep_restart_only(&running).is_empty());
     }
@@ -582,7 +729,7 @@ mod tests {
     fn unknown_protocol_is_rejected_with_key_value_and_supported_values() {
         let text = MINIMAL.replace("\"gst-webrtc\"", "\"janus\"");
         let err = Config::parse(&text).unwrap_err();
-        assert!(err.contains("[signalling] protocol"), "{err}");
+        assert!(err.contains("protocol"), "{err}");
         assert!(err.contains("\"janus\""), "{err}");
         assert!(err.contains("supported: gst-webrtc"), "{err}");
         let text = MINIMAL.replace("\"gst-webrtc\"", "7");
@@ -592,16 +739,16 @@ mod tests {
     #[test]
     fn protocol_names_are_the_config_spelling() {
         let config = Config::parse(MINIMAL).unwrap();
-        assert_eq!(config.signalling.protocol, Protocol::GstWebrtc);
+        assert_eq!(config.sources[0].protocol, Protocol::GstWebrtc);
         let without = MINIMAL.replace("protocol = \"gst-webrtc\"", "");
         assert_eq!(
-            Config::parse(&without).unwrap().signalling.protocol,
+            Config::parse(&without).unwrap().sources[0].protocol,
             Protocol::GstWebrtc
         );
         // `name` and serde's kebab-case spelling agree for every protocol.
         for protocol in Protocol::ALL {
             let text = MINIMAL.replace("gst-webrtc", protocol.name());
-            assert_eq!(Config::parse(&text).unwrap().signalling.protocol, *protocol);
+            assert_eq!(Config::parse(&text).unwrap().sources[0].protocol, *protocol);
         }
     }
 
@@ -616,5 +763,93 @@ mod tests {
             Config::load(&path).unwrap().recording.pipelines_dir,
             Some(dir.path().join("pipes"))
         );
+    }
+
+    const TWO_SOURCES: &str = r#"
+        [[source]]
+        name = "east"
+        protocol = "gst-webrtc"
+        url = "ws://127.0.0.1:8443"
+        [[source]]
+        name = "west"
+        protocol = "gst-webrtc"
+        url = "wss://signalling.example:443"
+        negotiation_timeout_secs = 7
+        [recording]
+        dir = "/r"
+    "#;
+
+    #[test]
+    fn sources_are_listed_with_signalling_first_and_name_their_calls() {
+        let config = Config::parse(TWO_SOURCES).unwrap();
+        config.validate().unwrap();
+        let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["east", "west"]);
+        assert_eq!(config.sources[1].negotiation_timeout_secs, 7.0);
+        assert_eq!(config.sources[0].call_name("standup"), "east-standup");
+        // `[signalling]` is a source too, first, and its calls keep their plain names.
+        let both = format!("[signalling]\nurl = \"ws://127.0.0.1:1\"\n{TWO_SOURCES}");
+        let config = Config::parse(&both).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.sources.len(), 3);
+        assert_eq!(config.sources[0].name, SIGNALLING_SOURCE);
+        assert_eq!(config.sources[0].call_name("standup"), "standup");
+        assert_eq!(
+            config.source("west").unwrap().url,
+            "wss://signalling.example:443"
+        );
+    }
+
+    #[test]
+    fn bad_sources_are_named_by_their_index() {
+        let check = |text: &str| {
+            Config::parse(text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let err = check("[recording]\ndir = \"/r\"\n");
+        assert!(err.contains("no source of calls"), "{err}");
+        let err = check(&TWO_SOURCES.replace("\"west\"", "\"east\""));
+        assert!(
+            err.contains("source[1].name") && err.contains("two sources"),
+            "{err}"
+        );
+        let err = check(&TWO_SOURCES.replace("\"west\"", "\"../x\""));
+        assert!(err.contains("source[1].name"), "{err}");
+        let err = check(&TWO_SOURCES.replace("wss://signalling", "http://signalling"));
+        assert!(
+            err.contains("source[1].url") && err.contains("ws://"),
+            "{err}"
+        );
+        let err = check(&TWO_SOURCES.replace("= 7", "= -7"));
+        assert!(err.contains("source[1].negotiation_timeout_secs"), "{err}");
+        let signalling = format!(
+            "[signalling]\nurl = \"ws://127.0.0.1:1\"\n{}",
+            TWO_SOURCES.replace("\"east\"", "\"signalling\"")
+        );
+        let err = check(&signalling);
+        assert!(err.contains("source[1].name"), "{err}");
+        // A source without its required keys is a parse error that names the key.
+        let err =
+            Config::parse("[[source]]\nname = \"a\"\nurl = \"ws://x\"\n[recording]\ndir = \"/r\"")
+                .unwrap_err();
+        assert!(err.contains("protocol"), "{err}");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_sources_but_their_negotiation_timeouts() {
+        let running = Config::parse(TWO_SOURCES).unwrap();
+        let mut new =
+            Config::parse(&TWO_SOURCES.replace("= 7", "= 9").replace("8443", "1")).unwrap();
+        let changed = new.keep_restart_only(&running);
+        assert_eq!(changed, vec!["source[0].url"]);
+        assert_eq!(new.sources[0].url, "ws://127.0.0.1:8443");
+        assert_eq!(new.sources[1].negotiation_timeout_secs, 9.0);
+        let mut renamed = Config::parse(&TWO_SOURCES.replace("\"west\"", "\"north\"")).unwrap();
+        let changed = renamed.keep_restart_only(&running);
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert_eq!(renamed.sources, running.sources);
     }
 }

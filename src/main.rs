@@ -118,9 +118,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match daemon::check(&config) {
             Ok(settings) => {
+                let sources: Vec<String> = settings
+                    .config
+                    .sources
+                    .iter()
+                    .map(|s| format!("{} {} {}", s.name, s.protocol, s.url))
+                    .collect();
                 println!(
-                    "{}: ok (templates: {})",
+                    "{}: ok (sources: {}; templates: {})",
                     config.display(),
+                    sources.join(", "),
                     settings
                         .templates
                         .iter()

@@ -460,8 +460,9 @@ prop_compose! {
     fn participant()(
         id in text(), name in text(), meta in json_value(), session in text(), joined_at in text(),
         left_at in prop::option::of(text()), end_reason in prop::option::of(text()),
+        source in prop::option::of(text()),
     ) -> ParticipantEntry {
-        ParticipantEntry { id, name, meta, session, joined_at, left_at, end_reason }
+        ParticipantEntry { id, name, meta, source, session, joined_at, left_at, end_reason }
     }
 }
 
@@ -618,7 +619,7 @@ proptest! {
         );
         let config = Config::parse(&text).unwrap();
         if config.validate().is_ok() {
-            let s = &config.signalling;
+            let s = &config.sources[0];
             for v in [s.connect_timeout_secs, s.reconnect_min_secs, s.reconnect_max_secs,
                       s.negotiation_timeout_secs, config.recording.linger_secs] {
                 let _ = config::secs(v);

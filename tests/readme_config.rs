@@ -9,22 +9,27 @@ use std::path::Path;
 
 use common::{files_of, peer_id, sent_secs, Daemon, Expect, SignallingServer, TestPeer};
 
-/// The first ```toml block after the README's "Minimal config" heading, exactly as printed.
-fn readme_minimal_config() -> String {
+/// The first ```toml block after the README's `heading`, exactly as printed.
+fn readme_toml_after(heading: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("read README.md");
     let section = readme
-        .find("### Minimal config")
+        .find(heading)
         .map(|i| &readme[i..])
-        .expect("README.md has a `### Minimal config` section");
+        .unwrap_or_else(|| panic!("README.md has a `{heading}` section"));
     let start = section
         .find("```toml\n")
         .map(|i| i + "```toml\n".len())
-        .expect("the Minimal config section has a ```toml block");
+        .unwrap_or_else(|| panic!("the {heading} section has a ```toml block"));
     let len = section[start..]
         .find("```")
         .expect("the ```toml block is closed");
     section[start..start + len].to_owned()
+}
+
+/// The first ```toml block after the README's "Minimal config" heading, exactly as printed.
+fn readme_minimal_config() -> String {
+    readme_toml_after("### Minimal config")
 }
 
 /// The block is what the README claims: a signalling URL on the loopback and a recordings
@@ -71,7 +76,11 @@ fn the_readme_minimal_config_records_a_call_with_nothing_installed() {
 
     let (status, out) = Daemon::check(&config);
     assert_eq!(status.code(), Some(0), "callrec check: {out}");
-    assert!(out.contains("ok (templates: participant-mkv)"), "{out}");
+    assert!(
+        out.contains("ok (sources: signalling gst-webrtc ws://127.0.0.1:")
+            && out.contains("; templates: participant-mkv)"),
+        "{out}"
+    );
 
     let daemon = Daemon::start(&config);
     // `dir = "recordings"` is relative: it is resolved against the config file's directory.
@@ -103,4 +112,18 @@ fn the_readme_minimal_config_records_a_call_with_nothing_installed() {
         "the daemon could read all it needs: {}",
         daemon.log()
     );
+}
+
+/// The README's example of several sources passes `callrec check` as printed (it names
+/// servers that need not be reachable: checking connects to nothing).
+#[test]
+fn the_readme_several_sources_example_passes_check() {
+    let config = readme_toml_after("### Several sources");
+    let value: toml::Table = config.parse().expect("the README's config is TOML");
+    assert!(
+        value["source"].as_array().is_some_and(|s| s.len() >= 2),
+        "{config}"
+    );
+    let (status, output) = Daemon::check(&config);
+    assert!(status.success(), "{config}\n{output}");
 }

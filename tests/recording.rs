@@ -646,3 +646,63 @@ fn records_only_producers_matching_the_filter() {
     assert_eq!(common::find_call_dirs(rec.path()).len(), 1);
     assert!(daemon.log().contains("does not match"), "the log says why");
 }
+
+/// One daemon records from two signalling servers at once (`[[source]]`), and a third source
+/// that is down keeps neither from recording. The same call name on both servers makes two
+/// calls, each named after its source, and the manifest names where each participant came
+/// from.
+#[test]
+fn records_from_several_sources_at_once() {
+    let east = SignallingServer::start();
+    let west = SignallingServer::start();
+    let rec = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound then released.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let source = |name: &str, url: &str| {
+        format!(
+            "[[source]]\nname = \"{name}\"\nprotocol = \"gst-webrtc\"\nurl = \"{url}\"\n\
+             reconnect_min_secs = 0.2\nreconnect_max_secs = 1.0\n"
+        )
+    };
+    let config = format!(
+        "{}{}{}[recording]\ndir = \"{}\"\npipelines_dir = \"{PIPELINES}\"\nlinger_secs = 1\n\
+         [ice]\nlocal_addresses = [\"127.0.0.1\"]\n",
+        source("east", &east.url()),
+        source("down", &format!("ws://{down}")),
+        source("west", &west.url()),
+        rec.path().display()
+    );
+    let _daemon = Daemon::start(&config);
+    let meta = r#"{"call":"standup"}"#;
+    let mut a = TestPeer::spawn(&east.url(), &["--duration", "4", "--meta", meta]);
+    let mut b = TestPeer::spawn(
+        &west.url(),
+        &["--duration", "4", "--meta", meta, "--video", "h264"],
+    );
+    let (id_a, id_b) = (peer_id(&mut a), peer_id(&mut b));
+    sent_secs(&mut a);
+    sent_secs(&mut b);
+    for (dir, id, source, codec) in [
+        ("east-standup", &id_a, "east", "vp8"),
+        ("west-standup", &id_b, "west", "h264"),
+    ] {
+        let dir = rec.path().join(dir);
+        let m = common::wait_complete(&dir);
+        check_manifest_basics(&m);
+        let participants = m["participants"].as_array().unwrap();
+        assert_eq!(participants.len(), 1, "{m:#}");
+        assert_eq!(participants[0]["id"], id.as_str());
+        assert_eq!(participants[0]["source"], source, "{m:#}");
+        let files = files_of(&m, id);
+        assert_eq!(files.len(), 1, "{files:?}");
+        let info = common::probe(&dir.join(&files[0]));
+        assert!(
+            info.streams.iter().any(|s| s.codec_name == codec) && info.duration_s > 3.0,
+            "{info:?}"
+        );
+    }
+    assert_eq!(common::find_call_dirs(rec.path()).len(), 2);
+}

@@ -93,6 +93,8 @@ pub struct CallSettings {
     pub media_timeout: Duration,
     /// Write pipeline graphs into `<call_dir>/debug/` (`[debug] graphs`).
     pub graphs: bool,
+    /// The source its producers come from (`[[source]] name`), for the manifest.
+    pub source: String,
 }
 
 /// Orders from the supervisor.

@@ -53,6 +53,7 @@ impl Call {
             id: peer_id.to_owned(),
             name: name.clone(),
             meta,
+            source: Some(self.settings.source.clone()),
             session: session_id.to_owned(),
             joined_at: recording::now_rfc3339(),
             left_at: None,

@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, Config, Protocol};
+use crate::config::{self, Config, Protocol, SourceConfig};
 use crate::exit::Exit;
 use crate::recording;
 use crate::signalling::{client, SignalEvent};
-use crate::supervisor::{Drained, Supervisor, SupervisorSettings};
+use crate::supervisor::{Drained, SourceId, Supervisor, SupervisorSettings};
 use crate::templates::{Failure, Origin, TemplateDir, TemplateError, TemplateSet};
 use notify::Notifier;
 use reload::Reloader;
@@ -67,7 +67,9 @@ impl StartError {
 /// callers run it with `spawn_blocking`.
 pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let config = Config::load(config_path)?;
-    client::tls_connector(config.signalling.ca_file.as_deref())?;
+    for source in &config.sources {
+        client::tls_connector(source.ca_file.as_deref())?;
+    }
     init_gstreamer()?;
     let dir = TemplateDir::from_config(config.recording.pipelines_dir.as_deref());
     let checked = TemplateSet::load_and_check(&dir).map_err(|e| StartError::Templates(vec![e]))?;
@@ -134,6 +136,43 @@ fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// Starts the signalling client of one source, and a task that tags its events with the
+/// source's id on their way to the supervisor.
+fn spawn_source(
+    id: SourceId,
+    source: &SourceConfig,
+    events: mpsc::Sender<(SourceId, SignalEvent)>,
+    commands: mpsc::Receiver<crate::signalling::SignalCommand>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let settings = client::ClientSettings {
+        url: source.url.clone(),
+        connect_timeout: config::secs(source.connect_timeout_secs),
+        reconnect_min: config::secs(source.reconnect_min_secs),
+        reconnect_max: config::secs(source.reconnect_max_secs),
+        ca_file: source.ca_file.clone(),
+    };
+    let (tx, mut rx) = mpsc::channel(256);
+    // One adapter per protocol; the match is exhaustive so a new `Protocol` cannot be
+    // configured before it has one.
+    let client = match source.protocol {
+        Protocol::GstWebrtc => {
+            let adapter = crate::signalling::gst_webrtc::GstWebrtc {
+                meta: source.meta.clone(),
+            };
+            tokio::spawn(client::run(settings, adapter, tx, commands, stop))
+        }
+    };
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if events.send((id, event)).await.is_err() {
+                break;
+            }
+        }
+        let _ = client.await;
+    })
+}
+
 /// Records until `shutdown` fires, then finalises every call within the grace period.
 /// Each message on `reloads` re-reads `config_path` and the templates for new calls.
 pub async fn run(
@@ -147,33 +186,24 @@ pub async fn run(
     for call in recording::mark_interrupted(dir) {
         warn!(dir = %call.display(), "marked a call left unfinished by a previous run as interrupted");
     }
-    let sig = &settings.config.signalling;
-    let client_settings = client::ClientSettings {
-        url: sig.url.clone(),
-        connect_timeout: config::secs(sig.connect_timeout_secs),
-        reconnect_min: config::secs(sig.reconnect_min_secs),
-        reconnect_max: config::secs(sig.reconnect_max_secs),
-        ca_file: sig.ca_file.clone(),
-    };
     let (event_tx, event_rx) = mpsc::channel(256);
-    let (command_tx, command_rx) = mpsc::channel(1024);
     let client_stop = CancellationToken::new();
-    // One adapter per protocol; the match is exhaustive so a new `Protocol` cannot be
-    // configured before it has one.
-    let client = match sig.protocol {
-        Protocol::GstWebrtc => {
-            let adapter = crate::signalling::gst_webrtc::GstWebrtc {
-                meta: sig.meta.clone(),
-            };
-            tokio::spawn(client::run(
-                client_settings,
-                adapter,
-                event_tx,
-                command_rx,
-                client_stop.clone(),
-            ))
-        }
-    };
+    let mut clients = vec![];
+    let mut command_txs = vec![];
+    for (index, source) in settings.config.sources.iter().enumerate() {
+        let (command_tx, command_rx) = mpsc::channel(1024);
+        command_txs.push(command_tx);
+        clients.push(spawn_source(
+            SourceId(index),
+            source,
+            event_tx.clone(),
+            command_rx,
+            client_stop.clone(),
+        ));
+    }
+    drop(event_tx);
+    let sources = settings.config.sources.len();
+    let mut connected = vec![false; sources];
     let notifier = Arc::new(notifier);
     // Shared with the reloader: it must not send READY=1 before start-up did.
     let ready = Arc::new(AtomicBool::new(false));
@@ -186,23 +216,43 @@ pub async fn run(
         ready.clone(),
         shutdown.clone(),
     ));
-    let supervisor = Supervisor::new(settings, command_tx);
+    let supervisor = Supervisor::new(settings, command_txs);
     let drained = supervisor
-        .run(event_rx, update_rx, shutdown, |ev| match ev {
-            SignalEvent::Connected if !ready.load(Ordering::SeqCst) => {
-                ready.store(true, Ordering::SeqCst);
-                notifier.notify("READY=1\nSTATUS=connected to the signalling server");
+        .run(event_rx, update_rx, shutdown, |source, ev| {
+            let Some(up) = connected.get_mut(source.0) else {
+                return;
+            };
+            match ev {
+                SignalEvent::Connected => *up = true,
+                SignalEvent::Disconnected { .. } => *up = false,
+                _ => return,
             }
-            SignalEvent::Connected => notifier.notify("STATUS=connected to the signalling server"),
-            SignalEvent::Disconnected { .. } => {
-                notifier.notify("STATUS=reconnecting to the signalling server")
+            // Ready once one source records: a source that is down must not keep the others
+            // from starting (systemd would kill a daemon that never gets ready).
+            let up = connected.iter().filter(|c| **c).count();
+            let status = if sources == 1 {
+                if up == 1 {
+                    "connected to the signalling server".to_owned()
+                } else {
+                    "reconnecting to the signalling server".to_owned()
+                }
+            } else {
+                format!("connected to {up} of {sources} signalling sources")
+            };
+            if up > 0 && !ready.swap(true, Ordering::SeqCst) {
+                notifier.notify(&format!("READY=1\nSTATUS={status}"));
+            } else {
+                notifier.notify(&format!("STATUS={status}"));
             }
-            _ => {}
         })
         .await;
     reloading.abort();
     client_stop.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        futures::future::join_all(clients),
+    )
+    .await;
     info!(?drained, "stopped");
     drained
 }

@@ -42,7 +42,7 @@ pub struct Reloaded {
     /// The templates new calls run.
     pub templates: Vec<String>,
     /// Restart-only settings that changed in the file but keep their running values.
-    pub need_restart: Vec<&'static str>,
+    pub need_restart: Vec<String>,
 }
 
 /// Loads, validates and hands new settings to the supervisor.

@@ -219,6 +219,10 @@ pub struct ParticipantEntry {
     pub name: String,
     /// The producer's meta, as sent.
     pub meta: serde_json::Value,
+    /// The source it came from (`[[source]] name`; `signalling` for `[signalling]`).
+    /// Manifests written before sources existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The signalling session id.
     pub session: String,
     /// RFC 3339 UTC.
@@ -520,6 +524,7 @@ mod tests {
             id: "p".into(),
             name: "p".into(),
             meta: serde_json::json!({ "x": -4.4950615236896673e263 }),
+            source: None,
             session: "s".into(),
             joined_at: now_rfc3339(),
             left_at: None,

@@ -4,6 +4,11 @@
 //! routes signalling events to call tasks, keeps each call alive through its linger, and
 //! drains every call on shutdown within the grace period. A reload hands it new settings
 //! (see [`SettingsUpdate`]); calls already running keep the settings they started with.
+//!
+//! Events come from several sources (`[[source]]`), each with its own signalling client.
+//! Peer and session ids are unique within one source only, so every table is keyed by
+//! [`SourceId`] as well, a call belongs to one source, and commands go back to the client
+//! its events came from.
 
 mod grouping;
 
@@ -93,9 +98,25 @@ pub struct SettingsUpdate {
     pub applied: oneshot::Sender<()>,
 }
 
+/// A configured source: its index in [`Config::sources`] (a reload keeps the list, see
+/// [`Config::keep_restart_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId(pub usize);
+
+impl std::fmt::Display for SourceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "source #{}", self.0)
+    }
+}
+
+/// A peer or session id, with the source it belongs to.
+type SourcedId = (SourceId, String);
+
 struct CallHandle {
-    /// The grouping key it was started for (see [`call_key`]).
+    /// The grouping key it was started for (see [`call_key`]), with its source's index.
     key: String,
+    /// Where its producers come from: its sessions' commands go to that client.
+    source: SourceId,
     name: String,
     /// The linger the call started with (a reload changes it for new calls only).
     linger: Duration,
@@ -125,17 +146,19 @@ pub struct Supervisor {
     /// The call that new producers of a key join (finishing calls are not here).
     by_key: HashMap<String, CallId>,
     next_id: u64,
-    pending: HashMap<String, PendingStart>,
-    sessions: HashMap<String, CallId>,
-    producers_in_session: HashMap<String, String>,
-    /// Session ends the signalling client had no room for; retried every tick.
-    unsent_ends: Vec<String>,
+    pending: HashMap<SourcedId, PendingStart>,
+    sessions: HashMap<SourcedId, CallId>,
+    /// Each producer's session (the session id, of the same source).
+    producers_in_session: HashMap<SourcedId, String>,
+    /// Session ends a signalling client had no room for; retried every tick.
+    unsent_ends: Vec<SourcedId>,
     /// Producers refused for want of room, oldest first, with their meta: they are admitted
     /// when a call ends or space is freed (the server announces a producer only once).
-    waiting: std::collections::VecDeque<(String, Option<Value>)>,
+    waiting: std::collections::VecDeque<(SourcedId, Option<Value>)>,
     /// When waiting producers were last tried.
     last_admission: Instant,
-    signal_tx: mpsc::Sender<SignalCommand>,
+    /// Each source's signalling client, by [`SourceId`].
+    signal_txs: Vec<mpsc::Sender<SignalCommand>>,
     notes_tx: mpsc::Sender<CallNote>,
     notes_rx: mpsc::Receiver<CallNote>,
     tracker: TaskTracker,
@@ -153,8 +176,9 @@ pub enum Drained {
 }
 
 impl Supervisor {
-    /// A supervisor that sends signalling commands through `signal_tx`.
-    pub fn new(settings: SupervisorSettings, signal_tx: mpsc::Sender<SignalCommand>) -> Self {
+    /// A supervisor that sends each source's signalling commands through its entry of
+    /// `signal_txs` (one per configured source, in order).
+    pub fn new(settings: SupervisorSettings, signal_txs: Vec<mpsc::Sender<SignalCommand>>) -> Self {
         let (notes_tx, notes_rx) = mpsc::channel(NOTE_QUEUE);
         let post = PostQueue::new(settings.config.post.concurrency);
         post.resume(
@@ -174,7 +198,7 @@ impl Supervisor {
             unsent_ends: vec![],
             waiting: std::collections::VecDeque::new(),
             last_admission: Instant::now(),
-            signal_tx,
+            signal_txs,
             notes_tx,
             notes_rx,
             tracker: TaskTracker::new(),
@@ -187,19 +211,19 @@ impl Supervisor {
     /// Settings arriving on `updates` apply to calls started after them.
     pub async fn run(
         mut self,
-        mut events: mpsc::Receiver<SignalEvent>,
+        mut events: mpsc::Receiver<(SourceId, SignalEvent)>,
         mut updates: mpsc::Receiver<SettingsUpdate>,
         shutdown: CancellationToken,
-        mut on_event: impl FnMut(&SignalEvent),
+        mut on_event: impl FnMut(SourceId, &SignalEvent),
     ) -> Drained {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = events.recv() => match ev {
-                    Some(ev) => {
-                        on_event(&ev);
-                        self.on_signal(ev);
+                    Some((source, ev)) => {
+                        on_event(source, &ev);
+                        self.on_signal(source, ev);
                     }
                     None => break,
                 },
@@ -222,20 +246,34 @@ impl Supervisor {
         let _ = update.applied.send(());
     }
 
-    fn on_signal(&mut self, ev: SignalEvent) {
+    /// The name of a source, for logs.
+    fn source_name(&self, source: SourceId) -> &str {
+        self.settings
+            .config
+            .sources
+            .get(source.0)
+            .map_or("?", |s| s.name.as_str())
+    }
+
+    fn on_signal(&mut self, source: SourceId, ev: SignalEvent) {
         match ev {
-            SignalEvent::Connected => info!("registered with the signalling server"),
+            SignalEvent::Connected => {
+                info!(source = %self.source_name(source), "registered with the signalling server")
+            }
             SignalEvent::Disconnected { .. } => {
                 // The server forgets sessions it had not started yet, and lists its producers
-                // again on reconnect.
-                self.pending.clear();
-                self.waiting.clear();
+                // again on reconnect. Other sources are not concerned.
+                self.pending.retain(|(s, _), _| *s != source);
+                self.waiting.retain(|((s, _), _)| *s != source);
                 self.recount_pending();
             }
-            SignalEvent::ProducerAdded { peer_id, meta } => self.on_producer(peer_id, meta),
+            SignalEvent::ProducerAdded { peer_id, meta } => {
+                self.on_producer((source, peer_id), meta)
+            }
             SignalEvent::ProducerRemoved { peer_id } => {
-                self.waiting.retain(|(p, _)| *p != peer_id);
-                if self.pending.remove(&peer_id).is_some() {
+                let peer = (source, peer_id);
+                self.waiting.retain(|(p, _)| *p != peer);
+                if self.pending.remove(&peer).is_some() {
                     self.recount_pending();
                 }
             }
@@ -243,14 +281,14 @@ impl Supervisor {
                 session_id,
                 peer_id,
             } => {
-                let Some(start) = self.pending.remove(&peer_id) else {
-                    warn!(%session_id, %peer_id, "a session started that callrec did not ask for; ending it");
-                    self.end_remote(session_id);
+                let Some(start) = self.pending.remove(&(source, peer_id.clone())) else {
+                    warn!(%session_id, %peer_id, source = %self.source_name(source), "a session started that callrec did not ask for; ending it");
+                    self.end_remote((source, session_id));
                     return;
                 };
                 self.recount_pending();
                 let Some(call) = self.calls.get_mut(&start.call).filter(|c| !c.finishing) else {
-                    self.end_remote(session_id);
+                    self.end_remote((source, session_id));
                     return;
                 };
                 let cmd = CallCmd::StartSession {
@@ -260,58 +298,52 @@ impl Supervisor {
                 };
                 if let Err(e) = call.tx.try_send(cmd) {
                     warn!(call = %call.name, %peer_id, "not recording: the call is not keeping up ({e})");
-                    self.end_remote(session_id);
+                    self.end_remote((source, session_id));
                     return;
                 }
                 call.sessions += 1;
                 call.empty_since = None;
-                self.sessions.insert(session_id.clone(), start.call);
-                self.producers_in_session.insert(peer_id, session_id);
+                self.sessions
+                    .insert((source, session_id.clone()), start.call);
+                self.producers_in_session
+                    .insert((source, peer_id), session_id);
             }
             SignalEvent::Offer { session_id, sdp } => {
-                self.route(
-                    &session_id,
-                    CallCmd::Offer {
-                        session_id: session_id.clone(),
-                        sdp,
-                    },
-                );
+                let cmd = CallCmd::Offer {
+                    session_id: session_id.clone(),
+                    sdp,
+                };
+                self.route((source, session_id), cmd);
             }
             SignalEvent::Answer { session_id, .. } => {
                 warn!(%session_id, "unexpected SDP answer (callrec does not offer); ending the session");
-                self.route(
-                    &session_id,
-                    CallCmd::RemoteEnded {
-                        session_id: session_id.clone(),
-                        reason: "producer sent an answer to an offer callrec never made".into(),
-                    },
-                );
+                let cmd = CallCmd::RemoteEnded {
+                    session_id: session_id.clone(),
+                    reason: "producer sent an answer to an offer callrec never made".into(),
+                };
+                self.route((source, session_id), cmd);
             }
             SignalEvent::Ice {
                 session_id,
                 candidate,
                 mline_index,
             } => {
-                self.route(
-                    &session_id,
-                    CallCmd::Ice {
-                        session_id: session_id.clone(),
-                        mline: mline_index,
-                        candidate,
-                    },
-                );
+                let cmd = CallCmd::Ice {
+                    session_id: session_id.clone(),
+                    mline: mline_index,
+                    candidate,
+                };
+                self.route((source, session_id), cmd);
             }
             SignalEvent::SessionEnded { session_id } => {
-                self.route(
-                    &session_id,
-                    CallCmd::RemoteEnded {
-                        session_id: session_id.clone(),
-                        reason: "session ended by the producer or the server".into(),
-                    },
-                );
+                let cmd = CallCmd::RemoteEnded {
+                    session_id: session_id.clone(),
+                    reason: "session ended by the producer or the server".into(),
+                };
+                self.route((source, session_id), cmd);
             }
             SignalEvent::ServerError { details } => {
-                warn!(details = %details.chars().take(500).collect::<String>(), "signalling server reported an error");
+                warn!(source = %self.source_name(source), details = %details.chars().take(500).collect::<String>(), "signalling server reported an error");
             }
             // Rooms of several participants over one session (the Janus adapter): no source
             // sends these yet; see `signalling::janus` for what recording them needs.
@@ -329,27 +361,33 @@ impl Supervisor {
     }
 
     /// A producer appeared: decide whether and where to record it, and start a session.
-    fn on_producer(&mut self, peer_id: String, meta: Option<Value>) {
+    fn on_producer(&mut self, peer: SourcedId, meta: Option<Value>) {
         if self.draining
-            || self.pending.contains_key(&peer_id)
-            || self.producers_in_session.contains_key(&peer_id)
+            || self.pending.contains_key(&peer)
+            || self.producers_in_session.contains_key(&peer)
         {
             return;
         }
+        let (source, peer_id) = (peer.0, peer.1.as_str());
+        let Some(source_config) = self.settings.config.sources.get(source.0) else {
+            return;
+        };
         let meta = meta.unwrap_or(Value::Null);
         let rec = &self.settings.config.recording;
         if !matches_filter(&meta, &rec.filter) {
             debug!(%peer_id, "producer does not match [recording.filter]; not recording it");
             return;
         }
-        let (key, name) = call_key(&peer_id, &meta, &rec.group_key);
+        let (key, name) = call_key(peer_id, &meta, &rec.group_key);
+        let key = format!("{}/{key}", source.0);
+        let name = source_config.call_name(&name);
         let id = match self.by_key.get(&key) {
             Some(&id) => id,
             None => {
                 // Finishing calls still count: their pipelines are still running.
                 if self.calls.len() >= rec.max_calls {
                     warn!(%peer_id, call = %name, max = rec.max_calls, "not recording: recording.max_calls reached; it will be recorded once a call ends");
-                    self.wait_for_room(peer_id, meta);
+                    self.wait_for_room(peer, meta);
                     return;
                 }
                 if rec.min_free_mb > 0 {
@@ -357,7 +395,7 @@ impl Supervisor {
                         Ok(free) if free < rec.min_free_mb => {
                             warn!(%peer_id, call = %name, free_mb = free, min_free_mb = rec.min_free_mb, dir = %rec.dir.display(),
                                 "not recording: the recordings disk is below [recording] min_free_mb; free space or lower the floor");
-                            self.wait_for_room(peer_id, meta);
+                            self.wait_for_room(peer, meta);
                             return;
                         }
                         Ok(_) => {}
@@ -366,7 +404,7 @@ impl Supervisor {
                         }
                     }
                 }
-                match self.start_call(&key, &name) {
+                match self.start_call(source, &key, &name) {
                     Ok(id) => id,
                     Err(e) => {
                         warn!(%peer_id, call = %name, "not recording: {e}");
@@ -376,16 +414,21 @@ impl Supervisor {
             }
         };
         let start = SignalCommand::StartSession {
-            peer_id: peer_id.clone(),
+            peer_id: peer_id.to_owned(),
             offer: None,
         };
-        if let Err(e) = self.signal_tx.try_send(start) {
+        let sent = match self.signal_tx(source) {
+            Some(tx) => tx.try_send(start).map_err(|e| e.to_string()),
+            None => Err("the source has no signalling client".to_owned()),
+        };
+        if let Err(e) = sent {
             warn!(%peer_id, call = %name, "not recording: the signalling client is not keeping up ({e})");
             self.recount_pending();
             return;
         }
+        info!(%peer_id, call = %name, "starting a session with producer");
         self.pending.insert(
-            peer_id.clone(),
+            peer,
             PendingStart {
                 call: id,
                 meta,
@@ -393,18 +436,23 @@ impl Supervisor {
             },
         );
         self.recount_pending();
-        info!(%peer_id, call = %name, "starting a session with producer");
+    }
+
+    /// The signalling client of `source` (there is one for every source configured at
+    /// start-up, and every [`SourceId`] comes from one of them).
+    fn signal_tx(&self, source: SourceId) -> Option<&mpsc::Sender<SignalCommand>> {
+        self.signal_txs.get(source.0)
     }
 
     /// Remembers a producer refused for want of room, to admit it later (bounded).
-    fn wait_for_room(&mut self, peer_id: String, meta: Value) {
-        if self.waiting.iter().any(|(p, _)| *p == peer_id) {
+    fn wait_for_room(&mut self, peer: SourcedId, meta: Value) {
+        if self.waiting.iter().any(|(p, _)| *p == peer) {
             return;
         }
         if self.waiting.len() >= MAX_WAITING {
             self.waiting.pop_front();
         }
-        self.waiting.push_back((peer_id, Some(meta)));
+        self.waiting.push_back((peer, Some(meta)));
     }
 
     /// Admits waiting producers while there is room: as many as there are free call slots,
@@ -432,15 +480,23 @@ impl Supervisor {
             .max_calls
             .saturating_sub(self.calls.len());
         for _ in 0..room.min(self.waiting.len()) {
-            let Some((peer_id, meta)) = self.waiting.pop_front() else {
+            let Some((peer, meta)) = self.waiting.pop_front() else {
                 break;
             };
-            self.on_producer(peer_id, meta);
+            self.on_producer(peer, meta);
         }
     }
 
-    fn start_call(&mut self, key: &str, name: &str) -> Result<CallId, String> {
+    fn start_call(&mut self, source: SourceId, key: &str, name: &str) -> Result<CallId, String> {
         let cfg = &self.settings.config;
+        let source_config = cfg
+            .sources
+            .get(source.0)
+            .ok_or_else(|| format!("{source} is not configured"))?;
+        let signal_tx = self
+            .signal_tx(source)
+            .ok_or_else(|| format!("{source} has no signalling client"))?
+            .clone();
         let settings = CallSettings {
             name: name.to_owned(),
             recordings_dir: cfg.recording.dir.clone(),
@@ -449,7 +505,8 @@ impl Supervisor {
             ice: cfg.ice.clone(),
             track_wait: config::secs(cfg.recording.track_wait_secs),
             keyframe_interval: Duration::from_millis(cfg.recording.keyframe_request_interval_ms),
-            negotiation_timeout: config::secs(cfg.signalling.negotiation_timeout_secs),
+            negotiation_timeout: config::secs(source_config.negotiation_timeout_secs),
+            source: source_config.name.clone(),
             media_timeout: config::secs(cfg.recording.media_timeout_secs),
             graphs: cfg.debug.graphs,
         };
@@ -461,13 +518,7 @@ impl Supervisor {
         let (tx, rx) = mpsc::channel(call::COMMAND_QUEUE);
         self.next_id += 1;
         let id = CallId(self.next_id);
-        let handle = call::spawn(
-            id,
-            settings,
-            rx,
-            self.notes_tx.clone(),
-            self.signal_tx.clone(),
-        )?;
+        let handle = call::spawn(id, settings, rx, self.notes_tx.clone(), signal_tx)?;
         // The tracker waits on the call's task on shutdown.
         self.tracker.spawn(async move {
             let _ = handle.await;
@@ -476,6 +527,7 @@ impl Supervisor {
             id,
             CallHandle {
                 key: key.to_owned(),
+                source,
                 name: name.to_owned(),
                 linger: config::secs(self.settings.config.recording.linger_secs),
                 tx,
@@ -494,10 +546,11 @@ impl Supervisor {
     /// Hands a signalling message to the session's call without waiting. A call's queue is
     /// full only when a producer floods it: extra candidates are dropped, and anything else
     /// that does not fit ends that session (and nothing else).
-    fn route(&mut self, session_id: &str, cmd: CallCmd) {
+    fn route(&mut self, session: SourcedId, cmd: CallCmd) {
+        let session_id = session.1.as_str();
         let Some(call) = self
             .sessions
-            .get(session_id)
+            .get(&session)
             .and_then(|id| self.calls.get_mut(id))
         else {
             debug!(%session_id, "signalling message for a session callrec does not have; ignoring");
@@ -513,7 +566,7 @@ impl Supervisor {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 warn!(call = %call.name, %session_id, "the call's queue is full (a producer is flooding it); ending the session");
-                self.end_remote(session_id.to_owned());
+                self.end_remote(session);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 debug!(%session_id, "the call has ended; ignoring a signalling message");
@@ -522,12 +575,14 @@ impl Supervisor {
     }
 
     /// Asks the server to end a session, now or on a later tick if the client has no room.
-    fn end_remote(&mut self, session_id: String) {
-        if let Err(mpsc::error::TrySendError::Full(SignalCommand::EndSession { session_id })) = self
-            .signal_tx
-            .try_send(SignalCommand::EndSession { session_id })
+    fn end_remote(&mut self, (source, session_id): SourcedId) {
+        let Some(tx) = self.signal_tx(source) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(SignalCommand::EndSession { session_id })) =
+            tx.try_send(SignalCommand::EndSession { session_id })
         {
-            self.unsent_ends.push(session_id);
+            self.unsent_ends.push((source, session_id));
         }
     }
 
@@ -538,17 +593,22 @@ impl Supervisor {
                 session_id,
                 reason,
             } => {
-                if self.sessions.get(&session_id) == Some(&call) {
-                    self.sessions.remove(&session_id);
-                    self.producers_in_session.retain(|_, s| *s != session_id);
+                let Some(source) = self.calls.get(&call).map(|c| c.source) else {
+                    return;
+                };
+                let session = (source, session_id);
+                if self.sessions.get(&session) == Some(&call) {
+                    self.sessions.remove(&session);
+                    self.producers_in_session
+                        .retain(|(s, _), id| *s != source || *id != session.1);
                     if let Some(c) = self.calls.get_mut(&call) {
                         c.sessions = c.sessions.saturating_sub(1);
                     }
                     self.recount_pending();
                 }
-                debug!(%session_id, %reason, "session closed");
+                debug!(session_id = %session.1, %reason, "session closed");
                 // Harmless if the server already ended it.
-                self.end_remote(session_id);
+                self.end_remote(session);
             }
             CallNote::Ended { call, status, dir } => {
                 debug!(%call, ?status, "call task ended");
@@ -577,8 +637,13 @@ impl Supervisor {
             self.by_key.remove(&handle.key);
         }
         self.sessions.retain(|_, c| *c != id);
-        let live: std::collections::HashSet<&String> = self.sessions.keys().collect();
-        self.producers_in_session.retain(|_, s| live.contains(s));
+        let live: std::collections::HashSet<(SourceId, &str)> = self
+            .sessions
+            .keys()
+            .map(|(s, id)| (*s, id.as_str()))
+            .collect();
+        self.producers_in_session
+            .retain(|(source, _), session| live.contains(&(*source, session.as_str())));
         self.pending.retain(|_, p| p.call != id);
         Some(handle.post)
     }
@@ -627,12 +692,15 @@ impl Supervisor {
 
     /// Expires unanswered session starts and finishes calls whose linger is over.
     fn on_tick(&mut self) {
-        let timeout = config::secs(self.settings.config.signalling.negotiation_timeout_secs);
+        let sources = &self.settings.config.sources;
         let before = self.pending.len();
-        self.pending.retain(|peer, p| {
+        self.pending.retain(|(source, peer), p| {
+            let timeout = sources
+                .get(source.0)
+                .map_or(Duration::ZERO, |s| config::secs(s.negotiation_timeout_secs));
             let keep = p.asked_at.elapsed() < timeout;
             if !keep {
-                warn!(peer_id = %peer, "the server never started the session; giving up on this producer");
+                warn!(peer_id = %peer, %source, "the server never started the session; giving up on this producer");
             }
             keep
         });
@@ -653,8 +721,8 @@ impl Supervisor {
             self.finish_call(id, "all participants left");
         }
         let unsent = std::mem::take(&mut self.unsent_ends);
-        for session_id in unsent {
-            self.end_remote(session_id);
+        for session in unsent {
+            self.end_remote(session);
         }
         self.admit_waiting();
     }
@@ -705,10 +773,13 @@ impl Supervisor {
     /// end get their post-processing queued (it runs on the next start).
     fn on_draining_note(&self, note: CallNote) {
         match note {
-            CallNote::SessionClosed { session_id, .. } => {
-                let _ = self
-                    .signal_tx
-                    .try_send(SignalCommand::EndSession { session_id });
+            CallNote::SessionClosed {
+                call, session_id, ..
+            } => {
+                let tx = self.calls.get(&call).and_then(|c| self.signal_tx(c.source));
+                if let Some(tx) = tx {
+                    let _ = tx.try_send(SignalCommand::EndSession { session_id });
+                }
             }
             CallNote::Ended { call, status, dir } => {
                 if let Some(handle) = self.calls.get(&call) {
@@ -723,6 +794,11 @@ impl Supervisor {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Peer `id` of the first source.
+    fn peer(id: &str) -> SourcedId {
+        (SourceId(0), id.to_owned())
+    }
 
     /// A supervisor recording into `rec` with the shipped templates and `recording` extra
     /// `[recording]` lines, and the receiving end of its signalling commands.
@@ -739,7 +815,10 @@ mod tests {
         .unwrap();
         let set = TemplateSet::load_dir(std::path::Path::new(pipelines)).unwrap();
         let (signal_tx, signal_rx) = mpsc::channel(64);
-        let sup = Supervisor::new(SupervisorSettings::new(config, &set).unwrap(), signal_tx);
+        let sup = Supervisor::new(
+            SupervisorSettings::new(config, &set).unwrap(),
+            vec![signal_tx],
+        );
         (sup, signal_rx)
     }
 
@@ -750,16 +829,16 @@ mod tests {
         let rec = tempfile::tempdir().unwrap();
         let (mut sup, mut signal_rx) = supervisor(rec.path(), "");
         let meta = json!({"call": "standup"});
-        sup.on_producer("p1".into(), Some(meta.clone()));
-        let first = *sup.by_key.get("g:standup").expect("a call for the group");
+        sup.on_producer(peer("p1"), Some(meta.clone()));
+        let first = *sup.by_key.get("0/g:standup").expect("a call for the group");
         // Its linger ran out: it is told to finish and takes no one new.
         sup.finish_call(first, "all participants left");
-        assert!(!sup.by_key.contains_key("g:standup"));
+        assert!(!sup.by_key.contains_key("0/g:standup"));
         // The group meets again before the old task has ended.
-        sup.on_producer("p2".into(), Some(meta));
-        let second = *sup.by_key.get("g:standup").expect("a new call");
+        sup.on_producer(peer("p2"), Some(meta));
+        let second = *sup.by_key.get("0/g:standup").expect("a new call");
         assert_ne!(first, second);
-        assert_eq!(sup.pending["p2"].call, second);
+        assert_eq!(sup.pending[&peer("p2")].call, second);
         // Now the old call's end arrives.
         let ended = CallNote::Ended {
             call: first,
@@ -772,8 +851,12 @@ mod tests {
             sup.calls.contains_key(&second),
             "the new call keeps its handle"
         );
-        assert_eq!(sup.by_key.get("g:standup"), Some(&second));
-        assert_eq!(sup.pending["p2"].call, second, "and its pending start");
+        assert_eq!(sup.by_key.get("0/g:standup"), Some(&second));
+        assert_eq!(
+            sup.pending[&peer("p2")].call,
+            second,
+            "and its pending start"
+        );
         while signal_rx.try_recv().is_ok() {}
         sup.drain().await;
     }
@@ -783,12 +866,15 @@ mod tests {
     async fn producers_refused_for_room_are_admitted_later() {
         let rec = tempfile::tempdir().unwrap();
         let (mut sup, mut signal_rx) = supervisor(rec.path(), "max_calls = 1\nmin_free_mb = 0\n");
-        sup.on_producer("a".into(), Some(json!({"call": "one"})));
-        sup.on_producer("b".into(), Some(json!({"call": "two"})));
-        assert!(sup.pending.contains_key("a"));
-        assert!(!sup.pending.contains_key("b"), "refused: max_calls is 1");
+        sup.on_producer(peer("a"), Some(json!({"call": "one"})));
+        sup.on_producer(peer("b"), Some(json!({"call": "two"})));
+        assert!(sup.pending.contains_key(&peer("a")));
+        assert!(
+            !sup.pending.contains_key(&peer("b")),
+            "refused: max_calls is 1"
+        );
         assert_eq!(sup.waiting.len(), 1);
-        let first = *sup.by_key.get("g:one").unwrap();
+        let first = *sup.by_key.get("0/g:one").unwrap();
         sup.on_note(CallNote::Ended {
             call: first,
             status: CallStatus::Complete,
@@ -797,18 +883,96 @@ mod tests {
         sup.last_admission = Instant::now() - Duration::from_secs(2);
         sup.on_tick();
         assert!(
-            sup.pending.contains_key("b"),
+            sup.pending.contains_key(&peer("b")),
             "admitted once the call ended"
         );
         assert!(sup.waiting.is_empty());
         // A producer that leaves while waiting is forgotten.
-        sup.on_producer("c".into(), Some(json!({"call": "three"})));
+        sup.on_producer(peer("c"), Some(json!({"call": "three"})));
         assert_eq!(sup.waiting.len(), 1);
-        sup.on_signal(SignalEvent::ProducerRemoved {
-            peer_id: "c".into(),
-        });
+        sup.on_signal(
+            SourceId(0),
+            SignalEvent::ProducerRemoved {
+                peer_id: "c".into(),
+            },
+        );
         assert!(sup.waiting.is_empty());
         while signal_rx.try_recv().is_ok() {}
+        sup.drain().await;
+    }
+
+    /// Two sources with the same peer ids and group names: separate calls, commands to the
+    /// right client, and one source's disconnection leaves the other's starts alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sources_are_kept_apart() {
+        gst::init().unwrap();
+        let rec = tempfile::tempdir().unwrap();
+        let pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
+        let config = Config::parse(&format!(
+            "[[source]]\nname = \"a\"\nprotocol = \"gst-webrtc\"\nurl = \"ws://127.0.0.1:9\"\n\
+             [[source]]\nname = \"b\"\nprotocol = \"gst-webrtc\"\nurl = \"ws://127.0.0.1:10\"\n\
+             [recording]\ndir = \"{}\"\npipelines_dir = \"{pipelines}\"\n",
+            rec.path().display()
+        ))
+        .unwrap();
+        let set = TemplateSet::load_dir(std::path::Path::new(pipelines)).unwrap();
+        let (tx_a, mut rx_a) = mpsc::channel(64);
+        let (tx_b, mut rx_b) = mpsc::channel(64);
+        let mut sup = Supervisor::new(
+            SupervisorSettings::new(config, &set).unwrap(),
+            vec![tx_a, tx_b],
+        );
+        let meta = json!({"call": "standup"});
+        let (a, b) = (SourceId(0), SourceId(1));
+        sup.on_producer((a, "p1".into()), Some(meta.clone()));
+        sup.on_producer((b, "p1".into()), Some(meta.clone()));
+        let call_a = sup.by_key["0/g:standup"];
+        let call_b = sup.by_key["1/g:standup"];
+        assert_ne!(call_a, call_b);
+        assert_eq!(sup.calls[&call_a].name, "a-standup");
+        assert_eq!(sup.calls[&call_b].name, "b-standup");
+        let started = |rx: &mut mpsc::Receiver<SignalCommand>| matches!(rx.try_recv(), Ok(SignalCommand::StartSession { peer_id, .. }) if peer_id == "p1");
+        assert!(started(&mut rx_a) && started(&mut rx_b));
+        // The same session id from both servers goes to each source's own call.
+        for source in [a, b] {
+            sup.on_signal(
+                source,
+                SignalEvent::SessionStarted {
+                    session_id: "s1".into(),
+                    peer_id: "p1".into(),
+                },
+            );
+        }
+        assert_eq!(sup.sessions[&(a, "s1".to_owned())], call_a);
+        assert_eq!(sup.sessions[&(b, "s1".to_owned())], call_b);
+        // A second producer waits for its session on each; source a drops its connection.
+        sup.on_producer((a, "p2".into()), Some(meta.clone()));
+        sup.on_producer((b, "p2".into()), Some(meta));
+        sup.on_signal(
+            a,
+            SignalEvent::Disconnected {
+                reason: "test".into(),
+            },
+        );
+        assert!(!sup.pending.contains_key(&(a, "p2".to_owned())));
+        assert!(sup.pending.contains_key(&(b, "p2".to_owned())));
+        // A session ending on source b is ended on b's client only.
+        while rx_a.try_recv().is_ok() {}
+        while rx_b.try_recv().is_ok() {}
+        sup.on_note(CallNote::SessionClosed {
+            call: call_b,
+            session_id: "s1".into(),
+            reason: "test".into(),
+        });
+        assert!(
+            matches!(rx_b.try_recv(), Ok(SignalCommand::EndSession { session_id }) if session_id == "s1")
+        );
+        assert!(rx_a.try_recv().is_err());
+        assert_eq!(
+            sup.sessions[&(a, "s1".to_owned())],
+            call_a,
+            "a's session is untouched"
+        );
         sup.drain().await;
     }
 }
