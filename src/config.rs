@@ -108,16 +108,19 @@ fn default_post_timeout() -> f64 {
 pub enum Protocol {
     /// The JSON protocol of `gst-webrtc-signalling-server` (webrtcsink, webrtcsrc, gstwebrtc-api).
     GstWebrtc,
+    /// WHIP ingest (RFC 9725): callrec is the HTTP endpoint clients publish to.
+    Whip,
 }
 
 impl Protocol {
     /// Every supported protocol, as listed in errors.
-    pub const ALL: &[Protocol] = &[Protocol::GstWebrtc];
+    pub const ALL: &[Protocol] = &[Protocol::GstWebrtc, Protocol::Whip];
 
     /// The name used in the config file.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::GstWebrtc => "gst-webrtc",
+            Protocol::Whip => "whip",
         }
     }
 
@@ -177,13 +180,17 @@ impl SignallingConfig {
         SourceConfig {
             name: SIGNALLING_SOURCE.into(),
             protocol: self.protocol,
-            url: self.url,
+            url: Some(self.url),
             meta: self.meta,
             ca_file: self.ca_file,
             connect_timeout_secs: self.connect_timeout_secs,
             reconnect_min_secs: self.reconnect_min_secs,
             reconnect_max_secs: self.reconnect_max_secs,
             negotiation_timeout_secs: self.negotiation_timeout_secs,
+            listen: None,
+            tokens_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             from_signalling_section: true,
         }
     }
@@ -198,11 +205,21 @@ pub struct SourceConfig {
     /// The protocol it speaks.
     #[serde(deserialize_with = "Protocol::deserialize_field")]
     pub protocol: Protocol,
-    /// `ws://` or `wss://` URL of the server.
-    pub url: String,
-    /// The `meta` callrec announces for itself (as a listener), so the app can tell it apart.
+    /// `ws://` or `wss://` URL of the server (gst-webrtc).
+    pub url: Option<String>,
+    /// The `meta` callrec announces for itself (as a listener), so the app can tell it apart
+    /// (gst-webrtc).
     #[serde(default = "default_own_meta")]
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// The address the WHIP endpoint listens on (whip).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The file of bearer tokens a WHIP client must present, one a line: `TOKEN` for every
+    /// call, or `CALL TOKEN` for one call (whip).
+    pub tokens_file: Option<PathBuf>,
+    /// PEM certificate chain for HTTPS; with `tls_key_file` (whip).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for HTTPS; with `tls_cert_file` (whip).
+    pub tls_key_file: Option<PathBuf>,
     /// PEM file of the CAs to trust for `wss://` (default: the public web roots).
     pub ca_file: Option<PathBuf>,
     /// Seconds allowed for the TCP/TLS/WebSocket handshake.
@@ -232,6 +249,89 @@ impl SourceConfig {
         } else {
             format!("{}-{call}", self.name)
         }
+    }
+
+    /// Where it is, for logs and `callrec check`: the server's URL, or the WHIP listener.
+    pub fn address(&self) -> String {
+        match (&self.url, &self.listen) {
+            (Some(url), _) => url.clone(),
+            (None, Some(listen)) => {
+                let scheme = if self.tls_cert_file.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{listen}/whip/")
+            }
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The keys its protocol needs are there, and none of another protocol's.
+    fn validate_protocol_keys(&self, index: usize) -> Result<(), ConfigError> {
+        let key = |field: &str| self.key(index, field);
+        let whip_keys = [
+            ("listen", self.listen.is_some()),
+            ("tokens_file", self.tokens_file.is_some()),
+            ("tls_cert_file", self.tls_cert_file.is_some()),
+            ("tls_key_file", self.tls_key_file.is_some()),
+        ];
+        match self.protocol {
+            Protocol::GstWebrtc => {
+                if let Some((field, _)) = whip_keys.iter().find(|(_, set)| *set) {
+                    return Err(ConfigError::Value {
+                        key: key(field),
+                        message:
+                            "applies to whip sources only; remove it, or set protocol = \"whip\""
+                                .into(),
+                    });
+                }
+                let Some(url_text) = &self.url else {
+                    return Err(ConfigError::Value {
+                        key: key("url"),
+                        message: "a gst-webrtc source needs the ws:// or wss:// URL of its signalling server".into(),
+                    });
+                };
+                let url = url::Url::parse(url_text).map_err(|e| ConfigError::Value {
+                    key: key("url"),
+                    message: format!("`{url_text}` is not a URL: {e}"),
+                })?;
+                if !matches!(url.scheme(), "ws" | "wss") {
+                    return Err(ConfigError::Value {
+                        key: key("url"),
+                        message: format!("scheme must be ws:// or wss://, not {}://", url.scheme()),
+                    });
+                }
+            }
+            Protocol::Whip => {
+                if self.url.is_some() {
+                    return Err(ConfigError::Value {
+                        key: key("url"),
+                        message: "a whip source is an endpoint clients reach, not a server callrec connects to; give `listen` (address:port) instead".into(),
+                    });
+                }
+                if self.listen.is_none() {
+                    return Err(ConfigError::Value {
+                        key: key("listen"),
+                        message: "a whip source needs the address:port to listen on, e.g. \"127.0.0.1:8090\"".into(),
+                    });
+                }
+                if self.tokens_file.is_none() {
+                    return Err(ConfigError::Value {
+                        key: key("tokens_file"),
+                        message: "a whip source needs a file of bearer tokens (one a line: TOKEN, or CALL TOKEN); every listener authenticates".into(),
+                    });
+                }
+                if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+                    return Err(ConfigError::Value {
+                        key: key("tls_key_file"),
+                        message: "give both tls_cert_file and tls_key_file for HTTPS, or neither"
+                            .into(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The config key of one of its fields, for error messages: `signalling.url` or
@@ -384,8 +484,16 @@ impl Config {
             *dir = base.join(&*dir);
         }
         for source in &mut config.sources {
-            if let Some(ca) = &mut source.ca_file {
-                *ca = base.join(&*ca);
+            for file in [
+                &mut source.ca_file,
+                &mut source.tokens_file,
+                &mut source.tls_cert_file,
+                &mut source.tls_key_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *file = base.join(&*file);
             }
         }
         config.validate()?;
@@ -427,6 +535,25 @@ impl Config {
             for (i, (new, old)) in self.sources.iter_mut().zip(&running.sources).enumerate() {
                 let key = |field: &str| old.key(i, field);
                 keep(&mut changed, key("url"), &mut new.url, &old.url);
+                keep(&mut changed, key("listen"), &mut new.listen, &old.listen);
+                keep(
+                    &mut changed,
+                    key("tokens_file"),
+                    &mut new.tokens_file,
+                    &old.tokens_file,
+                );
+                keep(
+                    &mut changed,
+                    key("tls_cert_file"),
+                    &mut new.tls_cert_file,
+                    &old.tls_cert_file,
+                );
+                keep(
+                    &mut changed,
+                    key("tls_key_file"),
+                    &mut new.tls_key_file,
+                    &old.tls_key_file,
+                );
                 keep(
                     &mut changed,
                     key("protocol"),
@@ -518,16 +645,7 @@ impl Config {
                     ),
                 });
             }
-            let url = url::Url::parse(&source.url).map_err(|e| ConfigError::Value {
-                key: key("url"),
-                message: format!("`{}` is not a URL: {e}", source.url),
-            })?;
-            if !matches!(url.scheme(), "ws" | "wss") {
-                return Err(ConfigError::Value {
-                    key: key("url"),
-                    message: format!("scheme must be ws:// or wss://, not {}://", url.scheme()),
-                });
-            }
+            source.validate_protocol_keys(i)?;
             for (field, value) in [
                 ("connect_timeout_secs", source.connect_timeout_secs),
                 ("reconnect_min_secs", source.reconnect_min_secs),
@@ -795,8 +913,8 @@ mod tests {
         assert_eq!(config.sources[0].name, SIGNALLING_SOURCE);
         assert_eq!(config.sources[0].call_name("standup"), "standup");
         assert_eq!(
-            config.source("west").unwrap().url,
-            "wss://signalling.example:443"
+            config.source("west").unwrap().url.as_deref(),
+            Some("wss://signalling.example:443")
         );
     }
 
@@ -845,11 +963,46 @@ mod tests {
             Config::parse(&TWO_SOURCES.replace("= 7", "= 9").replace("8443", "1")).unwrap();
         let changed = new.keep_restart_only(&running);
         assert_eq!(changed, vec!["source[0].url"]);
-        assert_eq!(new.sources[0].url, "ws://127.0.0.1:8443");
+        assert_eq!(new.sources[0].url.as_deref(), Some("ws://127.0.0.1:8443"));
         assert_eq!(new.sources[1].negotiation_timeout_secs, 9.0);
         let mut renamed = Config::parse(&TWO_SOURCES.replace("\"west\"", "\"north\"")).unwrap();
         let changed = renamed.keep_restart_only(&running);
         assert_eq!(changed.len(), 1, "{changed:?}");
         assert_eq!(renamed.sources, running.sources);
+    }
+
+    #[test]
+    fn whip_sources_need_their_keys_and_no_url() {
+        let whip = "[[source]]\nname = \"in\"\nprotocol = \"whip\"\nlisten = \"127.0.0.1:8090\"\ntokens_file = \"tokens\"\n[recording]\ndir = \"/r\"\n";
+        let config = Config::parse(whip).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.sources[0].address(), "http://127.0.0.1:8090/whip/");
+        let check = |text: &str| {
+            Config::parse(text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let err = check(&whip.replace("tokens_file = \"tokens\"\n", ""));
+        assert!(err.contains("source[0].tokens_file"), "{err}");
+        let err = check(&whip.replace("listen = \"127.0.0.1:8090\"\n", ""));
+        assert!(err.contains("source[0].listen"), "{err}");
+        let err = check(&whip.replace("name = \"in\"\n", "name = \"in\"\nurl = \"ws://x\"\n"));
+        assert!(
+            err.contains("source[0].url") && err.contains("listen"),
+            "{err}"
+        );
+        let err = check(&whip.replace(
+            "tokens_file = \"tokens\"\n",
+            "tokens_file = \"t\"\ntls_cert_file = \"c\"\n",
+        ));
+        assert!(err.contains("tls_key_file"), "{err}");
+        let err = check(&whip.replace("\"whip\"", "\"gst-webrtc\""));
+        assert!(
+            err.contains("source[0].listen") && err.contains("whip sources only"),
+            "{err}"
+        );
+        assert!(Config::parse(&whip.replace("127.0.0.1:8090", "nowhere")).is_err());
     }
 }

@@ -122,7 +122,7 @@ fn main() -> ExitCode {
                     .config
                     .sources
                     .iter()
-                    .map(|s| format!("{} {} {}", s.name, s.protocol, s.url))
+                    .map(|s| format!("{} {} {}", s.name, s.protocol, s.address()))
                     .collect();
                 println!(
                     "{}: ok (sources: {}; templates: {})",
@@ -307,7 +307,14 @@ async fn run(config: PathBuf, settings: callrec::supervisor::SupervisorSettings)
         stop_notifier.notify("STOPPING=1");
     });
     tokio::spawn(malloc::trim_periodically(shutdown.clone()));
-    let drained = daemon::run(config, settings, notifier, shutdown, reload_rx).await;
+    let drained = match daemon::run(config, settings, notifier, shutdown, reload_rx).await {
+        Ok(drained) => drained,
+        Err(e) => {
+            error!("{e}");
+            signals.abort();
+            return e.exit_code().into();
+        }
+    };
     signals.abort();
     match drained {
         Drained::Clean => Exit::Ok.into(),

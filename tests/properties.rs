@@ -218,7 +218,7 @@ proptest! {
     #[test]
     fn sdp_reader_never_panics_on_mutated_offers(sdp in mutated(OFFERS)) {
         gst_init();
-        if let Ok((msg, tracks)) = callrec::call::sdp::offered_tracks(&sdp) {
+        if let Ok((msg, tracks)) = callrec::media::sdp::offered_tracks(&sdp) {
             prop_assert!(!tracks.is_empty());
             prop_assert!(tracks.windows(2).all(|w| w[0].mline < w[1].mline));
             prop_assert!(tracks.iter().all(|t| t.mline < msg.medias_len()));
@@ -228,7 +228,7 @@ proptest! {
     #[test]
     fn sdp_reader_never_panics_on_text(sdp in any::<String>()) {
         gst_init();
-        let _ = callrec::call::sdp::offered_tracks(&sdp);
+        let _ = callrec::media::sdp::offered_tracks(&sdp);
     }
 }
 
@@ -236,7 +236,7 @@ proptest! {
 fn real_offers_have_tracks() {
     gst_init();
     for offer in OFFERS {
-        let (_, tracks) = callrec::call::sdp::offered_tracks(offer).unwrap();
+        let (_, tracks) = callrec::media::sdp::offered_tracks(offer).unwrap();
         assert!(!tracks.is_empty(), "{offer}");
     }
 }

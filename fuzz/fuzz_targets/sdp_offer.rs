@@ -8,7 +8,7 @@ fuzz_target!(
         gst::init().expect("GStreamer initialises");
     },
     |sdp: &str| {
-        if let Ok((_, tracks)) = callrec::call::sdp::offered_tracks(sdp) {
+        if let Ok((_, tracks)) = callrec::media::sdp::offered_tracks(sdp) {
             assert!(!tracks.is_empty());
         }
     }

@@ -16,7 +16,6 @@ pub mod mix;
 mod negotiation;
 pub mod output;
 mod routing;
-pub mod sdp;
 mod session;
 mod state;
 mod teardown;
@@ -209,6 +208,11 @@ enum CallEvent {
         /// The candidate line to send.
         candidate: String,
     },
+    /// webrtcbin has gathered all its local candidates.
+    GatheringComplete {
+        /// The session it concerns.
+        session: String,
+    },
     /// An incoming track's chain is built and its tee is ready.
     TrackReady {
         /// The session it concerns.
@@ -263,7 +267,7 @@ enum CallEvent {
         /// The session it concerns.
         session: String,
         /// What the offer said the producer sends.
-        offered: Vec<sdp::OfferedTrack>,
+        offered: Vec<crate::media::sdp::OfferedTrack>,
         /// The answer to send.
         answer: Result<String, String>,
     },
@@ -472,6 +476,13 @@ impl Call {
                         session_id: session,
                         candidate,
                         mline_index: mline,
+                    });
+                }
+            }
+            CallEvent::GatheringComplete { session } => {
+                if self.sessions.contains_key(&session) {
+                    self.signal(SignalCommand::EndOfCandidates {
+                        session_id: session,
                     });
                 }
             }

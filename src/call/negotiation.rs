@@ -6,7 +6,8 @@ use std::time::Duration;
 use gst::prelude::*;
 use tracing::{debug, info, warn};
 
-use super::{media, sdp, Call, CallEvent, EventSender, Session, SessionState};
+use super::{media, Call, CallEvent, EventSender, Session, SessionState};
+use crate::media::sdp;
 use crate::names;
 use crate::recording::{self, ParticipantEntry};
 use crate::signalling::SignalCommand;
@@ -113,6 +114,18 @@ impl Call {
                 candidate,
             });
             None
+        });
+        // The end of gathering matters where the answer must carry every candidate (WHIP
+        // cannot trickle from the server); signalling that trickles ignores it.
+        let tx = self.events_tx.clone();
+        let session = session_id.to_owned();
+        webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
+            let state = bin.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+            if state == gst_webrtc::WebRTCICEGatheringState::Complete {
+                tx.send(CallEvent::GatheringComplete {
+                    session: session.clone(),
+                });
+            }
         });
         let tx = self.events_tx.clone();
         let session = session_id.to_owned();

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 
 use super::output::Output;
-use super::{media, owns, sdp, EOS_TIMEOUT, MAX_OFFERS_PER_MINUTE};
+use super::{media, owns, EOS_TIMEOUT, MAX_OFFERS_PER_MINUTE};
+use crate::media::sdp;
 use crate::templates::Kind;
 
 /// Where a session stands; it only moves forward. An ended session leaves the call's table

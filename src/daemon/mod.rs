@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::config::{self, Config, Protocol, SourceConfig};
 use crate::exit::Exit;
 use crate::recording;
+use crate::signalling::whip::{self, Whip, WhipError, WhipSettings};
 use crate::signalling::{client, SignalEvent};
 use crate::supervisor::{Drained, SourceId, Supervisor, SupervisorSettings};
 use crate::templates::{Failure, Origin, TemplateDir, TemplateError, TemplateSet};
@@ -40,6 +41,9 @@ pub enum StartError {
     /// GStreamer is missing or broken (EX_UNAVAILABLE).
     #[error("cannot initialise GStreamer: {0} (install the GStreamer runtime and plugins)")]
     Gstreamer(String),
+    /// A WHIP source's tokens, TLS files (EX_CONFIG) or listener (EX_UNAVAILABLE).
+    #[error(transparent)]
+    Whip(#[from] WhipError),
     /// The recordings directory cannot be used (EX_CANTCREAT).
     #[error("cannot use the recordings directory {path}: {source} (create it, or let callrec's user write there; [recording] dir sets it)")]
     Recordings {
@@ -55,7 +59,10 @@ impl StartError {
     pub fn exit_code(&self) -> Exit {
         match self {
             StartError::Config(_) | StartError::Templates(_) | StartError::Tls(_) => Exit::Config,
-            StartError::Gstreamer(_) => Exit::Unavailable,
+            StartError::Gstreamer(_) | StartError::Whip(WhipError::Listen { .. }) => {
+                Exit::Unavailable
+            }
+            StartError::Whip(_) => Exit::Config,
             StartError::Recordings { .. } => Exit::CantCreate,
         }
     }
@@ -69,6 +76,9 @@ pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
     let config = Config::load(config_path)?;
     for source in &config.sources {
         client::tls_connector(source.ca_file.as_deref())?;
+        if source.protocol == Protocol::Whip {
+            whip_settings(source, &config)?;
+        }
     }
     init_gstreamer()?;
     let dir = TemplateDir::from_config(config.recording.pipelines_dir.as_deref());
@@ -136,32 +146,85 @@ fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
-/// Starts the signalling client of one source, and a task that tags its events with the
-/// source's id on their way to the supervisor.
+/// One source, ready to run: a signalling client to start, or a bound WHIP listener.
+enum ReadySource {
+    /// Connects to a gst-webrtc signalling server.
+    GstWebrtc(
+        client::ClientSettings,
+        serde_json::Map<String, serde_json::Value>,
+    ),
+    /// Serves WHIP.
+    Whip(Whip),
+}
+
+/// The WHIP settings of a `protocol = "whip"` source (tokens and TLS read from their files).
+fn whip_settings(source: &SourceConfig, config: &Config) -> Result<WhipSettings, WhipError> {
+    let tokens_file = source.tokens_file.as_deref().unwrap_or(Path::new(""));
+    let tls = match (&source.tls_cert_file, &source.tls_key_file) {
+        (Some(cert), Some(key)) => Some(whip::tls_config(cert, key)?),
+        _ => None,
+    };
+    Ok(WhipSettings {
+        source: source.name.clone(),
+        tokens: whip::Tokens::load(tokens_file)?,
+        tls,
+        group_key: config.recording.group_key.clone(),
+        ice_servers: whip::IceServer::from_config(
+            config.ice.stun_server.as_deref(),
+            &config.ice.turn_servers,
+        ),
+        records_encoding: |encoding| {
+            crate::call::media::codec_for(encoding).is_some_and(|c| c.available())
+        },
+        answer_timeout: config::secs(source.negotiation_timeout_secs),
+    })
+}
+
+/// Sets a source up: binds WHIP listeners (so a port in use stops the start).
+async fn prepare_source(source: &SourceConfig, config: &Config) -> Result<ReadySource, StartError> {
+    Ok(match source.protocol {
+        Protocol::GstWebrtc => ReadySource::GstWebrtc(
+            client::ClientSettings {
+                url: source.url.clone().unwrap_or_default(),
+                connect_timeout: config::secs(source.connect_timeout_secs),
+                reconnect_min: config::secs(source.reconnect_min_secs),
+                reconnect_max: config::secs(source.reconnect_max_secs),
+                ca_file: source.ca_file.clone(),
+            },
+            source.meta.clone(),
+        ),
+        Protocol::Whip => {
+            let settings = whip_settings(source, config)?;
+            let addr = source
+                .listen
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            let whip = Whip::bind(settings, addr).await?;
+            if let Ok(bound) = whip.local_addr() {
+                info!(source = %source.name, %bound, "WHIP endpoint listening");
+            }
+            ReadySource::Whip(whip)
+        }
+    })
+}
+
+/// Runs one source, and a task that tags its events with the source's id on their way to
+/// the supervisor.
 fn spawn_source(
     id: SourceId,
-    source: &SourceConfig,
+    source: ReadySource,
     events: mpsc::Sender<(SourceId, SignalEvent)>,
     commands: mpsc::Receiver<crate::signalling::SignalCommand>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let settings = client::ClientSettings {
-        url: source.url.clone(),
-        connect_timeout: config::secs(source.connect_timeout_secs),
-        reconnect_min: config::secs(source.reconnect_min_secs),
-        reconnect_max: config::secs(source.reconnect_max_secs),
-        ca_file: source.ca_file.clone(),
-    };
     let (tx, mut rx) = mpsc::channel(256);
     // One adapter per protocol; the match is exhaustive so a new `Protocol` cannot be
     // configured before it has one.
-    let client = match source.protocol {
-        Protocol::GstWebrtc => {
-            let adapter = crate::signalling::gst_webrtc::GstWebrtc {
-                meta: source.meta.clone(),
-            };
+    let client = match source {
+        ReadySource::GstWebrtc(settings, meta) => {
+            let adapter = crate::signalling::gst_webrtc::GstWebrtc { meta };
             tokio::spawn(client::run(settings, adapter, tx, commands, stop))
         }
+        ReadySource::Whip(whip) => tokio::spawn(whip.serve(tx, commands, stop)),
     };
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
@@ -181,7 +244,11 @@ pub async fn run(
     notifier: Notifier,
     shutdown: CancellationToken,
     reloads: mpsc::Receiver<()>,
-) -> Drained {
+) -> Result<Drained, StartError> {
+    let mut ready_sources = vec![];
+    for source in &settings.config.sources {
+        ready_sources.push(prepare_source(source, &settings.config).await?);
+    }
     let dir = &settings.config.recording.dir;
     for call in recording::mark_interrupted(dir) {
         warn!(dir = %call.display(), "marked a call left unfinished by a previous run as interrupted");
@@ -190,7 +257,7 @@ pub async fn run(
     let client_stop = CancellationToken::new();
     let mut clients = vec![];
     let mut command_txs = vec![];
-    for (index, source) in settings.config.sources.iter().enumerate() {
+    for (index, source) in ready_sources.into_iter().enumerate() {
         let (command_tx, command_rx) = mpsc::channel(1024);
         command_txs.push(command_tx);
         clients.push(spawn_source(
@@ -254,7 +321,7 @@ pub async fn run(
     )
     .await;
     info!(?drained, "stopped");
-    drained
+    Ok(drained)
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! Generic GStreamer helpers used across callrec, independent of calls and templates: probes,
-//! pads, sinks, and the MP4 priming fix.
+//! pads, sinks, reading SDP offers, and the MP4 priming fix.
 
 pub mod pads;
 pub mod priming;
 pub mod probes;
+pub mod sdp;
 pub mod sinks;
 pub mod state;
 

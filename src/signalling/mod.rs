@@ -8,6 +8,7 @@ pub mod client;
 pub mod gst_webrtc;
 pub mod janus;
 pub mod multistream;
+pub mod whip;
 
 use std::time::Instant;
 

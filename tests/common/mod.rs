@@ -5,6 +5,7 @@
 //! - [`server`], [`daemon`], [`peer`]: the real signalling server, the callrec daemon and
 //!   `callrec-testpeer` producers as child processes (and where the peer's binary is);
 //! - [`fixtures`]: the shipped templates, template directories and config files;
+//! - [`http`]: requests to callrec's own HTTP endpoints (WHIP);
 //! - [`media`]: what ffprobe says about a file, and whether it plays;
 //! - [`manifest`]: call directories and their manifests;
 //! - [`analysis`]: what is inside the pictures and the sound (colours, tones, flashes, beeps).
@@ -17,6 +18,7 @@
 pub mod analysis;
 mod daemon;
 mod fixtures;
+mod http;
 mod manifest;
 mod media;
 mod peer;
@@ -28,6 +30,7 @@ mod server;
 pub use self::{
     daemon::Daemon,
     fixtures::{config_file, pipelines_with, PIPELINES},
+    http::{http_request, HttpResponse},
     manifest::{files_of, find_call_dirs, read_manifest, rfc3339_secs, wait_complete, wall_secs},
     media::{
         assert_playable, decode_check, first_video_frame_is_keyframe, last_packet_end, probe,
