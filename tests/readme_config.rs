@@ -127,3 +127,32 @@ fn the_readme_several_sources_example_passes_check() {
     let (status, output) = Daemon::check(&config);
     assert!(status.success(), "{config}\n{output}");
 }
+
+/// The README's WHIP example passes `callrec check` as printed, with a tokens file beside it,
+/// and `check` refuses it while that file is missing, naming the file.
+#[test]
+fn the_readme_whip_example_passes_check() {
+    let config = readme_toml_after("### WHIP ingest");
+    let (dir, path) = common::config_file(&config);
+    let check = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_callrec"));
+        cmd.args(["check", "--config"]).arg(&path);
+        common::run_with_timeout(cmd, std::time::Duration::from_secs(30))
+    };
+    let missing = check();
+    let text = String::from_utf8_lossy(&missing.stderr).into_owned();
+    assert_eq!(missing.status.code(), Some(78), "{text}");
+    assert!(text.contains("whip-tokens"), "{text}");
+    std::fs::write(dir.path().join("whip-tokens"), "0123456789abcdef0123\n").unwrap();
+    let ok = check();
+    let text = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(
+        ok.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        text.contains("forwarded whip http://127.0.0.1:8090/whip/"),
+        "{text}"
+    );
+}

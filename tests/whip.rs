@@ -23,7 +23,8 @@ struct Endpoint {
     _files: tempfile::TempDir,
 }
 
-fn start(extra: &str) -> Endpoint {
+/// `extra` goes into `[recording]`, `ice` into `[ice]`.
+fn start(extra: &str, ice: &str) -> Endpoint {
     let files = tempfile::tempdir().unwrap();
     let tokens = files.path().join("whip-tokens");
     std::fs::write(
@@ -51,6 +52,7 @@ media_timeout_secs = 4
 {extra}
 [ice]
 local_addresses = ["127.0.0.1"]
+{ice}
 "#,
         tokens = tokens.display(),
         dir = rec.path().display(),
@@ -202,8 +204,19 @@ fn check_refusals(addr: SocketAddr) {
 
 #[test]
 fn whip_refuses_bad_requests_with_clear_statuses() {
-    let endpoint = start("");
+    let endpoint = start(
+        "",
+        r#"stun_server = "stun://127.0.0.1:3478"
+turn_servers = ["turn://user:secret@127.0.0.1:3479"]"#,
+    );
     check_refusals(endpoint.addr);
+    // ICE servers go out in Link headers; TURN credentials only to authenticated clients.
+    let r = request(endpoint.addr, "OPTIONS", "/whip/standup", &[], "");
+    assert_eq!(
+        r.headers_named("link"),
+        ["<stun:127.0.0.1:3478>; rel=\"ice-server\""],
+        "{r:?}"
+    );
     // Nothing was recorded for any of them.
     assert!(common::find_call_dirs(endpoint.rec.path()).is_empty());
     assert!(!endpoint.daemon.log().contains("panicked"));
