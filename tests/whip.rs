@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{http_request, Daemon, HttpResponse};
+use common::{files_of, http_request, peer_id, sent_secs, Daemon, Expect, HttpResponse, TestPeer};
+use serde_json::Value;
 
 /// Opens every call.
 const TOKEN: &str = "whip-test-token-0123456789";
@@ -25,6 +26,11 @@ struct Endpoint {
 
 /// `extra` goes into `[recording]`, `ice` into `[ice]`.
 fn start(extra: &str, ice: &str) -> Endpoint {
+    start_with_sources("", extra, ice)
+}
+
+/// As [`start`], with more `[[source]]` tables (`sources`) before the WHIP one.
+fn start_with_sources(sources: &str, extra: &str, ice: &str) -> Endpoint {
     let files = tempfile::tempdir().unwrap();
     let tokens = files.path().join("whip-tokens");
     std::fs::write(
@@ -38,6 +44,7 @@ fn start(extra: &str, ice: &str) -> Endpoint {
         .unwrap();
     let config = format!(
         r#"
+{sources}
 [[source]]
 name = "forwarded"
 protocol = "whip"
@@ -222,7 +229,119 @@ turn_servers = ["turn://user:secret@127.0.0.1:3479"]"#,
     assert!(!endpoint.daemon.log().contains("panicked"));
 }
 
-#[allow(dead_code)]
-fn recordings(rec: &Path) -> Vec<std::path::PathBuf> {
-    common::find_call_dirs(rec)
+/// The WHIP URL of `call` for participant `name`.
+fn whip_url(addr: SocketAddr, call: &str, name: &str) -> String {
+    format!("http://{addr}/whip/{call}?name={name}")
+}
+
+/// The id callrec knows a WHIP client by (its session, the last segment of `Location`),
+/// from the peer's `session` event.
+fn whip_session(peer: &mut TestPeer) -> String {
+    let v = peer.wait_event("session", Duration::from_secs(30));
+    v["session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("session event without session_id: {v}"))
+        .to_owned()
+}
+
+/// The participant entry of `id` in a manifest.
+fn participant<'a>(m: &'a Value, id: &str) -> &'a Value {
+    m["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap_or_else(|| panic!("no participant {id}: {m:#}"))
+}
+
+/// Checks `id`'s one file in `dir`: codecs, length, keyframe first, decodes.
+fn check_file(dir: &Path, m: &Value, id: &str, video: &str, sent: f64) {
+    let files = files_of(m, id);
+    assert_eq!(files.len(), 1, "{id}: {files:?} in {m:#}");
+    common::assert_playable(
+        &dir.join(&files[0]),
+        &Expect {
+            video_codec: Some(video),
+            audio_codec: Some("opus"),
+            duration_s: sent,
+            tolerance_s: 1.0,
+        },
+    );
+}
+
+/// Two clients publish to one call over WHIP, one trickling its candidates by PATCH and one
+/// sending them all in its offer, while a gst-webrtc producer records through another
+/// source of the same daemon and every refusal is tried against the endpoint. Both WHIP
+/// participants are one call, named after the source, recorded like any participant; the
+/// `DELETE` at the end finalises their files; the other source's call is untouched.
+#[test]
+fn whip_publishers_are_recorded_like_any_participant() {
+    let server = common::SignallingServer::start();
+    let endpoint = start_with_sources(
+        &format!(
+            "[[source]]\nname = \"sig\"\nprotocol = \"gst-webrtc\"\nurl = \"{}\"\n",
+            server.url()
+        ),
+        "",
+        "",
+    );
+    let addr = endpoint.addr;
+    let mut alice = TestPeer::spawn_whip(
+        &whip_url(addr, "standup", "alice"),
+        &["--whip-token", TOKEN, "--whip-trickle", "--duration", "6"],
+    );
+    let mut bob = TestPeer::spawn_whip(
+        &whip_url(addr, "standup", "bob"),
+        &["--whip-token", STANDUP_TOKEN, "--video", "h264", "--duration", "6"],
+    );
+    let mut other = TestPeer::spawn(
+        &server.url(),
+        &["--duration", "6", "--meta", r#"{"call":"standup"}"#],
+    );
+    let (alice_id, bob_id) = (whip_session(&mut alice), whip_session(&mut bob));
+    let other_id = peer_id(&mut other);
+    // Refusals while they record disturb none of them.
+    check_refusals(addr);
+    let sent_alice = sent_secs(&mut alice);
+    let sent_bob = sent_secs(&mut bob);
+    let sent_other = sent_secs(&mut other);
+    let dir = endpoint.rec.path().join("forwarded-standup");
+    let m = common::wait_complete(&dir);
+    assert_eq!(m["participants"].as_array().unwrap().len(), 2, "{m:#}");
+    for (id, name) in [(&alice_id, "alice"), (&bob_id, "bob")] {
+        let p = participant(&m, id);
+        assert_eq!(p["source"], "forwarded", "{p:#}");
+        assert_eq!(p["meta"]["name"], name, "{p:#}");
+        assert!(p["name"].as_str().unwrap().starts_with(&format!("{name}+")), "{p:#}");
+        assert!(p["end_reason"].as_str().unwrap().contains("ended"), "{p:#}");
+    }
+    check_file(&dir, &m, &alice_id, "vp8", sent_alice);
+    check_file(&dir, &m, &bob_id, "h264", sent_bob);
+    // The gst-webrtc source's call of the same name is a call of its own.
+    let sig = endpoint.rec.path().join("sig-standup");
+    let m = common::wait_complete(&sig);
+    assert_eq!(participant(&m, &other_id)["source"], "sig");
+    check_file(&sig, &m, &other_id, "vp8", sent_other);
+    assert!(!endpoint.daemon.log().contains("panicked"));
+}
+
+/// A client that vanishes without `DELETE` is ended by the media timeout, and its file is
+/// finalised and plays.
+#[test]
+fn a_whip_client_that_vanishes_is_ended_by_the_media_timeout() {
+    let endpoint = start("", "");
+    let mut peer = TestPeer::spawn_whip(
+        &whip_url(endpoint.addr, "gone", "carol"),
+        &["--whip-token", TOKEN, "--whip-no-delete", "--duration", "4"],
+    );
+    let id = whip_session(&mut peer);
+    let sent = sent_secs(&mut peer);
+    let dir = endpoint.rec.path().join("forwarded-gone");
+    let m = common::wait_complete(&dir);
+    let p = participant(&m, &id);
+    assert!(
+        p["end_reason"].as_str().unwrap().contains("no media"),
+        "{p:#}"
+    );
+    check_file(&dir, &m, &id, "vp8", sent);
 }

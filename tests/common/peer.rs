@@ -125,7 +125,13 @@ pub struct TestPeer {
 impl TestPeer {
     /// Starts a producer against `url` with extra arguments.
     pub fn spawn(url: &str, args: &[&str]) -> Self {
-        Self::spawn_command(Command::new(testpeer_bin()), url, args)
+        Self::spawn_command(Command::new(testpeer_bin()), &["--url", url], args)
+    }
+
+    /// Starts a producer that publishes to a WHIP endpoint (`whip_url`, e.g.
+    /// `http://127.0.0.1:PORT/whip/CALL?name=NAME`) instead of using the signalling server.
+    pub fn spawn_whip(whip_url: &str, args: &[&str]) -> Self {
+        Self::spawn_command(Command::new(testpeer_bin()), &["--whip", whip_url], args)
     }
 
     /// Starts a producer that the scheduler favours over everything else (`nice -n -10`,
@@ -143,15 +149,15 @@ impl TestPeer {
         }
         let mut cmd = Command::new("nice");
         cmd.args(["-n", "-10"]).arg(testpeer_bin());
-        Self::spawn_command(cmd, url, args)
+        Self::spawn_command(cmd, &["--url", url], args)
     }
 
-    fn spawn_command(mut cmd: Command, url: &str, args: &[&str]) -> Self {
+    /// Runs `cmd` with `target` (where to publish: `--url URL` or `--whip URL`) and `args`.
+    fn spawn_command(mut cmd: Command, target: &[&str], args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("peer.log")).unwrap();
         let mut child = cmd
-            .arg("--url")
-            .arg(url)
+            .args(target)
             .args(["--ice-address", "127.0.0.1"])
             .args(args)
             .stdout(Stdio::piped())
