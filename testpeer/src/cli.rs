@@ -1,8 +1,9 @@
-//! The command line: what to send, how, to which signalling server, and for how long.
+//! The command line: what to send, how, to which signalling server or WHIP endpoint, and for
+//! how long.
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgGroup, CommandFactory, Parser, ValueEnum};
 
 /// Video codec choices.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -20,15 +21,34 @@ pub enum AudioCodec {
     None,
 }
 
-/// Synthetic WebRTC producer for the gst-webrtc-signalling-server protocol.
+/// Synthetic WebRTC producer for the gst-webrtc-signalling-server protocol or WHIP.
+// Exactly one way to reach the other side: the signalling server or a WHIP endpoint. The
+// --whip-* options conflict with --url rather than require --whip: clap lets a requirement
+// go when the required argument conflicts with one given, so `requires` would never fire.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "callrec-testpeer", version, about, long_about = None)]
+#[command(group(ArgGroup::new("target").required(true).args(["url", "whip"])))]
 pub struct Args {
     /// Signalling server WebSocket URL, e.g. ws://127.0.0.1:8443
     #[arg(long)]
-    pub url: String,
+    pub url: Option<String>,
+    /// Publish over WHIP (RFC 9725) to this endpoint instead of the signalling server, e.g.
+    /// http://127.0.0.1:8080/whip/standup?name=alice (one peer per process)
+    #[arg(long, value_name = "URL", value_parser = parse_whip_url)]
+    pub whip: Option<url::Url>,
+    /// Bearer token for the WHIP endpoint (sent as `Authorization: Bearer TOKEN` on every
+    /// request)
+    #[arg(long, value_name = "TOKEN", conflicts_with = "url")]
+    pub whip_token: Option<String>,
+    /// WHIP: send the offer at once and trickle later ICE candidates by PATCH (default: wait
+    /// for ICE gathering, at most 5 s, and send every candidate in the offer)
+    #[arg(long, conflicts_with = "url")]
+    pub whip_trickle: bool,
+    /// WHIP: exit at the end without DELETE of the session (a client that vanishes)
+    #[arg(long, conflicts_with = "url")]
+    pub whip_no_delete: bool,
     /// Producer meta data announced with setPeerStatus (a JSON object)
-    #[arg(long, default_value = "{}", value_parser = parse_meta)]
+    #[arg(long, default_value = "{}", value_parser = parse_meta, conflicts_with = "whip")]
     pub meta: serde_json::Value,
     /// Video codec, or `none` for an audio-only producer
     #[arg(long, value_enum, default_value_t = VideoCodec::Vp8)]
@@ -93,12 +113,37 @@ pub struct Args {
     /// Keep running after the duration, until killed
     #[arg(long)]
     pub keep_alive: bool,
-    /// PEM file of the CAs to trust for wss:// (default: the public web roots)
+    /// PEM file of the CAs to trust for wss:// and https:// (default: the public web roots)
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
     /// Local IP address ICE may use (repeat for several; default: every interface)
     #[arg(long = "ice-address")]
     pub ice_addresses: Vec<String>,
+}
+
+impl Args {
+    /// Checks what clap's attributes cannot express; the error prints like clap's own.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        if self.whip.is_some() && self.peers > 1 {
+            // One WHIP session per process: several would publish under the same name.
+            return Err(Self::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--whip publishes one peer per process: --peers must be 1 \
+                 (start one process per publisher)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `--whip`: an absolute http:// or https:// URL.
+fn parse_whip_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        "http" | "https" => Err("the URL has no host".into()),
+        other => Err(format!("expected http:// or https://, not {other}://")),
+    }
 }
 
 /// Parses `--meta`: any JSON object.
@@ -189,11 +234,32 @@ mod tests {
         assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_meta("[]").is_err());
         assert!(parse_freq("30000").is_err());
+        assert!(parse_whip_url("http://127.0.0.1:8080/whip/room?name=a").is_ok());
+        assert!(parse_whip_url("ws://127.0.0.1:8080/whip").is_err());
+        assert!(parse_whip_url("/whip/room").is_err());
+    }
+
+    #[test]
+    fn url_or_whip_one_of_them() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("callrec-testpeer").chain(args.iter().copied()))
+        };
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--url", "ws://h", "--whip", "http://h/whip"]).is_err());
+        assert!(parse(&["--url", "ws://h", "--whip-trickle"]).is_err());
+        let args = parse(&["--whip", "http://h/whip", "--whip-trickle"]).unwrap();
+        assert!(args.whip_trickle && args.url.is_none());
+        assert!(args.check().is_ok());
+        let args = parse(&["--whip", "http://h/whip", "--peers", "2"]).unwrap();
+        assert!(args.check().is_err());
+        assert!(parse(&["--url", "ws://h", "--peers", "2"])
+            .unwrap()
+            .check()
+            .is_ok());
     }
 
     #[test]
     fn the_command_line_is_consistent() {
-        use clap::CommandFactory;
         Args::command().debug_assert();
     }
 }

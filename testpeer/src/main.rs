@@ -14,6 +14,12 @@
 //!    of the peer connected; the peer then ends its sessions, closes the
 //!    WebSocket and the process exits.
 //!
+//! With `--whip URL` instead of `--url`, the one peer of the process publishes over WHIP
+//! (RFC 9725): the same session bin, its offer `POST`ed to the endpoint, the answer from
+//! the `201 Created`, local candidates in the offer or trickled by `PATCH`
+//! (`--whip-trickle`), the same media timers, and a `DELETE` of the session at the end
+//! (unless `--whip-no-delete`). It prints the same events (see [`whip_peer`]).
+//!
 //! The video and audio are encoded once per process and shared by all peers and
 //! sessions. Video keyframes are deliberately rare: consumers are expected to
 //! request them with RTCP PLI/FIR, which reach the encoder as force-key-unit
@@ -27,16 +33,19 @@
 //!
 //! Machine-readable progress is printed on stdout, one JSON object per line
 //! (`welcome`, `session`, `connected`, `media`, `media_stopped`, `resized`,
-//! `session_ended`, `done`); logs go to stderr (`RUST_LOG` is honoured).
+//! `session_ended`, `done`; in WHIP mode also `whip_refused`, `whip_patched` and
+//! `whip_deleted`); logs go to stderr (`RUST_LOG` is honoured).
 //!
 //! Exit status: 0 on success (also after SIGTERM/SIGINT), 1 on errors (bad
-//! arguments, pipeline or signalling failures), 2 when a peer got no connected
-//! session within 30 seconds (or lost the signalling before any).
+//! arguments, pipeline or signalling failures, a WHIP endpoint that refused the offer or
+//! broke the exchange), 2 when a peer got no connected session within 30 seconds (or lost
+//! the signalling before any, or its WHIP peer connection failed before it connected).
 //!
 //! Modules: [`cli`] (arguments), [`media`] (shared sources and encoders) with [`markers`]
 //! (flashes and beeps), [`session`] (one webrtcbin session), [`signalling`] (the WebSocket
-//! client), [`peer`] (one producer: the protocol, its sessions and timers) and [`report`]
-//! (the JSON event lines). This file starts the pipeline, the peers and the signal and bus
+//! client), [`peer`] (one producer: the protocol, its sessions and timers), [`whip`] (the
+//! WHIP HTTP requests and SDP fragments) with [`whip_peer`] (one WHIP publisher) and
+//! [`report`] (the JSON event lines). This file starts the pipeline, the peers and the signal and bus
 //! watchers, and turns the peers' outcomes into the exit status.
 
 #![forbid(unsafe_code)]
@@ -48,6 +57,8 @@ mod peer;
 mod report;
 mod session;
 mod signalling;
+mod whip;
+mod whip_peer;
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -65,6 +76,7 @@ use crate::cli::Args;
 use crate::media::Media;
 use crate::peer::{Outcome, Peer};
 use crate::report::emit;
+use crate::whip_peer::WhipPeer;
 
 /// Exit status when no session got connected in time.
 const EXIT_NOT_CONNECTED: u8 = 2;
@@ -217,9 +229,13 @@ async fn run(args: Args) -> Result<ExitCode> {
         media,
         resize: OnceLock::new(),
     });
-    let peers: Vec<_> = (0..shared.args.peers)
-        .map(|i| tokio::spawn(Peer::run(shared.clone(), i, stop_rx.clone())))
-        .collect();
+    let peers: Vec<_> = if shared.args.whip.is_some() {
+        vec![tokio::spawn(WhipPeer::run(shared.clone(), stop_rx.clone()))]
+    } else {
+        (0..shared.args.peers)
+            .map(|i| tokio::spawn(Peer::run(shared.clone(), i, stop_rx.clone())))
+            .collect()
+    };
     let mut outcomes = Vec::new();
     for peer in peers {
         outcomes.push(
@@ -268,7 +284,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     // Usage errors exit with 1: status 2 means "no session connected".
-    let args = match Args::try_parse() {
+    let args = match Args::try_parse().and_then(|args| args.check().map(|()| args)) {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();

@@ -15,16 +15,13 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, error, info, warn};
 
-use crate::media::Kind;
 use crate::report::{emit, excerpt};
-use crate::session::{
-    spawn_timer, wait_for_caps, EventTx, Session, SessionEvent, SessionEventKind, BIN_PREFIX,
-};
+use crate::session::{wait_for_caps, EventTx, Session, SessionEvent, SessionEventKind, BIN_PREFIX};
 use crate::signalling::{self, Ws};
 use crate::{Shared, Stop};
 
 /// How long a peer waits for its first connected session.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a peer finished.
 #[derive(Debug)]
@@ -70,15 +67,15 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 impl Peer {
     /// Runs one producer until the duration is over or the process is stopped.
     pub async fn run(shared: Arc<Shared>, index: u32, mut stop: watch::Receiver<Stop>) -> Outcome {
-        let ws =
-            match signalling::connect(&shared.args.url, shared.args.ca_file.as_deref(), &mut stop)
-                .await
-            {
-                Ok(Some(ws)) => ws,
-                Ok(None) => return Outcome::Completed,
-                Err(e) => return Outcome::Failed(e),
-            };
-        info!(peer = index, "connected to {}", shared.args.url);
+        let Some(url) = shared.args.url.clone() else {
+            return Outcome::Failed(anyhow::anyhow!("no --url to connect to"));
+        };
+        let ws = match signalling::connect(&url, shared.args.ca_file.as_deref(), &mut stop).await {
+            Ok(Some(ws)) => ws,
+            Ok(None) => return Outcome::Completed,
+            Err(e) => return Outcome::Failed(e),
+        };
+        info!(peer = index, "connected to {url}");
         let (tx, rx) = mpsc::unbounded_channel();
         let peer = Peer {
             index,
@@ -393,6 +390,7 @@ impl Peer {
                 };
                 self.send(&proto::IncomingMessage::Peer(msg)).await;
             }
+            SessionEventKind::GatheringComplete => {} // trickled: nothing to send
             SessionEventKind::State(state) => self.on_state(&sid, state).await,
             SessionEventKind::CapsReady => self.negotiate(&sid).await,
             SessionEventKind::Failed(reason) => {
@@ -426,32 +424,9 @@ impl Peer {
                 let Some(session) = self.sessions.get_mut(sid) else {
                     return;
                 };
-                if session.connected_at.is_some() {
-                    return;
-                }
                 let now = Instant::now();
-                session.connected_at = Some(now);
-                let kinds = session.kinds();
-                for kind in kinds {
-                    let delay = match kind {
-                        Kind::Video => args.video_delay,
-                        Kind::Audio => args.audio_delay,
-                    };
-                    let stop_after = match kind {
-                        Kind::Video => args.video_stop_after,
-                        Kind::Audio => None,
-                    };
-                    if stop_after.is_some_and(|s| s <= delay) {
-                        continue; // would stop before it starts
-                    }
-                    session
-                        .timers
-                        .push(spawn_timer(&self.tx, sid, delay, kind, true));
-                    if let Some(stop_after) = stop_after {
-                        session
-                            .timers
-                            .push(spawn_timer(&self.tx, sid, stop_after, kind, false));
-                    }
+                if !session.start_media(args, &self.tx, now) {
+                    return;
                 }
                 self.shared.schedule_resize();
                 info!(peer = self.index, session_id = %sid, "peer connection connected");

@@ -1,6 +1,7 @@
 //! What the peer tells whoever runs it: one JSON object per line on stdout (`welcome`,
-//! `session`, `connected`, `media`, `media_stopped`, `resized`, `session_ended`, `done`), and
-//! untrusted text kept short in the logs.
+//! `session`, `connected`, `media`, `media_stopped`, `resized`, `session_ended`, `done`, and
+//! in WHIP mode `whip_refused`, `whip_patched`, `whip_deleted`), and untrusted text kept short
+//! in the logs.
 
 use std::io::Write;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use gst::prelude::*;
 use gst_webrtc::{
-    WebRTCBundlePolicy, WebRTCPeerConnectionState, WebRTCRTPTransceiver,
+    WebRTCBundlePolicy, WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCRTPTransceiver,
     WebRTCRTPTransceiverDirection, WebRTCSDPType, WebRTCSessionDescription,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::cli::Args;
 use crate::media::{make, Kind, Media};
 use crate::report::excerpt;
 
@@ -40,6 +41,8 @@ pub enum SessionEventKind {
     LocalSdp { answer: bool, sdp: String },
     /// A local ICE candidate, to send to the consumer.
     Ice { mline: u32, candidate: String },
+    /// ICE gathering is complete: no more local candidates will come.
+    GatheringComplete,
     /// The peer connection state changed.
     State(WebRTCPeerConnectionState),
     /// Negotiation failed.
@@ -218,6 +221,14 @@ impl Session {
             let state = webrtc.property::<WebRTCPeerConnectionState>("connection-state");
             notify(&etx, &sid, SessionEventKind::State(state));
         });
+        let (sid, etx) = (session_id.to_owned(), tx.clone());
+        webrtc.connect_notify(Some("ice-gathering-state"), move |webrtc, _| {
+            let state = webrtc.property::<WebRTCICEGatheringState>("ice-gathering-state");
+            debug!(session_id = %sid, ?state, "ICE gathering state");
+            if state == WebRTCICEGatheringState::Complete {
+                notify(&etx, &sid, SessionEventKind::GatheringComplete);
+            }
+        });
         let sid = session_id.to_owned();
         webrtc.connect_notify(Some("ice-connection-state"), move |webrtc, _| {
             let state =
@@ -292,6 +303,36 @@ impl Session {
         }
         self.webrtc
             .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+    }
+
+    /// Marks the session connected and starts the timers that open (after `--video-delay`
+    /// or `--audio-delay`) and close (`--video-stop-after`) its valves; returns false, doing
+    /// nothing, if it was connected already.
+    pub fn start_media(&mut self, args: &Args, tx: &EventTx, now: Instant) -> bool {
+        if self.connected_at.is_some() {
+            return false;
+        }
+        self.connected_at = Some(now);
+        for kind in self.kinds() {
+            let delay = match kind {
+                Kind::Video => args.video_delay,
+                Kind::Audio => args.audio_delay,
+            };
+            let stop_after = match kind {
+                Kind::Video => args.video_stop_after,
+                Kind::Audio => None,
+            };
+            if stop_after.is_some_and(|s| s <= delay) {
+                continue; // would stop before it starts
+            }
+            self.timers
+                .push(spawn_timer(tx, &self.id, delay, kind, true));
+            if let Some(stop_after) = stop_after {
+                self.timers
+                    .push(spawn_timer(tx, &self.id, stop_after, kind, false));
+            }
+        }
+        true
     }
 
     /// The kinds of its tracks, in track order.
