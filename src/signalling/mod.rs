@@ -1,8 +1,11 @@
-//! Signalling: the WebSocket connection to the app's existing signalling server.
+//! Signalling: where calls come from. Each configured source is one of these: a WebSocket
+//! connection to the app's existing signalling server, or the [`whip`] endpoint that
+//! clients publish to.
 //!
 //! The rest of callrec never sees wire messages. A protocol adapter turns them into
 //! [`SignalEvent`]s and turns [`SignalCommand`]s back into wire messages; the [`client`]
-//! owns the socket, keeps it alive and reconnects.
+//! owns the socket, keeps it alive and reconnects. The WHIP endpoint speaks the same events
+//! and commands over HTTP.
 
 pub mod client;
 pub mod gst_webrtc;
