@@ -265,16 +265,22 @@ impl Output {
             .iter_mut()
             .find(|i| i.mline == mline && !i.released)
             .ok_or_else(|| format!("no input for m-line {mline}"))?;
-        let tee_pad = tee
-            .request_pad_simple("src_%u")
-            .ok_or("tee gave no src pad")?;
+        // The track may already be flowing: see request_tee_pad.
+        let tee_pad = crate::media::pads::request_tee_pad(tee).ok_or("tee gave no src pad")?;
         let is_video = input.kind == Kind::Video;
+        let synced = AtomicBool::new(false);
         let seen = Arc::new(AtomicBool::new(false));
         let events = events.clone();
         let session = session.to_owned();
         let probe = tee_pad.add_probe(
             gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
             move |pad, info| {
+                // The first buffer's running time comes from the pad's segment, so the pad
+                // must have it before this probe reads it (request_tee_pad's own probe runs
+                // only after this one has let the buffer go).
+                if !synced.swap(true, Ordering::SeqCst) {
+                    crate::media::pads::copy_missing_sticky_events(pad);
+                }
                 let Some(buffer) = info.buffer() else {
                     return gst::PadProbeReturn::Pass;
                 };
