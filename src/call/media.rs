@@ -233,8 +233,7 @@ pub fn build_decoder(
     for e in &elements {
         e.sync_state_with_parent()?;
     }
-    let tee_pad = tee
-        .request_pad_simple("src_%u")
+    let tee_pad = crate::media::pads::request_tee_pad(tee)
         .ok_or_else(|| glib::bool_error!("tee gave no pad"))?;
     let sink = elements[0]
         .static_pad("sink")

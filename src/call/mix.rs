@@ -301,9 +301,7 @@ impl Mix {
             .build();
         ghost.set_active(true).map_err(|e| e.to_string())?;
         self.bin.add_pad(&ghost).map_err(|e| e.to_string())?;
-        let feed = raw_tee
-            .request_pad_simple("src_%u")
-            .ok_or("tee gave no pad")?;
+        let feed = crate::media::pads::request_tee_pad(raw_tee).ok_or("tee gave no pad")?;
         feed.link(&ghost)
             .map_err(|e| format!("cannot link into the mix: {e:?}"))?;
         let tail = match (kind, mixer.static_pad("src")) {

@@ -26,6 +26,38 @@ pub struct InputStats {
     pub buffers: AtomicU64,
     /// PTS of the last buffer, in ns (0: none yet).
     pub last_pts_ns: AtomicU64,
+    /// Buffers that reached the template's input element with a timeline (a time segment):
+    /// what its muxer can write. A track none of whose buffers got there is not in the file,
+    /// whatever arrived upstream.
+    pub reached: AtomicU64,
+}
+
+impl InputStats {
+    /// True once any of the track's data reached the template's input element.
+    pub fn reached_output(&self) -> bool {
+        self.reached.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Counts on `stats` the buffers that reach `target`, a template's input pad, with a time
+/// segment in place (a muxer drops buffers that come without one).
+fn count_reached(target: &gst::Pad, stats: &Arc<InputStats>) {
+    let stats = Arc::downgrade(stats);
+    target.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |pad, _| {
+            let Some(stats) = stats.upgrade() else {
+                return gst::PadProbeReturn::Remove;
+            };
+            let timed = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .is_some_and(|s| s.segment().format() == gst::Format::Time);
+            if timed {
+                stats.reached.fetch_add(1, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 }
 
 /// A sender may change resolution or frame rate mid-call (a simulcast layer switch, a window
@@ -215,6 +247,8 @@ impl Output {
                 .name(format!("in_{mline}"))
                 .build();
             bin.add_pad(&ghost).map_err(|e| e.to_string())?;
+            let stats = Arc::default();
+            count_reached(&target, &stats);
             inputs.push(Input {
                 mline,
                 kind,
@@ -226,7 +260,7 @@ impl Output {
                 first: None,
                 released: false,
                 manifest_track: None,
-                stats: Arc::default(),
+                stats,
             });
         }
         let files = crate::media::sinks::sink_files(&bin, call_dir);
@@ -265,16 +299,22 @@ impl Output {
             .iter_mut()
             .find(|i| i.mline == mline && !i.released)
             .ok_or_else(|| format!("no input for m-line {mline}"))?;
-        let tee_pad = tee
-            .request_pad_simple("src_%u")
-            .ok_or("tee gave no src pad")?;
+        // The track may already be flowing: see request_tee_pad.
+        let tee_pad = crate::media::pads::request_tee_pad(tee).ok_or("tee gave no src pad")?;
         let is_video = input.kind == Kind::Video;
+        let synced = AtomicBool::new(false);
         let seen = Arc::new(AtomicBool::new(false));
         let events = events.clone();
         let session = session.to_owned();
         let probe = tee_pad.add_probe(
             gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
             move |pad, info| {
+                // The first buffer's running time comes from the pad's segment, so the pad
+                // must have it before this probe reads it (request_tee_pad's own probe runs
+                // only after this one has let the buffer go).
+                if !synced.swap(true, Ordering::SeqCst) {
+                    crate::media::pads::copy_missing_sticky_events(pad);
+                }
                 let Some(buffer) = info.buffer() else {
                     return gst::PadProbeReturn::Pass;
                 };
@@ -378,6 +418,12 @@ impl Output {
         self.inputs.iter().any(|i| i.first.is_some())
     }
 
+    /// True if any input's data reached the template's input element, so its files hold
+    /// more than headers.
+    pub fn wrote_data(&self) -> bool {
+        self.inputs.iter().any(|i| i.stats.reached_output())
+    }
+
     /// True once every sink in the bin has seen EOS.
     pub fn finished(&self) -> bool {
         crate::media::sinks::all_sinks_eos(&self.bin)
@@ -467,6 +513,40 @@ mod tests {
         assert!(!same_stream_apart_from_size(&h264, &bytestream));
         let opus = caps("audio/x-opus, channels=(int)2");
         assert!(!same_stream_apart_from_size(&opus, &opus));
+    }
+
+    /// What the soak's participant showed: their audio came to the muxer without a segment,
+    /// and Matroska dropped every buffer of it. Such buffers must not count as recorded.
+    #[test]
+    fn only_buffers_with_a_timeline_count_as_reaching_the_muxer() {
+        gst::init().unwrap();
+        let bin = gst::parse::bin_from_description(
+            "matroskamux name=mux ! fakesink sync=false async=false",
+            false,
+        )
+        .unwrap();
+        let mux = bin.by_name("mux").unwrap();
+        let target = crate::media::pads::input_pad(&mux, Kind::Audio).unwrap();
+        let stats = Arc::<InputStats>::default();
+        count_reached(&target, &stats);
+        bin.set_state(gst::State::Playing).unwrap();
+        let src = gst::Pad::builder(gst::PadDirection::Src).build();
+        src.set_active(true).unwrap();
+        src.link(&target).unwrap();
+        assert!(src.push_event(gst::event::StreamStart::new("audio")));
+        let caps = gst::Caps::builder("audio/x-opus")
+            .field("rate", 48000i32)
+            .field("channels", 2i32)
+            .field("channel-mapping-family", 0i32)
+            .build();
+        assert!(src.push_event(gst::event::Caps::new(&caps)));
+        let _ = src.push(buffer(0));
+        assert!(!stats.reached_output());
+        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        assert!(src.push_event(gst::event::Segment::new(&segment)));
+        let _ = src.push(buffer(20));
+        assert!(stats.reached_output());
+        bin.set_state(gst::State::Null).unwrap();
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! threads, and the final manifest entries.
 
 use gst::prelude::*;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Call, CallEvent, Session, EOS_TIMEOUT, NULL_TIMEOUT};
 use crate::recording::{self, TrackStatus};
@@ -113,11 +113,13 @@ impl Call {
                 .filter_map(|f| std::fs::metadata(self.dir.join(f)).ok())
                 .map(|m| m.len())
                 .sum::<u64>();
-            if !out.has_data() {
+            if !out.wrote_data() {
+                // Nothing but headers, if that.
                 for f in &out.files {
                     let _ = std::fs::remove_file(self.dir.join(f));
                 }
             }
+            let mut unwritten = vec![];
             for input in &out.inputs {
                 let Some(idx) = input.manifest_track else {
                     continue;
@@ -125,8 +127,14 @@ impl Call {
                 let Some(entry) = self.manifest.tracks.get_mut(idx) else {
                     continue;
                 };
-                match input.first {
-                    Some(first) => {
+                let file = out.files.first().map_or("the file", String::as_str);
+                let outcome = track_outcome(
+                    input.first.is_some(),
+                    input.stats.reached_output(),
+                    out.completed,
+                );
+                match (outcome, input.first) {
+                    (TrackOutcome::Written(status), Some(first)) => {
                         let base = out.base.unwrap_or(first);
                         let end = input
                             .stats
@@ -135,19 +143,78 @@ impl Call {
                         let start_in_file = first.nseconds().saturating_sub(base.nseconds());
                         entry.duration_ms = Some(end.saturating_sub(start_in_file) / 1_000_000);
                         entry.bytes = Some(bytes);
-                        entry.status = if out.completed {
-                            TrackStatus::Complete
-                        } else {
-                            TrackStatus::Interrupted
-                        };
+                        entry.status = status;
                     }
-                    None => {
+                    (TrackOutcome::NotWritten, _) => {
+                        entry.status = TrackStatus::Empty;
+                        entry.file = None;
+                        entry.duration_ms = None;
+                        entry.bytes = None;
+                        entry.note = Some(format!("media arrived but none of it reached {file}"));
+                        unwritten.push(format!(
+                            "participant {}: {}{} arrived but none of it reached {file}",
+                            session.peer_id, entry.kind, entry.mline
+                        ));
+                    }
+                    (TrackOutcome::NothingArrived, _) | (TrackOutcome::Written(_), None) => {
                         entry.status = TrackStatus::Empty;
                         entry.file = None;
                         entry.note = Some("no media arrived for this track".into());
                     }
                 }
             }
+            for message in unwritten {
+                warn!(call = %self.settings.name, "{message}");
+                self.manifest.warnings.push(message);
+            }
         }
+    }
+}
+
+/// What a finished track's manifest entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrackOutcome {
+    /// Some of it is in the file: complete, or interrupted if the file was not finalised.
+    Written(TrackStatus),
+    /// Media arrived, but none of it reached the muxer in a form it writes (no segment, say):
+    /// the file does not have it, whatever it holds of the other tracks.
+    NotWritten,
+    /// No media came at all.
+    NothingArrived,
+}
+
+/// Decides a track's outcome from whether media `arrived` at its output, whether any of it
+/// `reached` the template's input element with a timeline, and whether the file was
+/// finalised (`completed`). Only data that reached the muxer counts as recorded.
+fn track_outcome(arrived: bool, reached: bool, completed: bool) -> TrackOutcome {
+    match (arrived, reached) {
+        (false, _) => TrackOutcome::NothingArrived,
+        (true, false) => TrackOutcome::NotWritten,
+        (true, true) if completed => TrackOutcome::Written(TrackStatus::Complete),
+        (true, true) => TrackOutcome::Written(TrackStatus::Interrupted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_track_is_recorded_only_if_its_data_reached_the_file() {
+        use TrackOutcome::*;
+        // The soak's participant: audio arrived but never reached the muxer, and the file
+        // was finalised with its video alone.
+        assert_eq!(track_outcome(true, false, true), NotWritten);
+        assert_eq!(track_outcome(true, false, false), NotWritten);
+        assert_eq!(
+            track_outcome(true, true, true),
+            Written(TrackStatus::Complete)
+        );
+        assert_eq!(
+            track_outcome(true, true, false),
+            Written(TrackStatus::Interrupted)
+        );
+        assert_eq!(track_outcome(false, false, true), NothingArrived);
+        assert_eq!(track_outcome(false, true, true), NothingArrived);
     }
 }

@@ -42,7 +42,9 @@ pub enum TrackStatus {
     Complete,
     /// Cut short: the file was not finalised (a stop, a crash or a stuck muxer).
     Interrupted,
-    /// No media ever arrived for it; its file was removed.
+    /// None of its media is in a file: none arrived, or none of what arrived reached the
+    /// muxer in a form it writes (the note says which). A file left with no track's data is
+    /// removed.
     Empty,
     /// Not recorded (no template takes its codec, or its decoder is missing).
     Skipped,
