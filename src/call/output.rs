@@ -26,9 +26,9 @@ pub struct InputStats {
     pub buffers: AtomicU64,
     /// PTS of the last buffer, in ns (0: none yet).
     pub last_pts_ns: AtomicU64,
-    /// Buffers that reached the template's input element with a timeline (a time segment):
-    /// what its muxer can write. A track none of whose buffers got there is not in the file,
-    /// whatever arrived upstream.
+    /// Non-zero once a buffer reached the template's input element with a timeline (a time
+    /// segment): what its muxer can write. A track none of whose buffers got there is not in
+    /// the file, whatever arrived upstream.
     pub reached: AtomicU64,
 }
 
@@ -39,8 +39,9 @@ impl InputStats {
     }
 }
 
-/// Counts on `stats` the buffers that reach `target`, a template's input pad, with a time
-/// segment in place (a muxer drops buffers that come without one).
+/// Notes on `stats` the first buffer that reaches `target`, a template's input pad, with a
+/// time segment in place (a muxer drops buffers that come without one). The probe goes once
+/// it has seen one, so it costs nothing per packet after that.
 fn count_reached(target: &gst::Pad, stats: &Arc<InputStats>) {
     let stats = Arc::downgrade(stats);
     target.add_probe(
@@ -54,6 +55,7 @@ fn count_reached(target: &gst::Pad, stats: &Arc<InputStats>) {
                 .is_some_and(|s| s.segment().format() == gst::Format::Time);
             if timed {
                 stats.reached.fetch_add(1, Ordering::Relaxed);
+                return gst::PadProbeReturn::Remove;
             }
             gst::PadProbeReturn::Ok
         },
