@@ -292,7 +292,14 @@ fn whip_publishers_are_recorded_like_any_participant() {
     );
     let mut bob = TestPeer::spawn_whip(
         &whip_url(addr, "standup", "bob"),
-        &["--whip-token", STANDUP_TOKEN, "--video", "h264", "--duration", "6"],
+        &[
+            "--whip-token",
+            STANDUP_TOKEN,
+            "--video",
+            "h264",
+            "--duration",
+            "6",
+        ],
     );
     let mut other = TestPeer::spawn(
         &server.url(),
@@ -312,7 +319,10 @@ fn whip_publishers_are_recorded_like_any_participant() {
         let p = participant(&m, id);
         assert_eq!(p["source"], "forwarded", "{p:#}");
         assert_eq!(p["meta"]["name"], name, "{p:#}");
-        assert!(p["name"].as_str().unwrap().starts_with(&format!("{name}+")), "{p:#}");
+        assert!(
+            p["name"].as_str().unwrap().starts_with(&format!("{name}+")),
+            "{p:#}"
+        );
         assert!(p["end_reason"].as_str().unwrap().contains("ended"), "{p:#}");
     }
     check_file(&dir, &m, &alice_id, "vp8", sent_alice);

@@ -194,19 +194,11 @@ async fn publish(
     if let Err(refusal) = check_name("call", &call) {
         return refused(refusal);
     }
-    if !app
-        .settings
-        .tokens
-        .allows(authorization(&headers), Some(&call))
+    let offer = match authorised_text(&app, &call, &headers, &body, "application/sdp", "the offer")
     {
-        return unauthorized();
-    }
-    if !content_type_is(&headers, "application/sdp") {
-        return text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer must be sent as Content-Type: application/sdp",
-        );
-    }
+        Ok(offer) => offer,
+        Err(response) => return response,
+    };
     let name = query.name.or_else(|| {
         headers
             .get(NAME_HEADER)
@@ -218,9 +210,6 @@ async fn publish(
             return refused(refusal);
         }
     }
-    let Ok(offer) = String::from_utf8(body.to_vec()) else {
-        return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
-    };
     let (reply, answer) = oneshot::channel();
     let request = Request::Publish {
         call: call.clone(),
@@ -242,21 +231,16 @@ async fn trickle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !app
-        .settings
-        .tokens
-        .allows(authorization(&headers), Some(&call))
-    {
-        return unauthorized();
-    }
-    if !content_type_is(&headers, "application/trickle-ice-sdpfrag") {
-        return text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "candidates must be sent as Content-Type: application/trickle-ice-sdpfrag",
-        );
-    }
-    let Ok(fragment) = String::from_utf8(body.to_vec()) else {
-        return text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8 text");
+    let fragment = match authorised_text(
+        &app,
+        &call,
+        &headers,
+        &body,
+        "application/trickle-ice-sdpfrag",
+        "the candidates",
+    ) {
+        Ok(fragment) => fragment,
+        Err(response) => return response,
     };
     let if_match = headers
         .get(header::IF_MATCH)
@@ -302,6 +286,37 @@ async fn end(
         ),
         Err(refusal) => refused(refusal),
     }
+}
+
+/// The body of a request that carries one, once it has passed what every such request must:
+/// a token for `call`, `content_type`, and UTF-8 text. `what` names the body in refusals.
+fn authorised_text(
+    app: &App,
+    call: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    content_type: &str,
+    what: &str,
+) -> Result<String, Response> {
+    if !app
+        .settings
+        .tokens
+        .allows(authorization(headers), Some(call))
+    {
+        return Err(unauthorized());
+    }
+    if !content_type_is(headers, content_type) {
+        return Err(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("{what} must be sent as Content-Type: {content_type}"),
+        ));
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| {
+        text(
+            StatusCode::BAD_REQUEST,
+            &format!("{what} is not UTF-8 text"),
+        )
+    })
 }
 
 /// Hands a request to the hub and waits for its reply, at most `wait`.
