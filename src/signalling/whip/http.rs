@@ -197,7 +197,7 @@ async fn publish(
     let offer = match authorised_text(&app, &call, &headers, &body, "application/sdp", "the offer")
     {
         Ok(offer) => offer,
-        Err(response) => return response,
+        Err(refusal) => return refused(refusal),
     };
     let name = query.name.or_else(|| {
         headers
@@ -240,7 +240,7 @@ async fn trickle(
         "the candidates",
     ) {
         Ok(fragment) => fragment,
-        Err(response) => return response,
+        Err(refusal) => return refused(refusal),
     };
     let if_match = headers
         .get(header::IF_MATCH)
@@ -297,26 +297,22 @@ fn authorised_text(
     body: &Bytes,
     content_type: &str,
     what: &str,
-) -> Result<String, Response> {
+) -> Result<String, Refusal> {
     if !app
         .settings
         .tokens
         .allows(authorization(headers), Some(call))
     {
-        return Err(unauthorized());
+        return Err(Refusal::new(401, UNAUTHORIZED));
     }
     if !content_type_is(headers, content_type) {
-        return Err(text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &format!("{what} must be sent as Content-Type: {content_type}"),
+        return Err(Refusal::new(
+            415,
+            format!("{what} must be sent as Content-Type: {content_type}"),
         ));
     }
-    String::from_utf8(body.to_vec()).map_err(|_| {
-        text(
-            StatusCode::BAD_REQUEST,
-            &format!("{what} is not UTF-8 text"),
-        )
-    })
+    String::from_utf8(body.to_vec())
+        .map_err(|_| Refusal::new(400, format!("{what} is not UTF-8 text")))
 }
 
 /// Hands a request to the hub and waits for its reply, at most `wait`.
@@ -421,21 +417,25 @@ fn encode_segment(segment: &str) -> String {
         .collect()
 }
 
+/// The reason a `401` gives.
+const UNAUTHORIZED: &str =
+    "a valid bearer token for this call is needed (Authorization: Bearer TOKEN)";
+
 fn unauthorized() -> Response {
-    let mut response = text(
-        StatusCode::UNAUTHORIZED,
-        "a valid bearer token for this call is needed (Authorization: Bearer TOKEN)",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"callrec\""),
-    );
-    response
+    refused(Refusal::new(401, UNAUTHORIZED))
 }
 
+/// The response of a refusal; a `401` says which scheme authenticates.
 fn refused(refusal: Refusal) -> Response {
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    text(status, &refusal.reason)
+    let mut response = text(status, &refusal.reason);
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"callrec\""),
+        );
+    }
+    response
 }
 
 fn text(status: StatusCode, reason: &str) -> Response {
