@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what callrec needs on Debian 12 to build, run its tests and its demo:
 # a C toolchain, GStreamer (dev packages and plugins), ffmpeg (ffprobe, for verifying
-# recordings), iproute2 and nftables (the packet loss test's network namespace), Rust (rustup,
-# if there is no cargo) and the real gst-webrtc-signalling-server.
+# recordings), iproute2, nftables and iptables (the packet loss test's network namespace: loss
+# by nftables, delay through iptables' NFQUEUE target), Rust (rustup, if there is no cargo)
+# and the real gst-webrtc-signalling-server.
 # Idempotent: skips what is already there.
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -14,7 +15,7 @@ PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
   gstreamer1.0-x
   ffmpeg
-  iproute2 nftables
+  iproute2 nftables iptables
 )
 
 missing=()

@@ -7,21 +7,41 @@
 //! 127.0.0.1 through the usual helpers. Nothing outside the namespace is touched; the
 //! namespace, and whatever still runs in it, goes when the test ends, also on a panic.
 //!
-//! Impairment, on the namespace's loopback only: once video flows, 5 % of UDP packets are
-//! dropped at random (nftables `numgen random`); 6 s later, 100 % for 300 ms (the burst); tbf
-//! shapes everything to 3 Mbit/s. TCP other than signalling is dropped, so ICE cannot carry
-//! media over ICE-TCP, where it would never see a loss.
+//! Impairment, on the namespace's loopback only: once video flows, every UDP packet is delayed
+//! by 30 ms ± 30 ms (uniform, so packets are reordered) and 5 % of UDP packets are dropped at
+//! random (nftables `numgen random`); 6 s later, 100 % for 300 ms (the burst); tbf shapes
+//! everything to 3 Mbit/s. TCP other than signalling is dropped, so ICE cannot carry media
+//! over ICE-TCP, where it would never see a loss.
+//!
+//! Connecting under jitter is [`recording_starts_on_time_when_connecting_under_jitter`]'s
+//! matter, ignored because it fails today: the same call with the delay from before ICE and
+//! DTLS start. In GStreamer's DTLS (OpenSSL), a flight whose ChangeCipherSpec arrives ahead of
+//! the handshake messages before it does not complete the handshake, and waits for a
+//! retransmission (1 s, then 2 s, 4 s). The producer, which is the DTLS server, finishes its
+//! handshake first and sends; callrec, the client, can decrypt only once its own is done, and
+//! in about 3 of 7 runs the file lacks its first 2 s or more. README.md, "Under packet loss",
+//! has the figures.
 //!
 //! The checks, on the recording: it parses, carries its duration and plays to the end; video
 //! starts on a keyframe; decoder errors are no more than the frames lost; decodable video
 //! resumes within 1 s of the burst's end (placed in the file through the manifest's
-//! `started_at` and `start_offset_ms`). The fraction of frames that decode, the gaps and the
+//! `started_at` and `start_offset_ms`), and never stalls for longer than the burst and that
+//! second together. The fraction of frames that decode, the gaps and the
 //! recovery are printed: README.md, "Under packet loss", has the figures.
 //!
 //! Why not netem: the issue asked for `tc qdisc … netem loss 5% delay 30ms 30ms`, but kernels
 //! built without `CONFIG_NET_SCH_NETEM` (this project's machines among them) refuse it. The
-//! nftables match gives the same random loss; jitter has no equivalent there, and tbf's
-//! queueing (packets of a keyframe wait behind each other) is the only delay variation here.
+//! nftables match gives the same random loss. The delay is `callrec-netjitter` (in `testpeer/`):
+//! an iptables rule in the namespace's OUTPUT chain sends UDP to NFQUEUE queue
+//! [`JITTER_QUEUE`] (`--queue-bypass`, so packets pass undelayed if the injector is gone), and
+//! the injector accepts each packet after its random delay, in due order. nftables cannot do
+//! this itself where `CONFIG_NFT_QUEUE` is unset; iptables' NFQUEUE target (through
+//! `nft_compat` with iptables-nft) needs `CONFIG_NETFILTER_XT_TARGET_NFQUEUE`. The loss chains
+//! hook before the queue (priorities -20 and -10, the iptables filter table is at 0), so lost
+//! packets are lost when sent, as with netem. Where iptables is not installed or the kernel
+//! refuses the queue, the test says so (`JITTER UNAVAILABLE`) and runs with loss only; where
+//! it works, the injector's report (packets delayed, mean and maximum delay, reordered) is
+//! checked and printed. Signalling (TCP) is not delayed.
 
 mod common;
 
@@ -30,14 +50,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{files_of, peer_id, probe, run_with_timeout, sent_secs};
-use common::{Daemon, SignallingServer, TestPeer};
+use common::{Daemon, JitterReport, NetJitter, SignallingServer, TestPeer};
 use serde_json::Value;
 
 const PIPELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
 /// Set (to the namespace's name) for the run inside the namespace.
 const INNER: &str = "CALLREC_PACKET_LOSS_NETNS";
-/// This test's name, for re-running just it inside the namespace.
+/// The tests' names, for re-running just one inside the namespace.
 const TEST_NAME: &str = "video_recovers_within_a_second_under_packet_loss";
+const CONNECT_TEST_NAME: &str = "recording_starts_on_time_when_connecting_under_jitter";
 /// Random loss on every UDP packet, per mille.
 const LOSS_PER_MILLE: u32 = 50;
 /// The burst of total loss.
@@ -51,15 +72,43 @@ const FPS: u32 = 30;
 const AUDIO_FRAMES_PER_SEC: f64 = 50.0;
 /// The requirement: decodable video resumes within this after the burst.
 const RECOVERY: Duration = Duration::from_secs(1);
+/// The NFQUEUE queue the UDP packets go through (any number: the namespace has no other).
+const JITTER_QUEUE: u16 = 9;
+/// The random delay: uniform in mean ± jitter, as `netem delay 30ms 30ms`.
+const DELAY_MS: u64 = 30;
+const JITTER_MS: u64 = 30;
 /// tbf shaping on the namespace's loopback.
 const SHAPING_RATE: &str = "3mbit";
 const SHAPING_RATE_BITS: f64 = 3_000_000.0;
 
 #[test]
 fn video_recovers_within_a_second_under_packet_loss() {
+    run(TEST_NAME, JitterFrom::Media);
+}
+
+/// The same call with the delay from before ICE and DTLS start. Ignored: it fails in about 3
+/// of 7 runs (the file lacks its first 2 s or more, see the module's doc); run it with
+/// `--ignored`.
+#[test]
+#[ignore = "known to fail: callrec's DTLS handshake under reordering can finish 2 s or more after the producer's"]
+fn recording_starts_on_time_when_connecting_under_jitter() {
+    run(CONNECT_TEST_NAME, JitterFrom::Connecting);
+}
+
+/// When the delay starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum JitterFrom {
+    /// Before the call, so ICE and DTLS run under it too.
+    Connecting,
+    /// With the loss, once video flows.
+    Media,
+}
+
+/// Runs test `name`: outside the namespace, makes it and runs `name` again in it.
+fn run(name: &str, from: JitterFrom) {
     match std::env::var(INNER) {
-        Ok(ns) => inside(&ns),
-        Err(_) => outside(),
+        Ok(ns) => inside(&ns, from),
+        Err(_) => outside(name),
     }
 }
 
@@ -148,40 +197,44 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn skip(why: &str) {
-    eprintln!("\nSKIPPED: {TEST_NAME}: {why}\n");
+fn skip(name: &str, why: &str) {
+    eprintln!("\nSKIPPED: {name}: {why}\n");
 }
 
 /// The impairment's skeleton: counters, an empty `burst` chain that the test fills for the
 /// burst, and a `loss` chain where the random loss rule goes once media flows. Both hook
-/// output, so on loopback every packet passes them once.
+/// output, so on loopback every packet passes them once, and before iptables' filter table
+/// (priority 0), where the jitter's NFQUEUE rule is.
 const RULESET: &str = "table inet callrec_loss {
   counter udp_seen {}
   counter random_drops {}
   counter burst_drops {}
   counter tcp_blocked {}
   chain burst {
-    type filter hook output priority -10; policy accept;
+    type filter hook output priority -20; policy accept;
   }
   chain loss {
-    type filter hook output priority 0; policy accept;
+    type filter hook output priority -10; policy accept;
     meta l4proto udp counter name udp_seen
   }
 }
 ";
 
-fn outside() {
+fn outside(name: &str) {
     if !is_root() {
-        return skip("needs root, to make a network namespace");
+        return skip(name, "needs root, to make a network namespace");
     }
     if let Err(e) = quiet("nft", &["--version"]) {
-        return skip(&format!(
-            "needs nftables (`nft`) to drop packets ({e}); scripts/setup-debian.sh installs it"
-        ));
+        return skip(
+            name,
+            &format!(
+                "needs nftables (`nft`) to drop packets ({e}); scripts/setup-debian.sh installs it"
+            ),
+        );
     }
     let ns = match NetNs::create() {
         Ok(ns) => ns,
-        Err(e) => return skip(&format!("`ip netns add` failed: {e}")),
+        Err(e) => return skip(name, &format!("`ip netns add` failed: {e}")),
     };
     ns.exec(&["ip", "link", "set", "lo", "up"]);
     let rules = tempfile::NamedTempFile::new().unwrap();
@@ -195,10 +248,10 @@ fn outside() {
     );
     if netem.status.success() {
         ns.exec(&["tc", "qdisc", "del", "dev", "lo", "root"]);
-        println!("(this kernel has netem; the test uses nftables loss and tbf all the same)");
+        println!("(this kernel has netem; the test uses nftables, NFQUEUE and tbf all the same)");
     } else {
         println!(
-            "netem unavailable here ({}); loss by nftables, no random delay",
+            "netem unavailable here ({}); loss by nftables, delay by callrec-netjitter",
             String::from_utf8_lossy(&netem.stderr).trim()
         );
     }
@@ -229,10 +282,19 @@ fn outside() {
     }
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new("ip");
+    // The binaries are found (built if need be) out here, so cargo never runs in the namespace.
     cmd.args(["netns", "exec", &ns.name])
         .arg(&exe)
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(INNER, &ns.name)
+        .env("CALLREC_TESTPEER", common::testpeer_bin())
+        .env("CALLREC_NETJITTER", common::netjitter_bin())
         .env("CALLREC_PACKET_LOSS_SHAPED", if shaped { "1" } else { "0" })
         .stdin(Stdio::null());
     let out = run_with_timeout(cmd, Duration::from_secs(240));
@@ -278,6 +340,66 @@ fn nft(ns: &str, command: &str) {
     );
 }
 
+/// Starts `callrec-netjitter` on [`JITTER_QUEUE`], before anything is queued to it. `Err` says
+/// why this machine cannot delay packets, and the test goes on with loss only.
+fn start_jitter() -> Result<NetJitter, String> {
+    quiet("iptables", &["--version"])
+        .map_err(|e| format!("{e}; scripts/setup-debian.sh installs it"))?;
+    NetJitter::start(
+        JITTER_QUEUE,
+        &[
+            "--delay-ms",
+            &DELAY_MS.to_string(),
+            "--jitter-ms",
+            &JITTER_MS.to_string(),
+        ],
+    )
+}
+
+/// Sends the namespace's UDP through the injector's queue: the delay starts. `Err` if the
+/// kernel refuses the rule (no NFQUEUE target).
+fn queue_udp(ns: &str) -> Result<(), String> {
+    let queue = JITTER_QUEUE.to_string();
+    let rule = ns_exec(
+        ns,
+        &[
+            "iptables",
+            "-w",
+            "5",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &queue,
+            "--queue-bypass",
+        ],
+    );
+    if rule.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables -j NFQUEUE: {}",
+            String::from_utf8_lossy(&rule.stderr).trim()
+        ))
+    }
+}
+
+/// Starts the delay with [`queue_udp`]; if the kernel refuses, stops the injector and says why.
+fn begin_delay(ns: &str, jitter: Result<NetJitter, String>) -> Result<NetJitter, String> {
+    let jitter = jitter?;
+    match queue_udp(ns) {
+        Ok(()) => Ok(jitter),
+        Err(why) => {
+            drop(jitter);
+            println!("JITTER UNAVAILABLE: {why}; the test runs with loss only, no random delay");
+            Err(why)
+        }
+    }
+}
+
 /// What the nftables counters saw (packets).
 #[derive(Debug)]
 struct Net {
@@ -319,7 +441,7 @@ fn counters(ns: &str) -> Net {
     }
 }
 
-fn inside(ns: &str) {
+fn inside(ns: &str, from: JitterFrom) {
     // Refuse to impair anything unless this process really is in the test's namespace.
     let mut identify = Command::new("ip");
     identify.args(["netns", "identify", &std::process::id().to_string()]);
@@ -344,6 +466,18 @@ fn inside(ns: &str) {
         ns,
         "add rule inet callrec_loss loss meta l4proto tcp counter name tcp_blocked drop",
     );
+    // The injector binds its queue before the call, so that nothing waits for it later.
+    let mut jitter = start_jitter();
+    if let Err(why) = &jitter {
+        println!("JITTER UNAVAILABLE: {why}; the test runs with loss only, no random delay");
+    }
+    if from == JitterFrom::Connecting {
+        // Before any ICE check or DTLS record is sent.
+        jitter = begin_delay(ns, jitter);
+        if let Err(why) = &jitter {
+            return skip(CONNECT_TEST_NAME, &format!("no random delay here: {why}"));
+        }
+    }
     let rec = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&config(&server.url(), rec.path()));
     let mut peer = TestPeer::spawn(
@@ -361,7 +495,11 @@ fn inside(ns: &str) {
     );
     let id = peer_id(&mut peer);
     let video_started = wait_video(&mut peer);
-    // Steady loss from here on: connecting under loss is another matter (see README.md).
+    // Steady loss and delay from here on: connecting under them is another matter (see the
+    // module's doc and README.md).
+    if from == JitterFrom::Media {
+        jitter = begin_delay(ns, jitter);
+    }
     nft(
         ns,
         &format!(
@@ -382,6 +520,7 @@ fn inside(ns: &str) {
     let burst_len = burst_on.elapsed().as_secs_f64();
     let sent = sent_secs(&mut peer);
     let net = counters(ns);
+    let jitter = jitter.map(NetJitter::stop);
 
     let dir = rec.path().join("loss");
     let m = common::wait_complete(&dir);
@@ -412,9 +551,40 @@ fn inside(ns: &str) {
     };
 
     let report = analyse(&path);
-    report.print(sent, &net, &burst);
-    report.check(sent, &net, &burst);
+    report.print(sent, &net, &jitter, from, &burst);
+    report.check(sent, &net, &jitter, &burst);
     drop(daemon);
+}
+
+/// The delay was really applied: to (nearly) every UDP packet the loss let through, with the
+/// spread asked for. The mean may exceed [`DELAY_MS`] on a loaded machine (the injector wakes
+/// late), but not by more than the jitterbuffer could take.
+fn check_jitter(j: &JitterReport, net: &Net) {
+    // The injector counts from when its rule went in (just before the nftables counters were
+    // reset, or before the call), the nftables counters from when video flowed.
+    let passed_loss = net.udp.saturating_sub(net.random_drops);
+    assert!(
+        j.received >= passed_loss * 9 / 10,
+        "jitter: {} packets queued, {passed_loss} passed the loss: {j:?}",
+        j.received
+    );
+    assert!(
+        j.delayed >= j.received * 9 / 10,
+        "jitter: most packets were not held: {j:?}"
+    );
+    let (mean, max) = (DELAY_MS as f64, (DELAY_MS + JITTER_MS) as f64);
+    assert!(
+        (mean / 2.0..=mean * 4.0).contains(&j.mean_delay_ms),
+        "jitter: mean delay {:.1} ms, {DELAY_MS} ms set: {j:?}",
+        j.mean_delay_ms
+    );
+    assert!(
+        j.max_delay_ms >= max * 0.75,
+        "jitter: longest delay {:.1} ms, up to {max} ms set: {j:?}",
+        j.max_delay_ms
+    );
+    assert!(j.reordered > 0, "jitter: nothing was reordered: {j:?}");
+    assert_eq!(j.verdict_errors, 0, "jitter: failed verdicts: {j:?}");
 }
 
 /// The burst, in the file's time (seconds).
@@ -571,7 +741,14 @@ impl Report {
             .map(|f| f.t - burst.end)
     }
 
-    fn print(&self, sent: f64, net: &Net, burst: &Burst) {
+    fn print(
+        &self,
+        sent: f64,
+        net: &Net,
+        jitter: &Result<JitterReport, String>,
+        from: JitterFrom,
+        burst: &Burst,
+    ) {
         let sent_frames = sent * f64::from(FPS);
         let decoded = self.frames.len() as f64;
         let frame_gap = 1.0 / f64::from(FPS);
@@ -600,6 +777,29 @@ impl Report {
                 "no shaping".to_owned()
             }
         );
+        match jitter {
+            Ok(j) => println!(
+                "jitter: {DELAY_MS} ± {JITTER_MS} ms set on UDP {} (callrec-netjitter, NFQUEUE \
+                 {JITTER_QUEUE}): {} packets queued, {} delayed, mean {:.1} ms, max {:.1} ms, \
+                 {} reordered ({:.1} %), {} passed at once over the bound, {} released at the \
+                 stop, {} failed verdicts, {} overruns",
+                match from {
+                    JitterFrom::Connecting => "from before connecting",
+                    JitterFrom::Media => "from when video flowed",
+                },
+                j.received,
+                j.delayed,
+                j.mean_delay_ms,
+                j.max_delay_ms,
+                j.reordered,
+                100.0 * j.reordered as f64 / j.received.max(1) as f64,
+                j.over_bound,
+                j.released_at_stop,
+                j.verdict_errors,
+                j.overruns
+            ),
+            Err(why) => println!("jitter: UNAVAILABLE ({why}); no random delay"),
+        }
         println!(
             "sent {sent:.2} s ({sent_frames:.0} video frames at {FPS} fps); file {:.2} s, \
              starts on a keyframe: {}",
@@ -639,9 +839,11 @@ impl Report {
             }
         );
         println!(
-            "burst at {:.2}-{:.2} s of the file: decoded video resumes {}",
+            "burst at {:.2}-{:.2} s of the file (so the file starts {:.2} s after video started \
+             flowing): decoded video resumes {}",
             burst.start,
             burst.end,
+            burst.since_video - burst.start,
             match self.recovery(burst) {
                 Some(r) => format!("{:.0} ms after it", r * 1000.0),
                 None => "never".to_owned(),
@@ -653,20 +855,36 @@ impl Report {
         println!("====");
     }
 
-    fn check(&self, sent: f64, net: &Net, burst: &Burst) {
+    fn check(&self, sent: f64, net: &Net, jitter: &Result<JitterReport, String>, burst: &Burst) {
         let path = self.path.display();
         assert!(
             net.random_drops > 0 && net.burst_drops > 0,
             "the impairment dropped nothing: {net:?}"
         );
+        if let Ok(j) = jitter {
+            check_jitter(j, net);
+        }
+        // For the timing checks' messages: an injector that woke far too late means the
+        // machine was too busy to hold the conditions, and the run says little about callrec.
+        let busy = match jitter {
+            Ok(j) if j.max_delay_ms > 2.0 * (DELAY_MS + JITTER_MS) as f64 => format!(
+                "; the injector held packets for up to {:.0} ms ({} ms set): this machine was \
+                 too busy to keep the conditions, so look at its load and run again",
+                j.max_delay_ms,
+                DELAY_MS + JITTER_MS
+            ),
+            _ => String::new(),
+        };
         assert!(
             self.first_is_key,
             "{path}: first video frame not a keyframe"
         );
         assert!(
             (self.duration_s - sent).abs() <= 1.5,
-            "{path}: duration {:.2} s, {sent:.2} s sent",
-            self.duration_s
+            "{path}: duration {:.2} s, {sent:.2} s sent; the file starts {:.2} s after video \
+             started flowing{busy}",
+            self.duration_s,
+            burst.since_video - burst.start
         );
         assert!(!self.frames.is_empty(), "{path}: no video frame decodes");
         assert!(
@@ -706,8 +924,17 @@ impl Report {
         let recovery = self.recovery(burst).unwrap_or(f64::INFINITY);
         assert!(
             recovery <= RECOVERY.as_secs_f64(),
-            "{path}: decoded video resumes {recovery:.2} s after the burst (limit {:?})",
+            "{path}: decoded video resumes {recovery:.2} s after the burst (limit {:?}){busy}",
             RECOVERY
         );
+        // No stall anywhere longer than the burst's: a loss that retransmission cannot repair
+        // waits for a keyframe, which callrec asks for at once, and must come as soon.
+        let stall = BURST + RECOVERY;
+        if let Some((at, len)) = self.gaps().first() {
+            assert!(
+                *len <= stall.as_secs_f64(),
+                "{path}: decoded video stalls for {len:.2} s at {at:.2} s (limit {stall:?}){busy}"
+            );
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! ports the OS picks; every child process is killed when its handle drops.
 //!
 //! - [`processes`]: running commands with time limits, bounded waits, free ports;
-//! - [`server`], [`daemon`], [`peer`]: the real signalling server, the callrec daemon and
-//!   `callrec-testpeer` producers as child processes (and where the peer's binary is);
+//! - [`server`], [`daemon`], [`peer`], [`netjitter`]: the real signalling server, the callrec
+//!   daemon, `callrec-testpeer` producers and the `callrec-netjitter` delay injector as child
+//!   processes; [`bins`]: where the last two's binaries are (built by cargo on first use);
 //! - [`fixtures`]: the shipped templates, template directories and config files;
 //! - [`http`]: requests to callrec's own HTTP endpoints (WHIP);
 //! - [`media`]: what ffprobe says about a file, and whether it plays;
@@ -16,11 +17,13 @@
 #![allow(dead_code)]
 
 pub mod analysis;
+mod bins;
 mod daemon;
 mod fixtures;
 mod http;
 mod manifest;
 mod media;
+mod netjitter;
 mod peer;
 mod processes;
 mod server;
@@ -28,6 +31,7 @@ mod server;
 // Each test crate uses some of these; the others are its neighbours', not unused imports.
 #[allow(unused_imports)]
 pub use self::{
+    bins::{netjitter_bin, testpeer_bin},
     daemon::Daemon,
     fixtures::{config_file, pipelines_with, PIPELINES},
     http::{http_request, HttpResponse},
@@ -36,7 +40,8 @@ pub use self::{
         assert_playable, decode_check, first_video_frame_is_keyframe, last_packet_end, probe,
         DecodeReport, Expect, MediaInfo, StreamInfo,
     },
-    peer::{peer_id, sent_secs, testpeer_bin, TestPeer},
+    netjitter::{JitterReport, NetJitter},
+    peer::{peer_id, sent_secs, TestPeer},
     processes::{free_port, run_ok, run_with_timeout, tail_bytes, wait_for},
     server::SignallingServer,
 };

@@ -2,11 +2,14 @@
 //! child that runs over is killed. Output is collected on threads, so a chatty child never
 //! blocks on a full pipe.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// How often a wait looks again.
 const POLL: Duration = Duration::from_millis(10);
@@ -44,12 +47,39 @@ pub(super) fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Whether this test may start children favoured by the scheduler (`nice -n -10`): only as
+/// root. Decided by the uid alone: `nice` itself runs the command anyway, at the usual
+/// priority, when it may not raise it, so trying `nice -n -10 true` proves nothing.
+pub(super) fn can_favour() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
 /// Sends a signal (`-TERM`, `-HUP`...) without waiting.
 pub(super) fn signal(child: &Child, sig: &str) {
     let _ = Command::new("kill")
         .arg(sig)
         .arg(child.id().to_string())
         .status();
+}
+
+/// The JSON objects a child prints on its (piped) stdout, one a line, read on a thread of
+/// their own; lines that are not JSON are skipped.
+pub(super) fn json_lines(child: &mut Child) -> mpsc::Receiver<Value> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
 }
 
 /// Waits up to `timeout` for the child to exit; `None` if it is still running.
