@@ -444,14 +444,18 @@ impl Hub {
         let mut ready = vec![];
         for (id, session) in &self.sessions {
             match &session.phase {
-                Phase::Announced { reply } | Phase::Started { reply, .. }
-                    if reply.is_closed() || session.since.elapsed() >= timeout =>
-                {
+                Phase::Announced { reply } | Phase::Started { reply, .. } if reply.is_closed() => {
                     expired.push(id.clone());
                 }
+                // Answered: it goes out within GATHER_WAIT, whatever the timeout says.
                 Phase::Started {
                     answer: Some(_), ..
                 } => ready.push(id.clone()),
+                Phase::Announced { .. } | Phase::Started { .. }
+                    if session.since.elapsed() >= timeout =>
+                {
+                    expired.push(id.clone());
+                }
                 _ => {}
             }
         }
