@@ -105,9 +105,9 @@ impl IceServer {
             let scheme = parsed.scheme();
             let credentials = (turn && !parsed.username().is_empty()).then(|| {
                 let decode = |s: &str| {
-                    url::form_urlencoded::parse(s.as_bytes())
-                        .map(|(k, v)| format!("{k}{v}"))
-                        .collect::<String>()
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8_lossy()
+                        .into_owned()
                 };
                 (
                     decode(parsed.username()),
@@ -216,5 +216,31 @@ impl Whip {
         let hub_task = tokio::spawn(hub.run(requests_rx, commands, stop.clone()));
         http::serve(self.listener, self.settings, requests_tx, stop).await;
         let _ = hub_task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_servers_keep_their_credentials_as_written() {
+        let servers = IceServer::from_config(
+            Some("stun://127.0.0.1:3478"),
+            &["turn://us%40er:a%3Db+c@turn.example:3479".to_owned()],
+        );
+        assert_eq!(
+            servers,
+            [
+                IceServer {
+                    uri: "stun:127.0.0.1:3478".into(),
+                    credentials: None
+                },
+                IceServer {
+                    uri: "turn:turn.example:3479".into(),
+                    credentials: Some(("us@er".into(), "a=b+c".into()))
+                },
+            ]
+        );
     }
 }
