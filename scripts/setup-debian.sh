@@ -2,8 +2,9 @@
 # Installs what callrec needs on Debian 12 to build, run its tests and its demo:
 # a C toolchain, GStreamer (dev packages and plugins), ffmpeg (ffprobe, for verifying
 # recordings), iproute2, nftables and iptables (the packet loss test's network namespace: loss
-# by nftables, delay through iptables' NFQUEUE target), Rust (rustup, if there is no cargo)
-# and the real gst-webrtc-signalling-server.
+# by nftables, delay through iptables' NFQUEUE target), the real servers and browsers the
+# tests record from (Janus with its tools and janus.js, headless Chromium and Firefox ESR),
+# Rust (rustup, if there is no cargo) and the real gst-webrtc-signalling-server.
 # Idempotent: skips what is already there.
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,6 +17,8 @@ PACKAGES=(
   gstreamer1.0-x
   ffmpeg
   iproute2 nftables iptables
+  janus janus-tools libjs-janus-gateway
+  chromium chromium-driver firefox-esr
 )
 
 missing=()
@@ -27,6 +30,12 @@ if [ "${#missing[@]}" -gt 0 ] || [ "${CALLREC_FORCE_APT:-}" = 1 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+fi
+
+# Debian starts the janus service on install where systemd runs; the tests start their own
+# Janus on ports of their own, so the system one would only cost CPU.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet janus 2>/dev/null; then
+  systemctl disable --now janus >/dev/null 2>&1 || true
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
