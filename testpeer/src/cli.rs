@@ -1,5 +1,5 @@
-//! The command line: what to send, how, to which signalling server or WHIP endpoint, and for
-//! how long.
+//! The command line: what to send, how, to which signalling server, WHIP endpoint or Janus
+//! VideoRoom, and for how long.
 
 use std::time::Duration;
 
@@ -21,13 +21,15 @@ pub enum AudioCodec {
     None,
 }
 
-/// Synthetic WebRTC producer for the gst-webrtc-signalling-server protocol or WHIP.
-// Exactly one way to reach the other side: the signalling server or a WHIP endpoint. The
-// --whip-* options conflict with --url rather than require --whip: clap lets a requirement
-// go when the required argument conflicts with one given, so `requires` would never fire.
+/// Synthetic WebRTC producer for the gst-webrtc-signalling-server protocol, WHIP or a Janus
+/// VideoRoom.
+// Exactly one way to reach the other side: the signalling server, a WHIP endpoint or Janus.
+// The --whip-* and --janus-* options conflict with the other targets rather than require
+// their own: clap lets a requirement go when the required argument conflicts with one given,
+// so `requires` would never fire.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "callrec-testpeer", version, about, long_about = None)]
-#[command(group(ArgGroup::new("target").required(true).args(["url", "whip"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["url", "whip", "janus"])))]
 pub struct Args {
     /// Signalling server WebSocket URL, e.g. ws://127.0.0.1:8443
     #[arg(long)]
@@ -38,17 +40,37 @@ pub struct Args {
     pub whip: Option<url::Url>,
     /// Bearer token for the WHIP endpoint (sent as `Authorization: Bearer TOKEN` on every
     /// request)
-    #[arg(long, value_name = "TOKEN", conflicts_with = "url")]
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["url", "janus"])]
     pub whip_token: Option<String>,
     /// WHIP: send the offer at once and trickle later ICE candidates by PATCH (default: wait
     /// for ICE gathering, at most 5 s, and send every candidate in the offer)
-    #[arg(long, conflicts_with = "url")]
+    #[arg(long, conflicts_with_all = ["url", "janus"])]
     pub whip_trickle: bool,
     /// WHIP: exit at the end without DELETE of the session (a client that vanishes)
-    #[arg(long, conflicts_with = "url")]
+    #[arg(long, conflicts_with_all = ["url", "janus"])]
     pub whip_no_delete: bool,
+    /// Publish into a Janus VideoRoom through Janus's WebSocket API instead, e.g.
+    /// ws://10.0.0.1:8188 (one publisher per process; needs --janus-room)
+    #[arg(long, value_name = "URL", value_parser = parse_ws_url)]
+    pub janus: Option<String>,
+    /// Janus: the VideoRoom to publish in (its numeric id)
+    #[arg(long, value_name = "ROOM", conflicts_with_all = ["url", "whip"])]
+    pub janus_room: Option<u64>,
+    /// Janus: a file whose first line is the room's PIN
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "whip"])]
+    pub janus_pin_file: Option<std::path::PathBuf>,
+    /// Janus: a file whose first line is Janus's API secret (sent as `apisecret`)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "whip"])]
+    pub janus_api_secret_file: Option<std::path::PathBuf>,
+    /// Janus: the publisher's display name in the room (any text; none by default)
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true, conflicts_with_all = ["url", "whip"])]
+    pub display: Option<String>,
+    /// Janus: SECS after the first connection, unpublish, then publish again on the same
+    /// handle (the same feed id, a new PeerConnection)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, conflicts_with_all = ["url", "whip"])]
+    pub janus_republish_after: Option<Duration>,
     /// Producer meta data announced with setPeerStatus (a JSON object)
-    #[arg(long, default_value = "{}", value_parser = parse_meta, conflicts_with = "whip")]
+    #[arg(long, default_value = "{}", value_parser = parse_meta, conflicts_with_all = ["whip", "janus"])]
     pub meta: serde_json::Value,
     /// Video codec, or `none` for an audio-only producer
     #[arg(long, value_enum, default_value_t = VideoCodec::Vp8)]
@@ -132,6 +154,21 @@ impl Args {
                  (start one process per publisher)",
             ));
         }
+        if self.janus.is_some() {
+            if self.peers > 1 {
+                return Err(Self::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--janus publishes one peer per process: --peers must be 1 \
+                     (start one process per publisher)",
+                ));
+            }
+            if self.janus_room.is_none() {
+                return Err(Self::command().error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "--janus needs --janus-room ROOM",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -143,6 +180,16 @@ fn parse_whip_url(s: &str) -> Result<url::Url, String> {
         "http" | "https" if url.host().is_some() => Ok(url),
         "http" | "https" => Err("the URL has no host".into()),
         other => Err(format!("expected http:// or https://, not {other}://")),
+    }
+}
+
+/// Parses `--janus`: a ws:// or wss:// URL (Janus's WebSocket transport).
+fn parse_ws_url(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
+    match url.scheme() {
+        "ws" | "wss" if url.host().is_some() => Ok(s.to_owned()),
+        "ws" | "wss" => Err("the URL has no host".into()),
+        other => Err(format!("expected ws:// or wss://, not {other}://")),
     }
 }
 
@@ -237,6 +284,39 @@ mod tests {
         assert!(parse_whip_url("http://127.0.0.1:8080/whip/room?name=a").is_ok());
         assert!(parse_whip_url("ws://127.0.0.1:8080/whip").is_err());
         assert!(parse_whip_url("/whip/room").is_err());
+        assert!(parse_ws_url("ws://10.0.0.1:8188").is_ok());
+        assert!(parse_ws_url("http://10.0.0.1:8188").is_err());
+    }
+
+    #[test]
+    fn janus_takes_a_room_and_its_own_options_only() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("callrec-testpeer").chain(args.iter().copied()))
+        };
+        let args = parse(&[
+            "--janus",
+            "ws://h:8188",
+            "--janus-room",
+            "1234",
+            "--display",
+            "-rf ../x",
+            "--janus-republish-after",
+            "3",
+        ])
+        .unwrap();
+        assert!(args.check().is_ok());
+        assert_eq!(args.janus_room, Some(1234));
+        assert_eq!(args.display.as_deref(), Some("-rf ../x"));
+        assert!(parse(&["--janus", "ws://h:8188"]).unwrap().check().is_err());
+        assert!(
+            parse(&["--janus", "ws://h", "--janus-room", "1", "--peers", "2"])
+                .unwrap()
+                .check()
+                .is_err()
+        );
+        assert!(parse(&["--url", "ws://h", "--janus-room", "1"]).is_err());
+        assert!(parse(&["--janus", "ws://h", "--janus-room", "1", "--whip-trickle"]).is_err());
+        assert!(parse(&["--janus", "ws://h", "--url", "ws://h"]).is_err());
     }
 
     #[test]

@@ -20,6 +20,12 @@
 //! (`--whip-trickle`), the same media timers, and a `DELETE` of the session at the end
 //! (unless `--whip-no-delete`). It prints the same events (see [`whip_peer`]).
 //!
+//! With `--janus URL --janus-room ROOM` instead, the one peer of the process is a publisher
+//! in a Janus VideoRoom over Janus's WebSocket API: it joins the room (`--display`,
+//! `--janus-pin-file`), publishes the same session bin's offer, trickles candidates both
+//! ways, may unpublish and publish again (`--janus-republish-after`), and leaves at the end
+//! (see [`janus_peer`], and [`janus`] for the messages).
+//!
 //! The video and audio are encoded once per process and shared by all peers and
 //! sessions. Video keyframes are deliberately rare: consumers are expected to
 //! request them with RTCP PLI/FIR, which reach the encoder as force-key-unit
@@ -34,23 +40,27 @@
 //! Machine-readable progress is printed on stdout, one JSON object per line
 //! (`welcome`, `session`, `connected`, `media`, `media_stopped`, `resized`,
 //! `session_ended`, `done`; in WHIP mode also `whip_refused`, `whip_patched` and
-//! `whip_deleted`); logs go to stderr (`RUST_LOG` is honoured).
+//! `whip_deleted`; in Janus mode `janus_webrtcup`, `janus_media`, `unpublished`, `left`,
+//! `janus_error` and `janus_lost`); logs go to stderr (`RUST_LOG` is honoured).
 //!
 //! Exit status: 0 on success (also after SIGTERM/SIGINT), 1 on errors (bad
 //! arguments, pipeline or signalling failures, a WHIP endpoint that refused the offer or
-//! broke the exchange), 2 when a peer got no connected session within 30 seconds (or lost
+//! broke the exchange, Janus refusing to join or publish), 2 when a peer got no connected session within 30 seconds (or lost
 //! the signalling before any, or its WHIP peer connection failed before it connected).
 //!
 //! Modules: [`cli`] (arguments), [`media`] (shared sources and encoders) with [`markers`]
 //! (flashes and beeps), [`session`] (one webrtcbin session), [`signalling`] (the WebSocket
 //! client), [`peer`] (one producer: the protocol, its sessions and timers), [`whip`] (the
-//! WHIP HTTP requests and SDP fragments) with [`whip_peer`] (one WHIP publisher) and
-//! [`report`] (the JSON event lines). This file starts the pipeline, the peers and the signal and bus
+//! WHIP HTTP requests and SDP fragments) with [`whip_peer`] (one WHIP publisher), [`janus`]
+//! (the Janus API messages) with [`janus_peer`] (one VideoRoom publisher), and [`report`]
+//! (the JSON event lines). This file starts the pipeline, the peers and the signal and bus
 //! watchers, and turns the peers' outcomes into the exit status.
 
 #![forbid(unsafe_code)]
 
 mod cli;
+mod janus;
+mod janus_peer;
 mod markers;
 mod media;
 mod peer;
@@ -73,6 +83,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::cli::Args;
+use crate::janus_peer::JanusPeer;
 use crate::media::Media;
 use crate::peer::{Outcome, Peer};
 use crate::report::emit;
@@ -231,6 +242,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     });
     let peers: Vec<_> = if shared.args.whip.is_some() {
         vec![tokio::spawn(WhipPeer::run(shared.clone(), stop_rx.clone()))]
+    } else if shared.args.janus.is_some() {
+        vec![tokio::spawn(JanusPeer::run(
+            shared.clone(),
+            stop_rx.clone(),
+        ))]
     } else {
         (0..shared.args.peers)
             .map(|i| tokio::spawn(Peer::run(shared.clone(), i, stop_rx.clone())))

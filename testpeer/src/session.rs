@@ -252,6 +252,44 @@ impl Session {
             .emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
     }
 
+    /// Creates an offer, sets it locally, and only then hands it to the peer task: for a
+    /// server that answers faster than webrtcbin applies its own offer (Janus next door
+    /// answers within a millisecond, and webrtcbin refuses an answer that comes before its
+    /// offer is set). Local candidates may then be reported before the offer: the caller
+    /// holds them back until the offer is sent.
+    pub fn create_offer_set_first(&self, tx: &EventTx) {
+        let weak = self.webrtc.downgrade();
+        let (sid, etx) = (self.id.clone(), tx.clone());
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let Some(webrtc) = weak.upgrade() else { return };
+            let offer = match description_from_reply(reply, "offer") {
+                Ok(offer) => offer,
+                Err(e) => return notify(&etx, &sid, SessionEventKind::Failed(format!("{e:#}"))),
+            };
+            let sdp = match offer.sdp().as_text() {
+                Ok(sdp) => sdp,
+                Err(e) => {
+                    let msg = format!("cannot serialize local SDP: {e}");
+                    return notify(&etx, &sid, SessionEventKind::Failed(msg));
+                }
+            };
+            let promise = gst::Promise::with_change_func(move |reply| match check_reply(reply) {
+                Ok(_) => notify(
+                    &etx,
+                    &sid,
+                    SessionEventKind::LocalSdp { answer: false, sdp },
+                ),
+                Err(e) => {
+                    let msg = format!("cannot set the local offer: {e:#}");
+                    notify(&etx, &sid, SessionEventKind::Failed(msg));
+                }
+            });
+            webrtc.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
+        });
+        self.webrtc
+            .emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+    }
+
     /// Applies the consumer's offer, then answers it.
     pub fn answer_offer(&self, sdp: &str, tx: &EventTx) -> Result<()> {
         let sdp = parse_sdp(sdp, "offer")?;

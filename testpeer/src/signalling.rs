@@ -1,6 +1,6 @@
-//! The signalling client: the WebSocket to the gst-webrtc signalling server (`ws://` or
-//! `wss://`), connected with a short retry while the server starts, read one message at a
-//! time, and closed with a bounded handshake.
+//! The signalling client: the WebSocket to the gst-webrtc signalling server or to Janus
+//! (`ws://` or `wss://`), connected with a short retry while the server starts, read one
+//! message at a time, and closed with a bounded handshake.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::debug;
 
@@ -30,6 +32,11 @@ pub async fn next_message(ws: &mut Option<Ws>) -> Option<Result<Message, tungste
         Some(ws) => ws.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// Next WebSocket message of a socket that is there.
+pub async fn next_message_of(ws: &mut Ws) -> Option<Result<Message, tungstenite::Error>> {
+    ws.next().await
 }
 
 /// The TLS connector for `wss://`: the CAs of `ca_file` if given, else the public web roots.
@@ -69,11 +76,37 @@ pub async fn connect(
     ca_file: Option<&std::path::Path>,
     stop: &mut watch::Receiver<Stop>,
 ) -> Result<Option<Ws>> {
+    connect_with_subprotocol(url, ca_file, None, stop).await
+}
+
+/// [`connect`], asking for a WebSocket `subprotocol` in the handshake (Janus refuses
+/// connections without `janus-protocol`); tungstenite then checks the server agreed to it.
+pub async fn connect_with_subprotocol(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    subprotocol: Option<&str>,
+    stop: &mut watch::Receiver<Stop>,
+) -> Result<Option<Ws>> {
     let give_up = Instant::now() + CONNECT_RETRY;
     loop {
         let connector = tls_connector(ca_file)?;
-        match tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
-            .await
+        let mut request = url
+            .into_client_request()
+            .with_context(|| format!("bad WebSocket URL {url}"))?;
+        if let Some(subprotocol) = subprotocol {
+            let value = HeaderValue::from_str(subprotocol)
+                .with_context(|| format!("bad subprotocol {subprotocol:?}"))?;
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", value);
+        }
+        match tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            None,
+            false,
+            Some(connector),
+        )
+        .await
         {
             Ok((ws, _)) => return Ok(Some(ws)),
             Err(e) if Instant::now() < give_up => {
