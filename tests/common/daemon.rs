@@ -1,5 +1,6 @@
 //! The callrec daemon as a child process (killed on drop, its log printed if the test
-//! fails), with a notify socket standing in for systemd; and `callrec check`.
+//! fails), with a notify socket standing in for systemd, here or inside a network namespace
+//! the test made; and `callrec check`.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -20,6 +21,21 @@ pub struct Daemon {
 impl Daemon {
     /// Writes the config, starts `callrec run` and waits for READY=1.
     pub fn start(config: &str) -> Self {
+        Self::start_command(Command::new(env!("CARGO_BIN_EXE_callrec")), config)
+    }
+
+    /// [`Daemon::start`] inside network namespace `netns` (`ip netns exec`, which execs
+    /// callrec, so killing the child kills callrec). The notify socket is a path, which
+    /// namespaces do not separate.
+    pub fn start_in_netns(netns: &str, config: &str) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns])
+            .arg(env!("CARGO_BIN_EXE_callrec"));
+        Self::start_command(cmd, config)
+    }
+
+    /// Starts `cmd run --config ...` (`cmd` runs callrec) and waits for READY=1.
+    fn start_command(mut cmd: Command, config: &str) -> Self {
         let (dir, config_path) = config_file(config);
         let socket_path = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -55,7 +71,7 @@ impl Daemon {
             }
         });
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_callrec"))
+        let child = cmd
             .args(["run", "--config"])
             .arg(&config_path)
             .env("NOTIFY_SOCKET", &socket_path)
@@ -72,12 +88,22 @@ impl Daemon {
             dir,
             notifications,
         };
-        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            let log = daemon.log();
-            kill(&mut daemon.child);
-            panic!("callrec did not send READY=1 within 20 s; log:\n{log}");
+        // Bounded, and cut short when callrec exits (a refused config) instead of waiting.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+                return daemon;
+            }
+            let exited = daemon.child.try_wait().ok().flatten();
+            if exited.is_some() || std::time::Instant::now() >= deadline {
+                let log = daemon.log();
+                kill(&mut daemon.child);
+                match exited {
+                    Some(status) => panic!("callrec exited ({status}) before READY=1; log:\n{log}"),
+                    None => panic!("callrec did not send READY=1 within 20 s; log:\n{log}"),
+                }
+            }
         }
-        daemon
     }
 
     /// Runs `callrec check` on a config; returns its status and output.

@@ -5,6 +5,9 @@
 //! - [`server`], [`daemon`], [`peer`], [`netjitter`]: the real signalling server, the callrec
 //!   daemon, `callrec-testpeer` producers and the `callrec-netjitter` delay injector as child
 //!   processes; [`bins`]: where the last two's binaries are (built by cargo on first use);
+//! - [`janus`]: a real Janus VideoRoom in a network namespace of its own ([`netns`]), with
+//!   callrec and the test peers run inside it (the one place tests bind beyond loopback:
+//!   addresses inside a namespace the test made);
 //! - [`fixtures`]: the shipped templates, template directories and config files;
 //! - [`http`]: requests to callrec's own HTTP endpoints (WHIP);
 //! - [`media`]: what ffprobe says about a file, and whether it plays;
@@ -21,9 +24,11 @@ mod bins;
 mod daemon;
 mod fixtures;
 mod http;
+mod janus;
 mod manifest;
 mod media;
 mod netjitter;
+mod netns;
 mod peer;
 mod processes;
 mod server;
@@ -35,12 +40,14 @@ pub use self::{
     daemon::Daemon,
     fixtures::{config_file, pipelines_with, PIPELINES},
     http::{http_request, HttpResponse},
+    janus::{Janus, JanusRoom, Unavailable, ADMIN_KEY},
     manifest::{files_of, find_call_dirs, read_manifest, rfc3339_secs, wait_complete, wall_secs},
     media::{
         assert_playable, decode_check, first_video_frame_is_keyframe, last_packet_end, probe,
         DecodeReport, Expect, MediaInfo, StreamInfo,
     },
     netjitter::{JitterReport, NetJitter},
+    netns::{is_root, NetNs},
     peer::{peer_id, sent_secs, TestPeer},
     processes::{free_port, run_ok, run_with_timeout, tail_bytes, wait_for},
     server::SignallingServer,

@@ -1,5 +1,6 @@
-//! `callrec-testpeer` producers as child processes (killed on drop). Where the binary comes
-//! from is [`super::bins`]'s job.
+//! `callrec-testpeer` producers as child processes (killed on drop): for the signalling
+//! server, for a WHIP endpoint, and as Janus VideoRoom publishers inside the Janus fixture's
+//! network namespace. Where the binary comes from is [`super::bins`]'s job.
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::bins::testpeer_bin;
-use super::processes::{can_favour, json_lines, kill, tail_file, wait_child};
+use super::janus::Janus;
+use super::processes::{can_favour, json_lines, kill, signal, tail_file, wait_child};
 
 /// A `callrec-testpeer` producer process.
 pub struct TestPeer {
@@ -16,18 +18,62 @@ pub struct TestPeer {
     events: mpsc::Receiver<Value>,
     seen: Vec<Value>,
     dir: tempfile::TempDir,
+    /// Files it reads (secrets), kept as long as it runs.
+    files: Vec<tempfile::NamedTempFile>,
 }
+
+/// Where the signalling and WHIP peers do ICE.
+const LOOPBACK: &str = "127.0.0.1";
 
 impl TestPeer {
     /// Starts a producer against `url` with extra arguments.
     pub fn spawn(url: &str, args: &[&str]) -> Self {
-        Self::spawn_command(Command::new(testpeer_bin()), &["--url", url], args)
+        Self::spawn_command(
+            Command::new(testpeer_bin()),
+            &["--url", url],
+            LOOPBACK,
+            args,
+        )
     }
 
     /// Starts a producer that publishes to a WHIP endpoint (`whip_url`, e.g.
     /// `http://127.0.0.1:PORT/whip/CALL?name=NAME`) instead of using the signalling server.
     pub fn spawn_whip(whip_url: &str, args: &[&str]) -> Self {
-        Self::spawn_command(Command::new(testpeer_bin()), &["--whip", whip_url], args)
+        Self::spawn_command(
+            Command::new(testpeer_bin()),
+            &["--whip", whip_url],
+            LOOPBACK,
+            args,
+        )
+    }
+
+    /// Starts a publisher in Janus VideoRoom `room` with display name `display` (`None`:
+    /// no display), inside the Janus fixture's namespace and on its local address. Its
+    /// `welcome` event's `peer_id` is its feed id. Extra `args` as for [`TestPeer::spawn`]
+    /// (`--janus-pin-file`, `--janus-republish-after`, `--video h264`...); the API secret of
+    /// a Janus that has one is given by a file of its own.
+    pub fn spawn_janus(janus: &Janus, room: u64, display: Option<&str>, args: &[&str]) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", janus.netns()])
+            .arg(testpeer_bin());
+        let room = room.to_string();
+        let url = janus.url();
+        // `--display=NAME`: a hostile name may start with `-`.
+        let display = display.map(|d| format!("--display={d}"));
+        let mut target = vec!["--janus", url.as_str(), "--janus-room", room.as_str()];
+        target.extend(display.as_deref());
+        let secret = janus.api_secret().map(|secret| {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), secret).unwrap();
+            file
+        });
+        let secret_path = secret.as_ref().map(|f| f.path().display().to_string());
+        if let Some(path) = &secret_path {
+            target.extend(["--janus-api-secret-file", path.as_str()]);
+        }
+        let mut peer = Self::spawn_command(cmd, &target, &janus.local_address(), args);
+        peer.files.extend(secret);
+        peer
     }
 
     /// Starts a producer that the scheduler favours over everything else (`nice -n -10`,
@@ -39,16 +85,17 @@ impl TestPeer {
         }
         let mut cmd = Command::new("nice");
         cmd.args(["-n", "-10"]).arg(testpeer_bin());
-        Self::spawn_command(cmd, &["--url", url], args)
+        Self::spawn_command(cmd, &["--url", url], LOOPBACK, args)
     }
 
-    /// Runs `cmd` with `target` (where to publish: `--url URL` or `--whip URL`) and `args`.
-    fn spawn_command(mut cmd: Command, target: &[&str], args: &[&str]) -> Self {
+    /// Runs `cmd` with `target` (where to publish: `--url URL`, `--whip URL` or `--janus
+    /// URL ...`), ICE on `ice_address` only, and `args`.
+    fn spawn_command(mut cmd: Command, target: &[&str], ice_address: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("peer.log")).unwrap();
         let mut child = cmd
             .args(target)
-            .args(["--ice-address", "127.0.0.1"])
+            .args(["--ice-address", ice_address])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -60,6 +107,7 @@ impl TestPeer {
             events: rx,
             seen: vec![],
             dir,
+            files: vec![],
         }
     }
 
@@ -99,6 +147,16 @@ impl TestPeer {
     /// SIGKILL: the abrupt disconnect.
     pub fn kill(&mut self) {
         kill(&mut self.child);
+    }
+
+    /// SIGTERM: a graceful stop (a Janus publisher leaves the room).
+    pub fn sigterm(&self) {
+        signal(&self.child, "-TERM");
+    }
+
+    /// Everything it logged on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("peer.log")).unwrap_or_default()
     }
 }
 
