@@ -1,0 +1,687 @@
+//! Recording Janus VideoRoom rooms end to end: a real Janus (Debian's 1.1.x) in a network
+//! namespace the test makes, real webrtcbin publishers (callrec-testpeer in Janus mode), and
+//! the real callrec daemon with a `protocol = "janus"` source, all inside that namespace
+//! (see `common/janus.rs` for why a namespace). Each test starts one Janus and shares it
+//! between its publishers; every recording is checked with ffprobe and decoded.
+//!
+//! A room is a call named `<source>-<room>`; each publisher is a participant named from its
+//! display name (made safe), with `source` and `meta` {source, room, feed, name}. The tests
+//! cover: VP8 and H.264 with Opus; three publishers, one joining late and one unpublishing
+//! and publishing again; a publisher killed without a word; two rooms at once (one with a
+//! PIN); Janus restarted mid-recording; a room created after callrec started (`rooms =
+//! "all"`); hostile display names. [`janus_publisher_reaches_janus`] checks the publisher
+//! against Janus alone, without callrec.
+//!
+//! They need root (namespaces) and Janus; without either they say SKIPPED and pass.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{files_of, Daemon, Janus, JanusRoom, TestPeer};
+use serde_json::Value;
+
+/// The source's name in every test's config.
+const SOURCE: &str = "janus1";
+/// Small video at a low rate: several publishers, Janus and callrec share 2 cores.
+const SMALL: &[&str] = &[
+    "--width",
+    "320",
+    "--height",
+    "180",
+    "--fps",
+    "15",
+    "--bitrate",
+    "300",
+];
+/// How much of a publish a recording may miss at its start: the follower hears of the
+/// publisher, callrec subscribes, Janus offers, ICE and DTLS run, and a keyframe is asked for.
+const START_SLACK_S: f64 = 3.0;
+/// How long callrec may take to join a configured room after it started.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts Janus with `rooms`, or says why this test is skipped.
+fn janus_or_skip(test: &str, rooms: &[JanusRoom]) -> Option<Janus> {
+    match Janus::start(rooms) {
+        Ok(janus) => Some(janus),
+        Err(common::Unavailable(why)) => {
+            eprintln!("\nSKIPPED: {test}: {why}\n");
+            None
+        }
+    }
+}
+
+/// callrec's config: the Janus source (with `source_extra`, e.g. `rooms = [1234]`), the
+/// recordings in `rec`, `recording_extra` in `[recording]`, ICE on the namespace's address.
+fn config(janus: &Janus, rec: &Path, source_extra: &str, recording_extra: &str) -> String {
+    format!(
+        r#"
+[[source]]
+name = "{SOURCE}"
+protocol = "janus"
+url = "{url}"
+{source_extra}
+[recording]
+dir = "{dir}"
+pipelines_dir = "{pipelines}"
+linger_secs = 2
+media_timeout_secs = 5
+{recording_extra}
+[ice]
+local_addresses = ["{local}"]
+"#,
+        url = janus.url(),
+        dir = rec.display(),
+        pipelines = common::PIPELINES,
+        local = janus.local_address(),
+    )
+}
+
+/// Starts callrec inside Janus's namespace.
+fn callrec(janus: &Janus, rec: &Path, source_extra: &str, recording_extra: &str) -> Daemon {
+    // Built (or found) before the clock of any wait starts.
+    common::testpeer_bin();
+    Daemon::start_in_netns(
+        janus.netns(),
+        &config(janus, rec, source_extra, recording_extra),
+    )
+}
+
+/// A publisher in `room` named `display`, with small video and `args`.
+fn publisher(janus: &Janus, room: u64, display: &str, args: &[&str]) -> TestPeer {
+    let args: Vec<&str> = SMALL.iter().chain(args).copied().collect();
+    TestPeer::spawn_janus(janus, room, Some(display), &args)
+}
+
+/// Its feed id (its `welcome`), which is how callrec knows the publisher.
+fn feed(peer: &mut TestPeer) -> String {
+    let v = peer.wait_event("welcome", Duration::from_secs(30));
+    v["peer_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("welcome without a peer_id: {v}"))
+        .to_owned()
+}
+
+/// Waits until the publisher connected to Janus and Janus receives its video.
+fn wait_publishing(peer: &mut TestPeer) {
+    peer.wait_event("connected", Duration::from_secs(30));
+    loop {
+        let v = peer.wait_event("janus_media", Duration::from_secs(20));
+        if v["kind"] == "video" && v["receiving"] == true {
+            return;
+        }
+    }
+}
+
+/// The seconds each publish of a finished publisher sent, in order (`session_ended`).
+fn sent_per_publish(peer: &mut TestPeer) -> Vec<f64> {
+    common::sent_secs(peer);
+    peer.events()
+        .iter()
+        .filter(|v| v["event"] == "session_ended")
+        .map(|v| v["sent_secs"].as_f64().unwrap_or(0.0))
+        .collect()
+}
+
+/// The call directories of `room` (`janus1-ROOM`, or `janus1-ROOM+N` once that exists).
+fn room_dirs(rec: &Path, room: u64) -> Vec<PathBuf> {
+    let base = format!("{SOURCE}-{room}");
+    common::find_call_dirs(rec)
+        .into_iter()
+        .filter(|d| {
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == base || n.starts_with(&format!("{base}+")))
+        })
+        .collect()
+}
+
+/// Waits (bounded) for the call directory of `room` and returns it.
+fn wait_room_dir(rec: &Path, room: u64, timeout: Duration) -> PathBuf {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(dir) = room_dirs(rec, room).into_iter().next() {
+            return dir;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no call directory for room {room} within {timeout:?}: {:?}",
+            common::find_call_dirs(rec)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An id as text, whether the manifest gives it as a number or a string.
+fn id_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The manifest entries of participant `feed` (several if it published again).
+fn entries<'a>(m: &'a Value, feed: &str) -> Vec<&'a Value> {
+    m["participants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("manifest without participants: {m:#}"))
+        .iter()
+        .filter(|p| id_text(&p["id"]) == feed)
+        .collect()
+}
+
+/// Checks a participant entry: source, meta and a name made from the display name.
+fn check_entry(p: &Value, room: u64, feed: &str, display: &str) {
+    assert_eq!(p["source"], SOURCE, "{p:#}");
+    let meta = &p["meta"];
+    assert_eq!(meta["source"], SOURCE, "{p:#}");
+    assert_eq!(id_text(&meta["room"]), room.to_string(), "{p:#}");
+    assert_eq!(id_text(&meta["feed"]), feed, "{p:#}");
+    assert_eq!(meta["name"], display, "{p:#}");
+    let stem = format!("{}+", callrec::names::safe_name(display));
+    let name = p["name"].as_str().unwrap_or_default();
+    assert!(
+        name.starts_with(&stem),
+        "name {name:?} not from {stem:?}: {p:#}"
+    );
+}
+
+/// The complete files of `feed` in the order they started (`start_offset_ms`).
+fn files_in_order(m: &Value, feed: &str) -> Vec<String> {
+    let start = |file: &str| {
+        m["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["file"] == file)
+            .filter_map(|t| t["start_offset_ms"].as_i64())
+            .min()
+            .unwrap_or(i64::MAX)
+    };
+    let mut files = files_of(m, feed);
+    files.sort_by_key(|f| start(f));
+    files
+}
+
+/// Checks a recording: its codecs, that it starts on a keyframe, decodes without errors,
+/// and covers what was sent (`sent` seconds) but for the start of the subscription.
+fn check_file(path: &Path, video: &str, sent: f64) {
+    let info = common::probe(path);
+    let codec = |kind: &str| {
+        info.streams
+            .iter()
+            .find(|s| s.codec_type == kind)
+            .map(|s| s.codec_name.clone())
+    };
+    assert_eq!(
+        codec("video").as_deref(),
+        Some(video),
+        "{}: {info:?}",
+        path.display()
+    );
+    assert_eq!(
+        codec("audio").as_deref(),
+        Some("opus"),
+        "{}: {info:?}",
+        path.display()
+    );
+    println!(
+        "{}: {:.2} s recorded of {sent:.2} s sent",
+        path.display(),
+        info.duration_s
+    );
+    assert!(
+        info.duration_s >= sent - START_SLACK_S && info.duration_s <= sent + 1.0,
+        "{}: {:.2} s recorded, {sent:.2} s sent: {info:?}",
+        path.display(),
+        info.duration_s
+    );
+    assert!(
+        common::first_video_frame_is_keyframe(path),
+        "{}: the first video frame is not a keyframe",
+        path.display()
+    );
+    let report = common::decode_check(path);
+    assert!(
+        report.video_frames > 0 && report.audio_frames > 0,
+        "{}: {report:?}",
+        path.display()
+    );
+    assert!(
+        report.errors.trim().is_empty(),
+        "{}: decoding errors: {}",
+        path.display(),
+        report.errors
+    );
+}
+
+/// Checks the daemon did not panic, and prints what it said about Janus on a failure.
+fn check_log(daemon: &Daemon) {
+    let log = daemon.log();
+    assert!(!log.contains("panicked"), "callrec panicked:\n{log}");
+}
+
+/// The publisher alone against Janus, without callrec: it joins, publishes VP8 + Opus,
+/// Janus receives both, lists it as a publisher under its display name, and it leaves on
+/// SIGTERM. Then H.264 in a room that takes only H.264, and a refusal (wrong PIN).
+#[test]
+fn janus_publisher_reaches_janus() {
+    let Some(janus) = janus_or_skip(
+        "janus_publisher_reaches_janus",
+        &[
+            JanusRoom::new(1234),
+            JanusRoom::new(4321).videocodec("h264").pin("sesame"),
+        ],
+    ) else {
+        return;
+    };
+    let mut alice = publisher(&janus, 1234, "Alice", &["--keep-alive"]);
+    let alice_feed = feed(&mut alice);
+    wait_publishing(&mut alice);
+    let session = alice.wait_event("session", Duration::from_secs(5));
+    assert_eq!(session["video_codec"], "vp8", "{session}");
+    assert_eq!(session["audio_codec"], "opus", "{session}");
+    let listed = janus.wait_publishers(1234, &["Alice"], Duration::from_secs(10));
+    assert!(
+        listed.iter().any(|p| id_text(&p["id"]) == alice_feed),
+        "{listed:#?}"
+    );
+    alice.sigterm();
+    alice.wait_event("left", Duration::from_secs(10));
+    assert!(alice.wait_exit(Duration::from_secs(15)).success());
+    assert!(janus.participants(1234).is_empty());
+
+    let pin = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pin.path(), "sesame\n").unwrap();
+    let pin_arg = pin.path().display().to_string();
+    let mut bob = publisher(
+        &janus,
+        4321,
+        "Bob",
+        &[
+            "--video",
+            "h264",
+            "--duration",
+            "3",
+            "--janus-pin-file",
+            &pin_arg,
+        ],
+    );
+    wait_publishing(&mut bob);
+    let session = bob.wait_event("session", Duration::from_secs(5));
+    assert_eq!(session["video_codec"], "h264", "{session}");
+    janus.wait_publishers(4321, &["Bob"], Duration::from_secs(10));
+    assert!(bob.wait_exit(Duration::from_secs(20)).success());
+
+    let mut eve = publisher(&janus, 4321, "Eve", &["--duration", "3"]);
+    let refused = eve.wait_event("janus_error", Duration::from_secs(20));
+    assert_eq!(refused["request"], "join", "{refused}");
+    assert!(!eve.wait_exit(Duration::from_secs(20)).success());
+}
+
+/// A VP8 + Opus and an H.264 + Opus publisher in one room: one call `janus1-1234`, two
+/// participants named from their display names, each file decoded and covering the time
+/// it published.
+#[test]
+fn records_vp8_and_h264_publishers() {
+    let Some(janus) = janus_or_skip("records_vp8_and_h264_publishers", &[JanusRoom::new(1234)])
+    else {
+        return;
+    };
+    let rec = tempfile::tempdir().unwrap();
+    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "");
+    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    let mut alice = publisher(&janus, 1234, "Alice", &["--duration", "8"]);
+    let mut bob = publisher(&janus, 1234, "Bob", &["--video", "h264", "--duration", "8"]);
+    let (alice_feed, bob_feed) = (feed(&mut alice), feed(&mut bob));
+    let sent_alice = common::sent_secs(&mut alice);
+    let sent_bob = common::sent_secs(&mut bob);
+    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(20));
+    let m = common::wait_complete(&dir);
+    assert_eq!(m["participants"].as_array().unwrap().len(), 2, "{m:#}");
+    for (feed, display, codec, sent) in [
+        (&alice_feed, "Alice", "vp8", sent_alice),
+        (&bob_feed, "Bob", "h264", sent_bob),
+    ] {
+        let found = entries(&m, feed);
+        assert_eq!(found.len(), 1, "{display}: {m:#}");
+        check_entry(found[0], 1234, feed, display);
+        let files = files_of(&m, feed);
+        assert_eq!(files.len(), 1, "{display}: {files:?}: {m:#}");
+        check_file(&dir.join(&files[0]), codec, sent);
+    }
+    assert_eq!(room_dirs(rec.path(), 1234).len(), 1);
+    check_log(&daemon);
+}
+
+/// Three publishers in one room: Alice from the start, Bob 5 s later, Carol unpublishing
+/// after 5 s and publishing again (the same feed id): Bob's files start later, Carol gets a
+/// second entry with new files beside her first ones, and all are decoded.
+#[test]
+fn three_publishers_one_late_one_publishing_again() {
+    let Some(janus) = janus_or_skip(
+        "three_publishers_one_late_one_publishing_again",
+        &[JanusRoom::new(1234)],
+    ) else {
+        return;
+    };
+    let rec = tempfile::tempdir().unwrap();
+    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "");
+    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    let mut alice = publisher(&janus, 1234, "Alice", &["--duration", "16"]);
+    let mut carol = publisher(
+        &janus,
+        1234,
+        "Carol",
+        &["--duration", "14", "--janus-republish-after", "5"],
+    );
+    let (alice_feed, carol_feed) = (feed(&mut alice), feed(&mut carol));
+    wait_publishing(&mut alice);
+    std::thread::sleep(Duration::from_secs(5));
+    let mut bob = publisher(&janus, 1234, "Bob", &["--video", "h264", "--duration", "8"]);
+    let bob_feed = feed(&mut bob);
+    let sent_alice = common::sent_secs(&mut alice);
+    let sent_bob = common::sent_secs(&mut bob);
+    let sent_carol = sent_per_publish(&mut carol);
+    assert_eq!(sent_carol.len(), 2, "Carol published twice: {sent_carol:?}");
+    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(20));
+    let m = common::wait_complete(&dir);
+    for (feed, display) in [(&alice_feed, "Alice"), (&bob_feed, "Bob")] {
+        let found = entries(&m, feed);
+        assert_eq!(found.len(), 1, "{display}: {m:#}");
+        check_entry(found[0], 1234, feed, display);
+    }
+    check_file(&dir.join(&files_of(&m, &alice_feed)[0]), "vp8", sent_alice);
+    let bob_files = files_of(&m, &bob_feed);
+    assert_eq!(bob_files.len(), 1, "{m:#}");
+    check_file(&dir.join(&bob_files[0]), "h264", sent_bob);
+    // Bob joined about 5 s after Alice.
+    let joined = |feed: &str| common::rfc3339_secs(&entries(&m, feed)[0]["joined_at"]);
+    let late = joined(&bob_feed) - joined(&alice_feed);
+    assert!(
+        (3.5..=9.0).contains(&late),
+        "Bob joined {late:.2} s after Alice: {m:#}"
+    );
+    // Carol: two entries of the same feed, each with files of its own.
+    let carols = entries(&m, &carol_feed);
+    assert_eq!(carols.len(), 2, "Carol's two publishes: {m:#}");
+    for p in &carols {
+        check_entry(p, 1234, &carol_feed, "Carol");
+    }
+    assert_ne!(carols[0]["name"], carols[1]["name"], "{m:#}");
+    let carol_files = files_in_order(&m, &carol_feed);
+    assert_eq!(carol_files.len(), 2, "{carol_files:?}: {m:#}");
+    for (file, sent) in carol_files.iter().zip(&sent_carol) {
+        check_file(&dir.join(file), "vp8", *sent);
+    }
+    check_log(&daemon);
+}
+
+/// A publisher killed with SIGKILL: Janus sees its WebSocket close and removes it; its
+/// file ends cleanly (complete, decodes to its end) while the other publisher goes on.
+#[test]
+fn a_publisher_that_disappears_abruptly() {
+    let Some(janus) = janus_or_skip(
+        "a_publisher_that_disappears_abruptly",
+        &[JanusRoom::new(1234)],
+    ) else {
+        return;
+    };
+    let rec = tempfile::tempdir().unwrap();
+    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "");
+    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    let mut alice = publisher(&janus, 1234, "Alice", &["--duration", "14"]);
+    let mut bob = publisher(&janus, 1234, "Bob", &["--keep-alive"]);
+    let (alice_feed, bob_feed) = (feed(&mut alice), feed(&mut bob));
+    wait_publishing(&mut bob);
+    let bob_started = Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    bob.kill();
+    let bob_sent = bob_started.elapsed().as_secs_f64();
+    // Bob's file is finalised while Alice still publishes.
+    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(5));
+    let finalised = common::wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+        let m = common::read_manifest(&dir);
+        (!files_of(&m, &bob_feed).is_empty()).then_some(m)
+    });
+    assert!(
+        !alice.events().iter().any(|v| v["event"] == "done"),
+        "Alice stopped before Bob's file was finalised"
+    );
+    let bob_entry = entries(&finalised, &bob_feed);
+    println!("Bob's entry after SIGKILL: {bob_entry:#?}");
+    let sent_alice = common::sent_secs(&mut alice);
+    let m = common::wait_complete(&dir);
+    let bob_files = files_of(&m, &bob_feed);
+    assert_eq!(bob_files.len(), 1, "{m:#}");
+    check_file(&dir.join(&bob_files[0]), "vp8", bob_sent);
+    let alice_files = files_of(&m, &alice_feed);
+    assert_eq!(alice_files.len(), 1, "{m:#}");
+    check_file(&dir.join(&alice_files[0]), "vp8", sent_alice);
+    check_entry(entries(&m, &bob_feed)[0], 1234, &bob_feed, "Bob");
+    check_log(&daemon);
+}
+
+/// Two rooms at once, one of them with a PIN (`pins_file`): two calls, each with its own
+/// publisher.
+#[test]
+fn two_rooms_are_two_calls() {
+    let Some(janus) = janus_or_skip(
+        "two_rooms_are_two_calls",
+        &[JanusRoom::new(1234), JanusRoom::new(4321).pin("sesame")],
+    ) else {
+        return;
+    };
+    let files = tempfile::tempdir().unwrap();
+    let pins = files.path().join("pins");
+    std::fs::write(&pins, "4321 sesame\n").unwrap();
+    let pin_file = files.path().join("pin-4321");
+    std::fs::write(&pin_file, "sesame\n").unwrap();
+    let rec = tempfile::tempdir().unwrap();
+    let daemon = callrec(
+        &janus,
+        rec.path(),
+        &format!("rooms = [1234, 4321]\npins_file = \"{}\"", pins.display()),
+        "",
+    );
+    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    janus.wait_follower(4321, &[], FOLLOW_TIMEOUT);
+    let mut alice = publisher(&janus, 1234, "Alice", &["--duration", "7"]);
+    let pin_arg = pin_file.display().to_string();
+    let mut dave = publisher(
+        &janus,
+        4321,
+        "Dave",
+        &[
+            "--video",
+            "h264",
+            "--duration",
+            "7",
+            "--janus-pin-file",
+            &pin_arg,
+        ],
+    );
+    let (alice_feed, dave_feed) = (feed(&mut alice), feed(&mut dave));
+    let sent_alice = common::sent_secs(&mut alice);
+    let sent_dave = common::sent_secs(&mut dave);
+    for (room, feed, display, codec, sent) in [
+        (1234, &alice_feed, "Alice", "vp8", sent_alice),
+        (4321, &dave_feed, "Dave", "h264", sent_dave),
+    ] {
+        let dir = wait_room_dir(rec.path(), room, Duration::from_secs(20));
+        let m = common::wait_complete(&dir);
+        assert_eq!(m["participants"].as_array().unwrap().len(), 1, "{m:#}");
+        check_entry(entries(&m, feed)[0], room, feed, display);
+        let files = files_of(&m, feed);
+        assert_eq!(files.len(), 1, "{m:#}");
+        check_file(&dir.join(&files[0]), codec, sent);
+    }
+    assert_eq!(common::find_call_dirs(rec.path()).len(), 2);
+    check_log(&daemon);
+}
+
+/// Janus killed and started again mid-recording: the recording in progress ends cleanly;
+/// callrec reconnects, and the publisher who publishes again after the restart (a new
+/// Janus session, so a new feed id) gets new files beside the old ones, in the same call
+/// (within the linger).
+#[test]
+fn janus_restarted_mid_recording() {
+    let Some(mut janus) = janus_or_skip("janus_restarted_mid_recording", &[JanusRoom::new(1234)])
+    else {
+        return;
+    };
+    let rec = tempfile::tempdir().unwrap();
+    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "linger_secs = 20");
+    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    let mut before = publisher(&janus, 1234, "Alice", &["--keep-alive"]);
+    let before_feed = feed(&mut before);
+    wait_publishing(&mut before);
+    let started = Instant::now();
+    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(6));
+    janus.restart();
+    let sent_before = started.elapsed().as_secs_f64();
+    let lost = before.wait_event("janus_lost", Duration::from_secs(15));
+    println!("the publisher before the restart: {lost}");
+    before.wait_exit(Duration::from_secs(15));
+    // The file in progress is finalised.
+    let m = common::wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
+        let m = common::read_manifest(&dir);
+        (!files_of(&m, &before_feed).is_empty()).then_some(m)
+    });
+    println!("after the restart: {:#}", m["participants"]);
+    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    let mut after = publisher(&janus, 1234, "Alice", &["--duration", "6"]);
+    let after_feed = feed(&mut after);
+    assert_ne!(before_feed, after_feed);
+    let sent_after = common::sent_secs(&mut after);
+    let m = common::wait_complete(&dir);
+    let before_files = files_of(&m, &before_feed);
+    let after_files = files_of(&m, &after_feed);
+    assert_eq!(before_files.len(), 1, "{m:#}");
+    assert_eq!(
+        after_files.len(),
+        1,
+        "the new publish's files in the same call: {m:#}"
+    );
+    assert_ne!(before_files, after_files);
+    check_file(&dir.join(&before_files[0]), "vp8", sent_before);
+    check_file(&dir.join(&after_files[0]), "vp8", sent_after);
+    check_entry(entries(&m, &after_feed)[0], 1234, &after_feed, "Alice");
+    assert_eq!(room_dirs(rec.path(), 1234).len(), 1, "one call");
+    check_log(&daemon);
+}
+
+/// `rooms = "all"`: a room created after callrec started is found by the next relisting
+/// (every 30 s) and recorded.
+#[test]
+fn a_room_created_later_is_found_and_recorded() {
+    let Some(janus) = janus_or_skip("a_room_created_later_is_found_and_recorded", &[]) else {
+        return;
+    };
+    let files = tempfile::tempdir().unwrap();
+    let admin_key = files.path().join("admin-key");
+    std::fs::write(&admin_key, format!("{}\n", common::ADMIN_KEY)).unwrap();
+    let rec = tempfile::tempdir().unwrap();
+    let daemon = callrec(
+        &janus,
+        rec.path(),
+        &format!(
+            "rooms = \"all\"\nadmin_key_file = \"{}\"",
+            admin_key.display()
+        ),
+        "",
+    );
+    let room = JanusRoom::new(5678).description("Created later");
+    janus.create_room(&room);
+    let mut alice = publisher(&janus, 5678, "Alice", &["--keep-alive"]);
+    let alice_feed = feed(&mut alice);
+    wait_publishing(&mut alice);
+    let found = Instant::now();
+    janus.wait_follower(5678, &["Alice"], Duration::from_secs(45));
+    println!(
+        "callrec joined the new room after {:.1} s",
+        found.elapsed().as_secs_f64()
+    );
+    let dir = wait_room_dir(rec.path(), 5678, Duration::from_secs(15));
+    // Record a few seconds from when the file starts.
+    common::wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+        common::read_manifest(&dir)["tracks"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["start_offset_ms"].is_i64()))
+            .then_some(())
+    });
+    let recording = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    alice.sigterm();
+    common::sent_secs(&mut alice);
+    let m = common::wait_complete(&dir);
+    check_entry(entries(&m, &alice_feed)[0], 5678, &alice_feed, "Alice");
+    let files = files_of(&m, &alice_feed);
+    assert_eq!(files.len(), 1, "{m:#}");
+    // What was sent while the file was being written, not the whole publish.
+    check_file(
+        &dir.join(&files[0]),
+        "vp8",
+        recording.elapsed().as_secs_f64(),
+    );
+    check_log(&daemon);
+}
+
+/// Display names that try path tricks, control characters and great length: each is
+/// recorded with a safe file name directly inside the call directory, and the manifest
+/// keeps the original.
+#[test]
+fn hostile_display_names_are_recorded_safely() {
+    let Some(janus) = janus_or_skip(
+        "hostile_display_names_are_recorded_safely",
+        &[JanusRoom::new(1234)],
+    ) else {
+        return;
+    };
+    let rec = tempfile::tempdir().unwrap();
+    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "");
+    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    let long = "L".repeat(200);
+    let names = [
+        "../../../../tmp/evil",
+        "-rf /\u{7}\tx\ny\u{1b}[31m\u{7f}",
+        long.as_str(),
+    ];
+    let mut peers: Vec<TestPeer> = names
+        .iter()
+        .map(|n| publisher(&janus, 1234, n, &["--duration", "6"]))
+        .collect();
+    let feeds: Vec<String> = peers.iter_mut().map(feed).collect();
+    let sent: Vec<f64> = peers.iter_mut().map(common::sent_secs).collect();
+    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(20));
+    let m = common::wait_complete(&dir);
+    for ((name, feed), sent) in names.iter().zip(&feeds).zip(&sent) {
+        let found = entries(&m, feed);
+        assert_eq!(found.len(), 1, "{name:?}: {m:#}");
+        check_entry(found[0], 1234, feed, name);
+        let files = files_of(&m, feed);
+        assert_eq!(files.len(), 1, "{name:?}: {m:#}");
+        let file = &files[0];
+        assert!(
+            callrec::names::is_safe_component(file) && !file.contains('/'),
+            "unsafe file name {file:?}"
+        );
+        check_file(&dir.join(file), "vp8", *sent);
+    }
+    // Nothing outside the call directory, and nothing but files and callrec's own
+    // directories in it.
+    assert_eq!(common::find_call_dirs(rec.path()), vec![dir.clone()]);
+    assert!(!Path::new("/tmp/evil").exists());
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().into_string().expect("a UTF-8 file name");
+        let own = name == "manifest.json" || name == callrec::recording::RESERVE_FILE;
+        assert!(
+            own || (callrec::names::is_safe_component(&name) && entry.path().is_file()),
+            "unexpected {name:?} in {}",
+            dir.display()
+        );
+    }
+    check_log(&daemon);
+}
