@@ -14,10 +14,12 @@
 //! the same config. On drop Janus is killed and the namespace (with whatever the test still
 //! runs in it) removed, also when the test panics; Janus's log is printed then.
 //!
-//! Two kernel settings make the veth usable inside one namespace: Janus sends from a socket
-//! bound to its interface, so its packets to the other end leave through the veth and come
-//! back in on the peer end with a source address that is local to the namespace, which the
-//! kernel drops unless `accept_local` is set (and `rp_filter` is off).
+//! Two kernel settings make the veth usable inside one namespace: the media between the two
+//! ends really goes through the veth (libnice, Janus's and webrtcbin's alike, sends through
+//! the interface of its address: with `accept_local` off no connectivity check gets through,
+//! with it on the media shows in the veth's counters), so it comes in on the other end with
+//! a source address that is local to the namespace, which the kernel drops unless
+//! `accept_local` is set (and `rp_filter` is off).
 
 use std::io::{ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
