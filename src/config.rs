@@ -110,17 +110,20 @@ pub enum Protocol {
     GstWebrtc,
     /// WHIP ingest (RFC 9725): callrec is the HTTP endpoint clients publish to.
     Whip,
+    /// Janus 1.x's VideoRoom over its WebSocket transport: each room is a call.
+    Janus,
 }
 
 impl Protocol {
     /// Every supported protocol, as listed in errors.
-    pub const ALL: &[Protocol] = &[Protocol::GstWebrtc, Protocol::Whip];
+    pub const ALL: &[Protocol] = &[Protocol::GstWebrtc, Protocol::Whip, Protocol::Janus];
 
     /// The name used in the config file.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::GstWebrtc => "gst-webrtc",
             Protocol::Whip => "whip",
+            Protocol::Janus => "janus",
         }
     }
 
@@ -145,6 +148,34 @@ impl Protocol {
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// `rooms` of a janus source: `"all"`, or a list of room ids (numbers, or strings where
+/// Janus runs with `string_ids`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomsConfig {
+    /// Every room the VideoRoom lists, found again as rooms are created.
+    All,
+    /// These rooms.
+    List(Vec<crate::signalling::janus::JanusId>),
+}
+
+impl<'de> Deserialize<'de> for RoomsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Word(String),
+            List(Vec<crate::signalling::janus::JanusId>),
+        }
+        match Written::deserialize(d) {
+            Ok(Written::Word(w)) if w == "all" => Ok(RoomsConfig::All),
+            Ok(Written::List(ids)) => Ok(RoomsConfig::List(ids)),
+            _ => Err(serde::de::Error::custom(
+                "rooms must be \"all\" or a list of room ids, e.g. [1234, 5678]",
+            )),
+        }
     }
 }
 
@@ -191,6 +222,11 @@ impl SignallingConfig {
             tokens_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            rooms: None,
+            pins_file: None,
+            admin_key_file: None,
+            api_secret_file: None,
+            display: None,
             from_signalling_section: true,
         }
     }
@@ -222,6 +258,16 @@ pub struct SourceConfig {
     pub tls_key_file: Option<PathBuf>,
     /// PEM file of the CAs to trust for `wss://` (default: the public web roots).
     pub ca_file: Option<PathBuf>,
+    /// The rooms to record: a list of room ids, or `"all"` (janus).
+    pub rooms: Option<RoomsConfig>,
+    /// The PINs of PIN-protected rooms, one `ROOM PIN` a line (janus).
+    pub pins_file: Option<PathBuf>,
+    /// The VideoRoom plugin's `admin_key`, to list private rooms too (janus).
+    pub admin_key_file: Option<PathBuf>,
+    /// Janus's `api_secret`, when Janus requires one (janus).
+    pub api_secret_file: Option<PathBuf>,
+    /// The display name callrec joins rooms with; others in the room can see it (janus).
+    pub display: Option<String>,
     /// Seconds allowed for the TCP/TLS/WebSocket handshake.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: f64,
@@ -270,37 +316,82 @@ impl SourceConfig {
     /// The keys its protocol needs are there, and none of another protocol's.
     fn validate_protocol_keys(&self, index: usize) -> Result<(), ConfigError> {
         let key = |field: &str| self.key(index, field);
-        let whip_keys = [
-            ("listen", self.listen.is_some()),
-            ("tokens_file", self.tokens_file.is_some()),
-            ("tls_cert_file", self.tls_cert_file.is_some()),
-            ("tls_key_file", self.tls_key_file.is_some()),
+        if self.from_signalling_section && self.protocol != Protocol::GstWebrtc {
+            return Err(ConfigError::Value {
+                key: key("protocol"),
+                message: format!(
+                    "[signalling] is a gst-webrtc source; for {} write a [[source]] section with its keys (see the README)",
+                    self.protocol
+                ),
+            });
+        }
+        // Each protocol's own keys, refused on sources of another protocol.
+        let own_keys = [
+            (Protocol::Whip, "listen", self.listen.is_some()),
+            (Protocol::Whip, "tokens_file", self.tokens_file.is_some()),
+            (
+                Protocol::Whip,
+                "tls_cert_file",
+                self.tls_cert_file.is_some(),
+            ),
+            (Protocol::Whip, "tls_key_file", self.tls_key_file.is_some()),
+            (Protocol::Janus, "rooms", self.rooms.is_some()),
+            (Protocol::Janus, "pins_file", self.pins_file.is_some()),
+            (
+                Protocol::Janus,
+                "admin_key_file",
+                self.admin_key_file.is_some(),
+            ),
+            (
+                Protocol::Janus,
+                "api_secret_file",
+                self.api_secret_file.is_some(),
+            ),
+            (Protocol::Janus, "display", self.display.is_some()),
         ];
+        if let Some((owner, field, _)) = own_keys
+            .iter()
+            .find(|(owner, _, set)| *set && *owner != self.protocol)
+        {
+            return Err(ConfigError::Value {
+                key: key(field),
+                message: format!(
+                    "applies to {owner} sources only; remove it, or set protocol = \"{owner}\""
+                ),
+            });
+        }
         match self.protocol {
-            Protocol::GstWebrtc => {
-                if let Some((field, _)) = whip_keys.iter().find(|(_, set)| *set) {
-                    return Err(ConfigError::Value {
-                        key: key(field),
-                        message:
-                            "applies to whip sources only; remove it, or set protocol = \"whip\""
-                                .into(),
-                    });
+            Protocol::GstWebrtc => self.validate_server_url(index, "its signalling server")?,
+            Protocol::Janus => {
+                self.validate_server_url(
+                    index,
+                    "Janus's WebSocket transport (not the admin one), e.g. ws://127.0.0.1:8188",
+                )?;
+                match &self.rooms {
+                    None => {
+                        return Err(ConfigError::Value {
+                            key: key("rooms"),
+                            message: "a janus source needs the rooms to record: a list of room ids such as [1234], or \"all\"".into(),
+                        })
+                    }
+                    Some(RoomsConfig::List(ids)) if ids.is_empty() => {
+                        return Err(ConfigError::Value {
+                            key: key("rooms"),
+                            message: "the list of rooms is empty; name at least one room id, or give \"all\"".into(),
+                        })
+                    }
+                    Some(_) => {}
                 }
-                let Some(url_text) = &self.url else {
-                    return Err(ConfigError::Value {
-                        key: key("url"),
-                        message: "a gst-webrtc source needs the ws:// or wss:// URL of its signalling server".into(),
-                    });
-                };
-                let url = url::Url::parse(url_text).map_err(|e| ConfigError::Value {
-                    key: key("url"),
-                    message: format!("`{url_text}` is not a URL: {e}"),
-                })?;
-                if !matches!(url.scheme(), "ws" | "wss") {
-                    return Err(ConfigError::Value {
-                        key: key("url"),
-                        message: format!("scheme must be ws:// or wss://, not {}://", url.scheme()),
-                    });
+                if let Some(display) = &self.display {
+                    if display.is_empty()
+                        || display.len() > 64
+                        || display.chars().any(char::is_control)
+                    {
+                        return Err(ConfigError::Value {
+                            key: key("display"),
+                            message: "give 1 to 64 printable characters".into(),
+                        });
+                    }
                 }
             }
             Protocol::Whip => {
@@ -330,6 +421,31 @@ impl SourceConfig {
                     });
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `url` is there and is a `ws://` or `wss://` URL of `what`.
+    fn validate_server_url(&self, index: usize, what: &str) -> Result<(), ConfigError> {
+        let key = || self.key(index, "url");
+        let Some(url_text) = &self.url else {
+            return Err(ConfigError::Value {
+                key: key(),
+                message: format!(
+                    "a {} source needs the ws:// or wss:// URL of {what}",
+                    self.protocol
+                ),
+            });
+        };
+        let url = url::Url::parse(url_text).map_err(|e| ConfigError::Value {
+            key: key(),
+            message: format!("`{url_text}` is not a URL: {e}"),
+        })?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return Err(ConfigError::Value {
+                key: key(),
+                message: format!("scheme must be ws:// or wss://, not {}://", url.scheme()),
+            });
         }
         Ok(())
     }
@@ -489,6 +605,9 @@ impl Config {
                 &mut source.tokens_file,
                 &mut source.tls_cert_file,
                 &mut source.tls_key_file,
+                &mut source.pins_file,
+                &mut source.admin_key_file,
+                &mut source.api_secret_file,
             ]
             .into_iter()
             .flatten()
@@ -562,6 +681,26 @@ impl Config {
                 );
                 keep(&mut changed, key("meta"), &mut new.meta, &old.meta);
                 keep(&mut changed, key("ca_file"), &mut new.ca_file, &old.ca_file);
+                keep(&mut changed, key("rooms"), &mut new.rooms, &old.rooms);
+                keep(
+                    &mut changed,
+                    key("pins_file"),
+                    &mut new.pins_file,
+                    &old.pins_file,
+                );
+                keep(
+                    &mut changed,
+                    key("admin_key_file"),
+                    &mut new.admin_key_file,
+                    &old.admin_key_file,
+                );
+                keep(
+                    &mut changed,
+                    key("api_secret_file"),
+                    &mut new.api_secret_file,
+                    &old.api_secret_file,
+                );
+                keep(&mut changed, key("display"), &mut new.display, &old.display);
                 keep(
                     &mut changed,
                     key("connect_timeout_secs"),
@@ -845,11 +984,11 @@ mod tests {
 
     #[test]
     fn unknown_protocol_is_rejected_with_key_value_and_supported_values() {
-        let text = MINIMAL.replace("\"gst-webrtc\"", "\"janus\"");
+        let text = MINIMAL.replace("\"gst-webrtc\"", "\"mqtt\"");
         let err = Config::parse(&text).unwrap_err();
         assert!(err.contains("protocol"), "{err}");
-        assert!(err.contains("\"janus\""), "{err}");
-        assert!(err.contains("supported: gst-webrtc"), "{err}");
+        assert!(err.contains("\"mqtt\""), "{err}");
+        assert!(err.contains("supported: gst-webrtc, whip, janus"), "{err}");
         let text = MINIMAL.replace("\"gst-webrtc\"", "7");
         assert!(Config::parse(&text).is_err());
     }
@@ -969,6 +1108,51 @@ mod tests {
         let changed = renamed.keep_restart_only(&running);
         assert_eq!(changed.len(), 1, "{changed:?}");
         assert_eq!(renamed.sources, running.sources);
+    }
+
+    #[test]
+    fn janus_sources_need_a_url_and_rooms() {
+        let janus = "[[source]]\nname = \"j\"\nprotocol = \"janus\"\nurl = \"ws://127.0.0.1:8188\"\nrooms = [1234, \"lobby\"]\npins_file = \"pins\"\nadmin_key_file = \"admin\"\n[recording]\ndir = \"/r\"\n";
+        let config = Config::parse(janus).unwrap();
+        config.validate().unwrap();
+        use crate::signalling::janus::JanusId;
+        assert_eq!(
+            config.sources[0].rooms,
+            Some(RoomsConfig::List(vec![
+                JanusId::Num(1234),
+                JanusId::Str("lobby".into())
+            ]))
+        );
+        let all = Config::parse(&janus.replace("[1234, \"lobby\"]", "\"all\"")).unwrap();
+        assert_eq!(all.sources[0].rooms, Some(RoomsConfig::All));
+        let check = |text: &str| match Config::parse(text) {
+            Ok(c) => c.validate().unwrap_err().to_string(),
+            Err(e) => e,
+        };
+        let err = check(&janus.replace("[1234, \"lobby\"]", "\"some\""));
+        assert!(err.contains("rooms must be \"all\" or a list"), "{err}");
+        let err = check(&janus.replace("rooms = [1234, \"lobby\"]\n", ""));
+        assert!(err.contains("source[0].rooms"), "{err}");
+        let err = check(&janus.replace("[1234, \"lobby\"]", "[]"));
+        assert!(err.contains("empty"), "{err}");
+        let err = check(&janus.replace("url = \"ws://127.0.0.1:8188\"\n", ""));
+        assert!(
+            err.contains("source[0].url") && err.contains("Janus"),
+            "{err}"
+        );
+        let err = check(&janus.replace("ws://", "http://"));
+        assert!(err.contains("ws:// or wss://"), "{err}");
+        // Keys of one protocol on another's source are refused by name.
+        let err = check(&janus.replace("\"janus\"", "\"gst-webrtc\""));
+        assert!(
+            err.contains("source[0].rooms") && err.contains("janus sources only"),
+            "{err}"
+        );
+        let err = check(&janus.replace("pins_file", "tokens_file"));
+        assert!(err.contains("whip sources only"), "{err}");
+        // [signalling] stays a gst-webrtc source.
+        let err = check(&MINIMAL.replace("\"gst-webrtc\"", "\"janus\""));
+        assert!(err.contains("signalling.protocol"), "{err}");
     }
 
     #[test]

@@ -102,6 +102,8 @@ impl Codec {
 /// The elements callrec added for one incoming track.
 #[derive(Debug, Clone)]
 pub struct TrackChain {
+    /// The funnel that takes later streams of the same m-line (see [`build_chain`]).
+    pub funnel: Option<gst::Element>,
     /// Depayloader (keyframe requests go upstream through it).
     pub depay: gst::Element,
     /// Every element of the chain, upstream first.
@@ -116,13 +118,20 @@ fn make(factory: &str) -> Result<gst::Element, glib::BoolError> {
     gst::ElementFactory::make(factory).build()
 }
 
-/// Builds `depay ! [parse] ! tee` for `codec`, links `src` to it and starts it. Runs in
-/// webrtcbin's pad-added callback, so it only creates and links elements.
+/// Builds `[funnel !] depay ! [parse] ! tee` for `codec`, links `src` to it and starts it.
+/// Runs in webrtcbin's pad-added callback, so it only creates and links elements.
+///
+/// With `merge`, a funnel heads the chain, for an m-line that later streams may reuse
+/// (an SFU gives a departed publisher's m-line to another, and webrtcbin adds a pad for each
+/// new stream): [`TrackChain::funnel`] takes their pads, so one chain, and whatever it feeds,
+/// carries them all.
 pub fn build_chain(
     pipeline: &gst::Pipeline,
     src: &gst::Pad,
     codec: &Codec,
+    merge: bool,
 ) -> Result<TrackChain, glib::BoolError> {
+    let funnel = if merge { Some(make("funnel")?) } else { None };
     let depay = make(codec.depay)?;
     // Ask the sender for a keyframe when loss leaves the decoder without a reference, and
     // never output frames that depend on missing ones.
@@ -131,7 +140,8 @@ pub fn build_chain(
             depay.set_property(prop, true);
         }
     }
-    let mut elements = vec![depay.clone()];
+    let mut elements: Vec<gst::Element> = funnel.iter().cloned().collect();
+    elements.push(depay.clone());
     if let Some(parse) = codec.parse {
         let parser = make(parse)?;
         // Parameter sets before every keyframe, so a resolution change mid-call decodes from
@@ -150,9 +160,11 @@ pub fn build_chain(
     for e in &elements {
         e.sync_state_with_parent()?;
     }
-    let sink = depay
-        .static_pad("sink")
-        .ok_or_else(|| glib::bool_error!("depayloader has no sink pad"))?;
+    let sink = match &funnel {
+        Some(funnel) => funnel.request_pad_simple("sink_%u"),
+        None => depay.static_pad("sink"),
+    }
+    .ok_or_else(|| glib::bool_error!("the chain has no sink pad"))?;
     src.link(&sink)
         .map_err(|e| glib::bool_error!("cannot link webrtcbin to {}: {e:?}", codec.depay))?;
     // Whether media still arrives, whatever consumes it (a file, a mix, nothing).
@@ -167,6 +179,7 @@ pub fn build_chain(
         });
     }
     Ok(TrackChain {
+        funnel,
         depay,
         elements,
         tee,

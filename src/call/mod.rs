@@ -15,6 +15,7 @@ pub mod media;
 pub mod mix;
 mod negotiation;
 pub mod output;
+mod room;
 mod routing;
 mod session;
 mod state;
@@ -33,7 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::IceConfig;
 use crate::recording::{self, CallStatus, Manifest};
-use crate::signalling::SignalCommand;
+use crate::signalling::{ParticipantInfo, RemoteStream, SignalCommand};
 use crate::templates::{Scope, Template};
 use session::{Session, SessionState, Track};
 pub use state::CallState;
@@ -107,6 +108,29 @@ pub enum CallCmd {
         peer_id: String,
         /// The producer's meta, as sent (untrusted).
         meta: serde_json::Value,
+        /// It is a room's session, carrying the room's participants (`peer_id` is the
+        /// room): they come as [`CallCmd::ParticipantAdded`].
+        room: bool,
+    },
+    /// A participant publishes in the call's room (again, after a removal: new files).
+    ParticipantAdded {
+        /// Who.
+        participant: ParticipantInfo,
+    },
+    /// A participant of the call's room stopped publishing or left.
+    ParticipantRemoved {
+        /// [`ParticipantInfo::id`].
+        participant_id: String,
+        /// Why, for the manifest.
+        reason: String,
+    },
+    /// Which participant and track each m-line of a room's session carries, for the offer
+    /// that follows.
+    StreamsChanged {
+        /// The room's session.
+        session_id: String,
+        /// Every m-line, in order.
+        streams: Vec<RemoteStream>,
     },
     /// The producer's offer.
     Offer {
@@ -224,6 +248,14 @@ enum CallEvent {
         /// Its depayloading chain, ending in a tee.
         chain: media::TrackChain,
     },
+    /// A new stream arrived on a room's m-line that has a chain (the server reused it): it
+    /// flows into that chain.
+    TrackRenewed {
+        /// The room's session.
+        session: String,
+        /// The m-line.
+        mline: u32,
+    },
     /// An incoming track callrec cannot record was discarded.
     TrackDiscarded {
         /// The session it concerns.
@@ -292,6 +324,8 @@ struct Call {
     manifest: Manifest,
     mixes: Vec<mix::Mix>,
     sessions: HashMap<String, Session>,
+    /// The publishers of the call's room (a room's call only), by participant id.
+    publishers: BTreeMap<String, ParticipantInfo>,
     /// Sessions whose files a job is finalising, with their top-level elements (errors
     /// from those concern only that session).
     flushing: HashMap<String, Vec<gst::Element>>,
@@ -353,6 +387,7 @@ pub fn spawn(
         manifest,
         mixes,
         sessions: HashMap::new(),
+        publishers: BTreeMap::new(),
         flushing: HashMap::new(),
         teardowns: tokio::task::JoinSet::new(),
         used_names: HashSet::new(),
@@ -405,12 +440,18 @@ impl Call {
                 session_id,
                 peer_id,
                 meta,
+                room,
             } => {
                 if self.state >= CallState::Draining {
                     self.close_session_note(&session_id, "the call is ending");
                     return;
                 }
-                if let Err(e) = self.start_session(&session_id, &peer_id, meta) {
+                let started = if room {
+                    self.start_room_session(&session_id, &peer_id)
+                } else {
+                    self.start_session(&session_id, &peer_id, meta)
+                };
+                if let Err(e) = started {
                     warn!(call = %self.settings.name, session = %session_id, "cannot start session: {e}");
                     self.end_session(&session_id, &format!("could not start: {e}"));
                     if !self.sessions.contains_key(&session_id)
@@ -440,6 +481,19 @@ impl Call {
             CallCmd::RemoteEnded { session_id, reason } => {
                 self.end_session(&session_id, &reason);
             }
+            CallCmd::ParticipantAdded { participant } => {
+                if self.state < CallState::Draining {
+                    self.on_participant_added(participant);
+                }
+            }
+            CallCmd::ParticipantRemoved {
+                participant_id,
+                reason,
+            } => self.on_participant_removed(&participant_id, &reason),
+            CallCmd::StreamsChanged {
+                session_id,
+                streams,
+            } => self.on_streams_changed(&session_id, streams),
             CallCmd::Finish { .. } => {}
         }
     }
@@ -492,7 +546,10 @@ impl Call {
                 codec,
                 chain,
             } => {
-                if self.sessions.contains_key(&session) {
+                let carrier = self.sessions.get(&session).map(|s| !s.is_participant());
+                if carrier == Some(true) {
+                    self.on_room_track(&session, mline, codec, chain);
+                } else if carrier == Some(false) {
                     self.on_track(&session, mline, codec, chain);
                 } else {
                     // The session left while webrtcbin was building the track.
@@ -506,6 +563,12 @@ impl Call {
                 reason,
                 sink,
             } => self.on_track_discarded(&session, mline, &encoding, reason, sink),
+            CallEvent::TrackRenewed { session, mline } => {
+                debug!(call = %self.settings.name, %session, mline, "a new stream on a reused m-line");
+                if let Some(member) = self.member_for(&session, mline) {
+                    self.request_keyframe(&member, mline);
+                }
+            }
             CallEvent::FirstBuffer {
                 session,
                 output,
@@ -529,6 +592,7 @@ impl Call {
                                 s.connected_at = Some(Instant::now());
                             }
                         }
+                        self.room_connected(&session);
                     }
                     S::Failed | S::Closed => {
                         self.end_session(&session, &format!("peer connection {state:?}"));
@@ -562,6 +626,13 @@ impl Call {
             return;
         };
         s.discarded.extend(sink);
+        if !s.is_participant() {
+            // A room's m-line: the participant it carries does without it.
+            if let Some(member) = self.member_for(session, mline) {
+                self.on_track_discarded(&member, mline, encoding, reason, None);
+            }
+            return;
+        }
         // Outputs waiting for this track need not wait any longer.
         for out in &mut s.outputs {
             out.release(mline);
@@ -613,15 +684,27 @@ impl Call {
                 );
                 warn!(call = %self.settings.name, session = %id, "{reason}");
                 self.end_session(&id, &reason);
-            } else if session.state == SessionState::Connected && self.media_silent(session) {
+            } else if session.state == SessionState::Connected
+                && session.is_participant()
+                && self.media_silent(session)
+            {
+                // A room's session goes on while its publishers are silent; each of them
+                // times out on their own.
                 let reason = format!(
                     "no media for {:.0}s",
                     self.settings.media_timeout.as_secs_f64()
                 );
+                let member = session
+                    .carrier()
+                    .map(|c| (c.to_owned(), session.peer_id.clone()));
                 warn!(call = %self.settings.name, session = %id, "{reason}");
                 self.end_session(&id, &reason);
+                if let Some((carrier, participant)) = member {
+                    self.mark_silent(&carrier, &participant);
+                }
             }
         }
+        self.revive_silent_members();
     }
 
     fn on_bus(&mut self, msg: &gst::Message) {

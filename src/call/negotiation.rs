@@ -6,6 +6,7 @@ use std::time::Duration;
 use gst::prelude::*;
 use tracing::{debug, info, warn};
 
+use super::session::Role;
 use super::{media, Call, CallEvent, EventSender, Session, SessionState};
 use crate::media::sdp;
 use crate::names;
@@ -22,7 +23,29 @@ impl Call {
         if self.sessions.contains_key(session_id) {
             return Err("duplicate session id".into());
         }
-        let base = names::participant_name(peer_id, &meta);
+        let name = self.unique_name(names::participant_name(peer_id, &meta));
+        let label = display_label(&meta).unwrap_or_else(|| name.clone());
+        let webrtcbin = self.add_webrtcbin(&format!("webrtc-{name}"), session_id, false)?;
+        let manifest_index = self.add_participant_entry(peer_id, &name, meta, session_id);
+        info!(call = %self.settings.name, session = %session_id, participant = %name, "participant joined");
+        self.sessions.insert(
+            session_id.to_owned(),
+            Session::new(
+                session_id,
+                peer_id,
+                name,
+                label,
+                webrtcbin,
+                Some(manifest_index),
+                Role::Participant,
+            ),
+        );
+        self.save_manifest();
+        Ok(())
+    }
+
+    /// `base`, or `base+N` if the call already has a participant of that name.
+    pub(super) fn unique_name(&mut self, base: String) -> String {
         let mut name = base.clone();
         let mut n = 2;
         while self.used_names.contains(&name) {
@@ -30,9 +53,41 @@ impl Call {
             n += 1;
         }
         self.used_names.insert(name.clone());
-        let label = display_label(&meta).unwrap_or_else(|| name.clone());
+        name
+    }
+
+    /// A participant's manifest entry; returns its index.
+    pub(super) fn add_participant_entry(
+        &mut self,
+        peer_id: &str,
+        name: &str,
+        meta: serde_json::Value,
+        session_id: &str,
+    ) -> usize {
+        self.manifest.participants.push(ParticipantEntry {
+            id: peer_id.to_owned(),
+            name: name.to_owned(),
+            meta,
+            source: Some(self.settings.source.clone()),
+            session: session_id.to_owned(),
+            joined_at: recording::now_rfc3339(),
+            left_at: None,
+            end_reason: None,
+        });
+        self.manifest.participants.len() - 1
+    }
+
+    /// A webrtcbin for a session, with the call's ICE settings and its signals wired, added
+    /// to the pipeline and started. A room's webrtcbin (`room`) may see its m-lines reused
+    /// (see [`media::build_chain`]).
+    pub(super) fn add_webrtcbin(
+        &self,
+        element_name: &str,
+        session_id: &str,
+        room: bool,
+    ) -> Result<gst::Element, String> {
         let webrtcbin = gst::ElementFactory::make("webrtcbin")
-            .name(format!("webrtc-{name}"))
+            .name(element_name)
             .property_from_str("bundle-policy", "max-bundle")
             .build()
             .map_err(|e| format!("cannot create webrtcbin: {e}"))?;
@@ -43,35 +98,18 @@ impl Call {
         for turn in &self.settings.ice.turn_servers {
             webrtcbin.emit_by_name::<bool>("add-turn-server", &[turn]);
         }
-        self.connect_signals(&webrtcbin, session_id);
+        self.connect_signals(&webrtcbin, session_id, room);
         self.pipeline
             .add(&webrtcbin)
             .map_err(|e| format!("cannot add webrtcbin: {e}"))?;
         webrtcbin
             .sync_state_with_parent()
             .map_err(|e| format!("cannot start webrtcbin: {e}"))?;
-        self.manifest.participants.push(ParticipantEntry {
-            id: peer_id.to_owned(),
-            name: name.clone(),
-            meta,
-            source: Some(self.settings.source.clone()),
-            session: session_id.to_owned(),
-            joined_at: recording::now_rfc3339(),
-            left_at: None,
-            end_reason: None,
-        });
-        let manifest_index = self.manifest.participants.len() - 1;
-        info!(call = %self.settings.name, session = %session_id, participant = %name, "participant joined");
-        self.sessions.insert(
-            session_id.to_owned(),
-            Session::new(session_id, peer_id, name, label, webrtcbin, manifest_index),
-        );
-        self.save_manifest();
-        Ok(())
+        Ok(webrtcbin)
     }
 
     /// Wires webrtcbin's signals to the call's event channel (weak references only).
-    pub(super) fn connect_signals(&self, webrtcbin: &gst::Element, session_id: &str) {
+    pub(super) fn connect_signals(&self, webrtcbin: &gst::Element, session_id: &str, room: bool) {
         // Retransmission (NACK, and RTX where the producer offers it) repairs most losses
         // within the jitterbuffer's latency, before the depayloader sees a gap. Without it,
         // every lost packet drops video until the next keyframe (the depayloader waits for one
@@ -139,6 +177,8 @@ impl Call {
         let tx = self.events_tx.clone();
         let session = session_id.to_owned();
         let pipeline = self.pipeline.downgrade();
+        // A room's chains by m-line, for the pads of streams that reuse an m-line.
+        let heads = room.then(|| std::sync::Mutex::new(ChainHeads::new()));
         webrtcbin.connect_pad_added(move |_, pad| {
             if pad.direction() != gst::PadDirection::Src {
                 return;
@@ -146,7 +186,7 @@ impl Call {
             let Some(pipeline) = pipeline.upgrade() else {
                 return;
             };
-            on_pad_added(&pipeline, pad, &session, &tx);
+            on_pad_added(&pipeline, pad, &session, &tx, heads.as_ref());
         });
     }
 
@@ -167,7 +207,13 @@ impl Call {
             session.next_offer = Some(sdp_text);
             return Ok(());
         }
-        let (msg, offered) = sdp::offered_tracks(&sdp_text).map_err(|e| e.to_string())?;
+        let (msg, offered) = if session.is_participant() {
+            sdp::offered_tracks(&sdp_text).map_err(|e| e.to_string())?
+        } else {
+            let (mut msg, offered) = sdp::read_offer(&sdp_text).map_err(|e| e.to_string())?;
+            sdp::inactive_as_sendonly(&mut msg);
+            (msg, offered)
+        };
         session.negotiating = true;
         let webrtcbin = session.webrtcbin.clone();
         let events = self.events_tx.clone();
@@ -220,12 +266,18 @@ impl Call {
         debug!(call = %self.settings.name, session = %session_id, renegotiating, ?offered, "offer answered");
         session.offered = offered;
         let next = session.next_offer.take();
+        let participant = session.is_participant();
         self.signal(SignalCommand::Answer {
             session_id: session_id.to_owned(),
             sdp: sdp_answer,
         });
-        if !renegotiating {
-            self.create_participant_outputs(session_id);
+        if participant {
+            if !renegotiating {
+                self.create_participant_outputs(session_id);
+            }
+        } else {
+            // A room's session: who is in it and which tracks are whose may have changed.
+            self.sync_room(session_id);
         }
         self.save_manifest();
         if let Some(next) = next {
@@ -258,18 +310,25 @@ async fn negotiate(webrtcbin: &gst::Element, offer: gst_sdp::SDPMessage) -> Resu
         .map_err(|e| format!("cannot serialise the answer: {e}"))
 }
 
+/// A room's chains, by m-line: the encoding each carries and the funnel its later streams
+/// join.
+type ChainHeads = std::collections::HashMap<u32, (String, gst::Element)>;
+
 /// webrtcbin's pad-added: build the track's chain right here (a src pad must be linked before
-/// data flows), then tell the call task.
+/// data flows), then tell the call task. In a room (`heads`), a pad for an m-line that has a
+/// chain already is a new stream on a reused m-line: it joins that chain.
 pub(super) fn on_pad_added(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
     session: &str,
     tx: &EventSender,
+    heads: Option<&std::sync::Mutex<ChainHeads>>,
 ) {
     let mline = pad
         .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
         .map(|t| t.mlineindex())
         .unwrap_or(u32::MAX);
+    tracing::debug!(%session, mline, pad = %pad.name(), "webrtcbin added a pad");
     let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
     let encoding = caps
         .as_ref()
@@ -286,6 +345,27 @@ pub(super) fn on_pad_added(
             sink,
         });
     };
+    let mut heads = heads.map(|h| h.lock().unwrap_or_else(|e| e.into_inner()));
+    if let Some((head_encoding, funnel)) = heads.as_ref().and_then(|h| h.get(&mline)) {
+        if !head_encoding.eq_ignore_ascii_case(&encoding) {
+            discard(format!(
+                "its m-line was reused for {encoding} after {head_encoding}; callrec records an m-line in one codec"
+            ));
+            return;
+        }
+        let joined = funnel
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| "the funnel gave no pad".to_owned())
+            .and_then(|sink| pad.link(&sink).map_err(|e| format!("{e:?}")));
+        match joined {
+            Ok(_) => tx.send(CallEvent::TrackRenewed {
+                session: session.to_owned(),
+                mline,
+            }),
+            Err(e) => discard(format!("cannot join the m-line's chain: {e}")),
+        }
+        return;
+    }
     let Some(codec) = media::codec_for(&encoding) else {
         discard(format!("callrec cannot record RTP encoding {encoding:?}"));
         return;
@@ -299,8 +379,11 @@ pub(super) fn on_pad_added(
         ));
         return;
     }
-    match media::build_chain(pipeline, pad, codec) {
+    match media::build_chain(pipeline, pad, codec, heads.is_some()) {
         Ok(chain) => {
+            if let (Some(heads), Some(funnel)) = (heads.as_mut(), &chain.funnel) {
+                heads.insert(mline, (encoding.clone(), funnel.clone()));
+            }
             tx.send(CallEvent::TrackReady {
                 session: session.to_owned(),
                 mline,
@@ -334,7 +417,7 @@ pub(super) async fn await_promise(
 
 /// A participant's meta `name`, made fit to draw: control characters dropped, 40 characters
 /// at most. It is only ever a property value, never pipeline text.
-fn display_label(meta: &serde_json::Value) -> Option<String> {
+pub(super) fn display_label(meta: &serde_json::Value) -> Option<String> {
     let name = meta.get("name")?.as_str()?;
     let label: String = name.chars().filter(|c| !c.is_control()).take(40).collect();
     (!label.trim().is_empty()).then_some(label)

@@ -1,5 +1,10 @@
-//! One participant session in a call: its webrtcbin, tracks, outputs and decoders, and what
-//! it can do on its own (find its elements, wait for keyframes, finalise its files).
+//! One session in a call: its webrtcbin, tracks, outputs and decoders, and what it can do on
+//! its own (find its elements, wait for keyframes, finalise its files).
+//!
+//! A session is usually one participant with a webrtcbin of its own. A room's session (an
+//! SFU's multistream subscription, see [`super::room`]) carries many: its *carrier* holds the
+//! webrtcbin and the track chains, and each participant in it is a *member* session that
+//! holds only its outputs and decoders, fed from the carrier's track tees.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -7,6 +12,7 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 
 use super::output::Output;
+use super::room::RoomLink;
 use super::{media, owns, EOS_TIMEOUT, MAX_OFFERS_PER_MINUTE};
 use crate::media::sdp;
 use crate::templates::Kind;
@@ -32,7 +38,22 @@ pub(super) struct Track {
     pub last_keyframe_request: Option<Instant>,
 }
 
-/// A participant session.
+/// What a session is in the call.
+#[derive(Debug)]
+pub(super) enum Role {
+    /// One participant with a webrtcbin of its own.
+    Participant,
+    /// A room's session: it owns the webrtcbin and track chains, and has no files itself.
+    Carrier(RoomLink),
+    /// A participant in a room's session (the carrier, by session key): its webrtcbin and
+    /// track chains are the carrier's.
+    Member {
+        /// The carrier's session key.
+        carrier: String,
+    },
+}
+
+/// A session of the call (see the module documentation).
 #[derive(Debug)]
 pub(super) struct Session {
     pub id: String,
@@ -59,7 +80,9 @@ pub(super) struct Session {
     pub discarded: Vec<gst::Element>,
     pub outputs: Vec<Output>,
     pub decoders: BTreeMap<u32, media::DecodeChain>,
-    pub manifest_index: usize,
+    /// Its entry in the manifest's participants (a carrier has none).
+    pub manifest_index: Option<usize>,
+    pub role: Role,
 }
 
 impl Session {
@@ -70,7 +93,8 @@ impl Session {
         name: String,
         label: String,
         webrtcbin: gst::Element,
-        manifest_index: usize,
+        manifest_index: Option<usize>,
+        role: Role,
     ) -> Self {
         Session {
             id: id.to_owned(),
@@ -93,17 +117,38 @@ impl Session {
             outputs: vec![],
             decoders: BTreeMap::new(),
             manifest_index,
+            role,
         }
+    }
+
+    /// True for a session that is a participant (with files of its own), not a carrier.
+    pub fn is_participant(&self) -> bool {
+        !matches!(self.role, Role::Carrier(_))
+    }
+
+    /// The carrier's session key, for a member of a room's session.
+    pub fn carrier(&self) -> Option<&str> {
+        match &self.role {
+            Role::Member { carrier } => Some(carrier),
+            _ => None,
+        }
+    }
+
+    /// Whether the webrtcbin and track chains are this session's own (not a carrier's).
+    fn owns_transport(&self) -> bool {
+        !matches!(self.role, Role::Member { .. })
     }
 
     /// True if `src` is one of this session's elements or inside one.
     pub fn owns(&self, src: &gst::Object) -> bool {
-        owns(src, &self.webrtcbin)
+        let transport = self.owns_transport()
+            && (owns(src, &self.webrtcbin)
+                || self
+                    .tracks
+                    .values()
+                    .any(|t| t.chain.elements.iter().any(|e| owns(src, e))));
+        transport
             || self.outputs.iter().any(|o| owns(src, &o.bin))
-            || self
-                .tracks
-                .values()
-                .any(|t| t.chain.elements.iter().any(|e| owns(src, e)))
             || self
                 .decoders
                 .values()
@@ -117,7 +162,12 @@ impl Session {
             self.offers = (0, Instant::now());
         }
         self.offers.0 += 1;
-        self.offers.0 <= MAX_OFFERS_PER_MINUTE
+        // A room's server re-offers on every publisher's arrival and departure.
+        let limit = match self.role {
+            Role::Carrier(_) => MAX_OFFERS_PER_MINUTE * 10,
+            _ => MAX_OFFERS_PER_MINUTE,
+        };
+        self.offers.0 <= limit
     }
 
     /// The m-lines of video tracks an output still waits on for a keyframe.
@@ -137,12 +187,20 @@ impl Session {
 
     /// Every element of the session at the pipeline's top level, webrtcbin and track chains
     /// first (nothing flows once they stop), then the outputs, unlinked from their tees.
+    /// A member leaves the carrier's chains running: its decoders' pads on their tees are
+    /// released here, so the tees no longer feed what is being stopped.
     pub fn take_elements(&mut self) -> Vec<gst::Element> {
-        let mut elements = vec![self.webrtcbin.clone()];
-        for track in self.tracks.values() {
-            elements.extend(track.chain.elements.iter().cloned());
+        let mut elements = vec![];
+        if self.owns_transport() {
+            elements.push(self.webrtcbin.clone());
+            for track in self.tracks.values() {
+                elements.extend(track.chain.elements.iter().cloned());
+            }
         }
         for decoder in self.decoders.values() {
+            if !self.owns_transport() {
+                crate::media::pads::release_tee_pad(&decoder.tee_pad);
+            }
             elements.extend(decoder.elements.iter().cloned());
         }
         elements.extend(self.discarded.iter().cloned());
@@ -156,11 +214,19 @@ impl Session {
     /// The top-level elements, for telling whose a bus message is while the session is being
     /// finalised.
     pub fn elements(&self) -> Vec<gst::Element> {
-        let mut elements = vec![self.webrtcbin.clone()];
+        let mut elements = vec![];
+        if self.owns_transport() {
+            elements.push(self.webrtcbin.clone());
+            elements.extend(
+                self.tracks
+                    .values()
+                    .flat_map(|t| t.chain.elements.iter().cloned()),
+            );
+        }
         elements.extend(
-            self.tracks
+            self.decoders
                 .values()
-                .flat_map(|t| t.chain.elements.iter().cloned()),
+                .flat_map(|d| d.elements.iter().cloned()),
         );
         elements.extend(self.outputs.iter().map(|o| o.bin.clone().upcast()));
         elements

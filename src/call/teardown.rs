@@ -33,15 +33,26 @@ impl Call {
     /// finalises its files (EOS, bounded) and reports back with
     /// [`CallEvent::SessionFlushed`]. Idempotent.
     pub(super) fn end_session(&mut self, session_id: &str, reason: &str) {
+        // A room's session ends with everyone in it.
+        for member in self.members_of(session_id) {
+            self.end_session(&member, reason);
+        }
         let Some(mut session) = self.sessions.remove(session_id) else {
             return;
         };
-        info!(call = %self.settings.name, participant = %session.name, %reason, "participant left");
+        if let Some(carrier) = session.carrier().map(str::to_owned) {
+            self.forget_member(&carrier, &session.peer_id, session_id);
+        }
+        if session.is_participant() {
+            info!(call = %self.settings.name, participant = %session.name, %reason, "participant left");
+        } else {
+            info!(call = %self.settings.name, session = %session_id, %reason, "room session ended");
+        }
         let now = self.now_ms();
         for m in &mut self.mixes {
             m.detach_session(session_id, now);
         }
-        if self.sessions.is_empty() {
+        if !self.sessions.values().any(Session::is_participant) {
             // Nobody left: the mixes stop writing now rather than at the linger's end.
             for m in &mut self.mixes {
                 m.pause(now);
@@ -49,7 +60,10 @@ impl Call {
         }
         self.flushing
             .insert(session_id.to_owned(), session.elements());
-        self.close_session_note(session_id, reason);
+        // The supervisor knows the sessions of the server, not a room's members.
+        if session.carrier().is_none() {
+            self.close_session_note(session_id, reason);
+        }
         let events = self.events_tx.clone();
         let reason = reason.to_owned();
         tokio::spawn(async move {
@@ -102,7 +116,10 @@ impl Call {
 
     /// Fills in the manifest entries of a finished session's tracks and files.
     pub(super) fn finalise_entries(&mut self, session: &Session, reason: &str) {
-        if let Some(p) = self.manifest.participants.get_mut(session.manifest_index) {
+        let entry = session
+            .manifest_index
+            .and_then(|i| self.manifest.participants.get_mut(i));
+        if let Some(p) = entry {
             p.left_at = Some(recording::now_rfc3339());
             p.end_reason = Some(reason.to_owned());
         }

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::config::{self, Config, Protocol, SourceConfig};
 use crate::exit::Exit;
 use crate::recording;
+use crate::signalling::janus::{self, JanusSettings, RoomSelection};
 use crate::signalling::whip::{self, Whip, WhipError, WhipSettings};
 use crate::signalling::{client, SignalEvent};
 use crate::supervisor::{Drained, SourceId, Supervisor, SupervisorSettings};
@@ -44,6 +45,9 @@ pub enum StartError {
     /// A WHIP source's tokens, TLS files (EX_CONFIG) or listener (EX_UNAVAILABLE).
     #[error(transparent)]
     Whip(#[from] WhipError),
+    /// A Janus source's secret files (EX_CONFIG).
+    #[error("janus source: {0} (pins_file, admin_key_file and api_secret_file name files callrec reads at start-up)")]
+    Janus(#[from] janus::SecretFileError),
     /// The recordings directory cannot be used (EX_CANTCREAT).
     #[error("cannot use the recordings directory {path}: {source} (create it, or let callrec's user write there; [recording] dir sets it)")]
     Recordings {
@@ -58,7 +62,10 @@ impl StartError {
     /// The exit code for this error.
     pub fn exit_code(&self) -> Exit {
         match self {
-            StartError::Config(_) | StartError::Templates(_) | StartError::Tls(_) => Exit::Config,
+            StartError::Config(_)
+            | StartError::Templates(_)
+            | StartError::Tls(_)
+            | StartError::Janus(_) => Exit::Config,
             StartError::Gstreamer(_) | StartError::Whip(WhipError::Listen { .. }) => {
                 Exit::Unavailable
             }
@@ -78,6 +85,9 @@ pub fn prepare(config_path: &Path) -> Result<SupervisorSettings, StartError> {
         client::tls_connector(source.ca_file.as_deref())?;
         if source.protocol == Protocol::Whip {
             whip_settings(source, &config)?;
+        }
+        if source.protocol == Protocol::Janus {
+            janus_settings(source)?;
         }
     }
     init_gstreamer()?;
@@ -155,6 +165,41 @@ enum ReadySource {
     ),
     /// Serves WHIP.
     Whip(Whip),
+    /// Connects to Janus.
+    Janus(client::ClientSettings, JanusSettings),
+}
+
+/// The Janus settings of a `protocol = "janus"` source (secrets read from their files).
+fn janus_settings(source: &SourceConfig) -> Result<JanusSettings, janus::SecretFileError> {
+    let rooms = match &source.rooms {
+        Some(config::RoomsConfig::List(ids)) => RoomSelection::List(ids.clone()),
+        Some(config::RoomsConfig::All) | None => RoomSelection::All,
+    };
+    let mut settings = JanusSettings::new(source.name.clone(), rooms);
+    if let Some(path) = &source.pins_file {
+        settings.access = janus::read_pins(path)?;
+    }
+    if let Some(path) = &source.admin_key_file {
+        settings.admin_key = Some(janus::read_secret(path)?);
+    }
+    if let Some(path) = &source.api_secret_file {
+        settings.api_secret = Some(janus::read_secret(path)?);
+    }
+    if let Some(display) = &source.display {
+        settings.display = display.clone();
+    }
+    Ok(settings)
+}
+
+/// The WebSocket client settings of a source that connects to a server.
+fn client_settings(source: &SourceConfig) -> client::ClientSettings {
+    client::ClientSettings {
+        url: source.url.clone().unwrap_or_default(),
+        connect_timeout: config::secs(source.connect_timeout_secs),
+        reconnect_min: config::secs(source.reconnect_min_secs),
+        reconnect_max: config::secs(source.reconnect_max_secs),
+        ca_file: source.ca_file.clone(),
+    }
 }
 
 /// The WHIP settings of a `protocol = "whip"` source (tokens and TLS read from their files).
@@ -183,16 +228,8 @@ fn whip_settings(source: &SourceConfig, config: &Config) -> Result<WhipSettings,
 /// Sets a source up: binds WHIP listeners (so a port in use stops the start).
 async fn prepare_source(source: &SourceConfig, config: &Config) -> Result<ReadySource, StartError> {
     Ok(match source.protocol {
-        Protocol::GstWebrtc => ReadySource::GstWebrtc(
-            client::ClientSettings {
-                url: source.url.clone().unwrap_or_default(),
-                connect_timeout: config::secs(source.connect_timeout_secs),
-                reconnect_min: config::secs(source.reconnect_min_secs),
-                reconnect_max: config::secs(source.reconnect_max_secs),
-                ca_file: source.ca_file.clone(),
-            },
-            source.meta.clone(),
-        ),
+        Protocol::GstWebrtc => ReadySource::GstWebrtc(client_settings(source), source.meta.clone()),
+        Protocol::Janus => ReadySource::Janus(client_settings(source), janus_settings(source)?),
         Protocol::Whip => {
             let settings = whip_settings(source, config)?;
             let addr = source
@@ -225,6 +262,10 @@ fn spawn_source(
             tokio::spawn(client::run(settings, adapter, tx, commands, stop))
         }
         ReadySource::Whip(whip) => tokio::spawn(whip.serve(tx, commands, stop)),
+        ReadySource::Janus(settings, janus) => {
+            let adapter = crate::signalling::janus::Janus::new(janus);
+            tokio::spawn(client::run(settings, adapter, tx, commands, stop))
+        }
     };
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {

@@ -69,6 +69,17 @@ pub fn request_tee_pad(tee: &gst::Element) -> Option<gst::Pad> {
     Some(pad)
 }
 
+/// Gives a pad from [`request_tee_pad`] back to its tee, unlinked first: the tee goes on
+/// feeding its other pads while what this one fed is stopped.
+pub fn release_tee_pad(pad: &gst::Pad) {
+    if let Some(peer) = pad.peer() {
+        let _ = pad.unlink(&peer);
+    }
+    if let Some(tee) = pad.parent_element() {
+        tee.release_request_pad(pad);
+    }
+}
+
 /// Pushes on `pad`, a tee's src pad, the stream-start, caps and segment of the tee's sink pad
 /// that `pad` lacks or holds an older one of. Call it from the streaming thread at a buffer
 /// (a buffer probe): by then the sink pad holds every event that came before that buffer, so

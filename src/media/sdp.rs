@@ -37,8 +37,50 @@ pub enum SdpError {
     NothingSent,
 }
 
-/// Parses an offer and lists the tracks the producer will send.
+/// Offers an SFU's inactive m-lines to webrtcbin as `sendonly`; returns how many.
+///
+/// An SFU sets an m-line `inactive` when its publisher leaves and may later reuse it for
+/// another publisher. GStreamer 1.22's webrtcbin cannot change a transceiver's direction
+/// once negotiated ("transceiver direction changes are not implemented"), so that later
+/// renegotiation would fail. Kept `sendonly`, the transceiver stays receiving: nothing
+/// arrives on it until it is reused. The tracks callrec records come from the offer as
+/// sent ([`offered_tracks`]), where the m-line is inactive.
+pub fn inactive_as_sendonly(msg: &mut gst_sdp::SDPMessage) -> usize {
+    let mut changed = 0;
+    for i in 0..msg.medias_len() {
+        let Some(media) = msg.media_mut(i) else {
+            continue;
+        };
+        let inactive = (0..media.attributes_len()).find(|&a| {
+            media
+                .attribute(a)
+                .is_some_and(|attr| attr.key() == "inactive")
+        });
+        if let Some(index) = inactive {
+            if media
+                .replace_attribute(index, gst_sdp::SDPAttribute::new("sendonly", None))
+                .is_ok()
+            {
+                changed += 1;
+            }
+        }
+    }
+    changed
+}
+
+/// Parses an offer and lists the tracks the producer will send; an offer that sends
+/// nothing is an error.
 pub fn offered_tracks(sdp: &str) -> Result<(gst_sdp::SDPMessage, Vec<OfferedTrack>), SdpError> {
+    let (msg, tracks) = read_offer(sdp)?;
+    if tracks.is_empty() {
+        return Err(SdpError::NothingSent);
+    }
+    Ok((msg, tracks))
+}
+
+/// Parses an offer and lists the tracks it sends, which may be none: an SFU's offer for a
+/// room whose publishers have all gone is still to be answered.
+pub fn read_offer(sdp: &str) -> Result<(gst_sdp::SDPMessage, Vec<OfferedTrack>), SdpError> {
     if sdp.len() > MAX_SDP_BYTES {
         return Err(SdpError::TooLarge(sdp.len()));
     }
@@ -81,9 +123,6 @@ pub fn offered_tracks(sdp: &str) -> Result<(gst_sdp::SDPMessage, Vec<OfferedTrac
             kind,
             encodings,
         });
-    }
-    if tracks.is_empty() {
-        return Err(SdpError::NothingSent);
     }
     Ok((msg, tracks))
 }

@@ -11,6 +11,7 @@
 //! its events came from.
 
 mod grouping;
+mod rooms;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -130,12 +131,16 @@ struct CallHandle {
     dropped_ice: u64,
     /// What runs over its recordings once it has ended, fixed when it started.
     post: PostPlan,
+    /// The room it records, for a room's call (see [`rooms`]).
+    room: Option<SourcedId>,
 }
 
 struct PendingStart {
     call: CallId,
     meta: Value,
     asked_at: Instant,
+    /// A room's session (see [`rooms`]), not a producer's.
+    room: bool,
 }
 
 /// The call table and its routing.
@@ -157,6 +162,10 @@ pub struct Supervisor {
     waiting: std::collections::VecDeque<(SourcedId, Option<Value>)>,
     /// When waiting producers were last tried.
     last_admission: Instant,
+    /// The rooms each source follows (see [`rooms`]).
+    rooms: HashMap<SourcedId, rooms::RoomEntry>,
+    /// When rooms refused for want of room were last tried.
+    last_room_admission: Instant,
     /// Each source's signalling client, by [`SourceId`].
     signal_txs: Vec<mpsc::Sender<SignalCommand>>,
     notes_tx: mpsc::Sender<CallNote>,
@@ -198,6 +207,8 @@ impl Supervisor {
             unsent_ends: vec![],
             waiting: std::collections::VecDeque::new(),
             last_admission: Instant::now(),
+            rooms: HashMap::new(),
+            last_room_admission: Instant::now(),
             signal_txs,
             notes_tx,
             notes_rx,
@@ -295,6 +306,7 @@ impl Supervisor {
                     session_id: session_id.clone(),
                     peer_id: peer_id.clone(),
                     meta: start.meta,
+                    room: start.room,
                 };
                 if let Err(e) = call.tx.try_send(cmd) {
                     warn!(call = %call.name, %peer_id, "not recording: the call is not keeping up ({e})");
@@ -345,17 +357,28 @@ impl Supervisor {
             SignalEvent::ServerError { details } => {
                 warn!(source = %self.source_name(source), details = %details.chars().take(500).collect::<String>(), "signalling server reported an error");
             }
-            // Rooms of several participants over one session (the Janus adapter): no source
-            // sends these yet; see `signalling::janus` for what recording them needs.
-            SignalEvent::RoomAdded { .. }
-            | SignalEvent::RoomRemoved { .. }
-            | SignalEvent::ParticipantAdded { .. }
-            | SignalEvent::ParticipantRemoved { .. }
-            | SignalEvent::StreamsChanged { .. } => {
-                debug!(
-                    ?ev,
-                    "multi-participant session events are not handled yet; ignoring"
-                );
+            SignalEvent::RoomAdded { room } => self.on_room_added(source, room),
+            SignalEvent::RoomRemoved { room_id, reason } => {
+                self.on_room_removed(source, room_id, &reason)
+            }
+            SignalEvent::ParticipantAdded {
+                room_id,
+                participant,
+            } => self.on_participant_added(source, room_id, participant),
+            SignalEvent::ParticipantRemoved {
+                room_id,
+                participant_id,
+                reason,
+            } => self.on_participant_removed(source, room_id, participant_id, reason),
+            SignalEvent::StreamsChanged {
+                session_id,
+                streams,
+            } => {
+                let cmd = CallCmd::StreamsChanged {
+                    session_id: session_id.clone(),
+                    streams,
+                };
+                self.route((source, session_id), cmd);
             }
         }
     }
@@ -384,25 +407,10 @@ impl Supervisor {
         let id = match self.by_key.get(&key) {
             Some(&id) => id,
             None => {
-                // Finishing calls still count: their pipelines are still running.
-                if self.calls.len() >= rec.max_calls {
-                    warn!(%peer_id, call = %name, max = rec.max_calls, "not recording: recording.max_calls reached; it will be recorded once a call ends");
+                if let Some(why) = self.refusal() {
+                    warn!(%peer_id, call = %name, "not recording: {why}; it will be recorded once there is room");
                     self.wait_for_room(peer, meta);
                     return;
-                }
-                if rec.min_free_mb > 0 {
-                    match crate::recording::free_mb(&rec.dir) {
-                        Ok(free) if free < rec.min_free_mb => {
-                            warn!(%peer_id, call = %name, free_mb = free, min_free_mb = rec.min_free_mb, dir = %rec.dir.display(),
-                                "not recording: the recordings disk is below [recording] min_free_mb; free space or lower the floor");
-                            self.wait_for_room(peer, meta);
-                            return;
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            warn!(dir = %rec.dir.display(), "cannot read the free space of the recordings directory: {e}");
-                        }
-                    }
                 }
                 match self.start_call(source, &key, &name) {
                     Ok(id) => id,
@@ -433,9 +441,36 @@ impl Supervisor {
                 call: id,
                 meta,
                 asked_at: Instant::now(),
+                room: false,
             },
         );
         self.recount_pending();
+    }
+
+    /// Why a new call cannot start now (`max_calls` reached, the disk below `min_free_mb`),
+    /// if it cannot.
+    fn refusal(&self) -> Option<String> {
+        let rec = &self.settings.config.recording;
+        // Finishing calls still count: their pipelines are still running.
+        if self.calls.len() >= rec.max_calls {
+            return Some(format!("recording.max_calls ({}) reached", rec.max_calls));
+        }
+        if rec.min_free_mb > 0 {
+            match crate::recording::free_mb(&rec.dir) {
+                Ok(free) if free < rec.min_free_mb => {
+                    return Some(format!(
+                        "the recordings disk {} has {free} MB free, below [recording] min_free_mb ({}); free space or lower the floor",
+                        rec.dir.display(),
+                        rec.min_free_mb
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(dir = %rec.dir.display(), "cannot read the free space of the recordings directory: {e}");
+                }
+            }
+        }
+        None
     }
 
     /// The signalling client of `source` (there is one for every source configured at
@@ -537,6 +572,7 @@ impl Supervisor {
                 finishing: false,
                 dropped_ice: 0,
                 post,
+                room: None,
             },
         );
         self.by_key.insert(key.to_owned(), id);
@@ -681,8 +717,18 @@ impl Supervisor {
                 call.pending += 1;
             }
         }
-        for call in self.calls.values_mut() {
-            if call.sessions == 0 && call.pending == 0 {
+        let ids: Vec<CallId> = self.calls.keys().copied().collect();
+        for id in ids {
+            let Some(call) = self.calls.get(&id) else {
+                continue;
+            };
+            // A room's call is empty when nobody publishes there, whatever its session.
+            let nobody = self.room_is_empty(call).unwrap_or(call.sessions == 0);
+            let empty = nobody && call.pending == 0;
+            let Some(call) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            if empty {
                 call.empty_since.get_or_insert_with(Instant::now);
             } else {
                 call.empty_since = None;
@@ -724,6 +770,11 @@ impl Supervisor {
         for session in unsent {
             self.end_remote(session);
         }
+        let admit = self.last_room_admission.elapsed() >= Duration::from_secs(1);
+        if admit {
+            self.last_room_admission = Instant::now();
+        }
+        self.tend_rooms(admit);
         self.admit_waiting();
     }
 
@@ -973,6 +1024,128 @@ mod tests {
             call_a,
             "a's session is untouched"
         );
+        sup.drain().await;
+    }
+
+    /// A room: its first publisher starts the call and asks for the room's one session;
+    /// later publishers only join; the call lingers once nobody publishes, and a filter on
+    /// the participant's meta leaves others out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_room_is_one_call_with_one_session() {
+        use crate::signalling::{ParticipantInfo, RoomInfo};
+        gst::init().unwrap();
+        let rec = tempfile::tempdir().unwrap();
+        let pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
+        let config = Config::parse(&format!(
+            "[[source]]\nname = \"j\"\nprotocol = \"janus\"\nurl = \"ws://127.0.0.1:9\"\nrooms = [1234]\n\
+             [recording]\ndir = \"{}\"\npipelines_dir = \"{pipelines}\"\n[recording.filter]\nrecord = \"yes\"\n",
+            rec.path().display()
+        ))
+        .unwrap();
+        let set = TemplateSet::load_dir(std::path::Path::new(pipelines)).unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut sup = Supervisor::new(SupervisorSettings::new(config, &set).unwrap(), vec![tx]);
+        let j = SourceId(0);
+        let who = |id: &str, record: &str| ParticipantInfo {
+            id: id.into(),
+            display: Some(id.into()),
+            meta: json!({"room": 1234, "feed": id, "name": id, "record": record}),
+        };
+        sup.on_signal(
+            j,
+            SignalEvent::RoomAdded {
+                room: RoomInfo {
+                    id: "1234".into(),
+                    source: "j".into(),
+                    description: None,
+                    meta: json!({"source": "j", "room": 1234}),
+                },
+            },
+        );
+        assert!(sup.calls.is_empty(), "nobody publishes yet");
+        // Filtered out: no call.
+        sup.on_signal(
+            j,
+            SignalEvent::ParticipantAdded {
+                room_id: "1234".into(),
+                participant: who("carol", "no"),
+            },
+        );
+        assert!(sup.calls.is_empty());
+        sup.on_signal(
+            j,
+            SignalEvent::ParticipantAdded {
+                room_id: "1234".into(),
+                participant: who("alice", "yes"),
+            },
+        );
+        let call = sup.by_key["0/r:1234"];
+        assert_eq!(sup.calls[&call].name, "j-1234");
+        assert!(
+            matches!(rx.try_recv(), Ok(SignalCommand::StartSession { peer_id, offer: None }) if peer_id == "1234")
+        );
+        assert!(sup.pending[&(j, "1234".to_owned())].room);
+        sup.on_signal(
+            j,
+            SignalEvent::ParticipantAdded {
+                room_id: "1234".into(),
+                participant: who("bob", "yes"),
+            },
+        );
+        assert!(rx.try_recv().is_err(), "one session for the room");
+        sup.on_signal(
+            j,
+            SignalEvent::SessionStarted {
+                session_id: "77".into(),
+                peer_id: "1234".into(),
+            },
+        );
+        assert_eq!(sup.sessions[&(j, "77".to_owned())], call);
+        sup.on_tick();
+        assert!(rx.try_recv().is_err(), "the room has its session");
+        assert!(sup.calls[&call].empty_since.is_none());
+        for id in ["alice", "bob"] {
+            sup.on_signal(
+                j,
+                SignalEvent::ParticipantRemoved {
+                    room_id: "1234".into(),
+                    participant_id: id.into(),
+                    reason: "left".into(),
+                },
+            );
+        }
+        assert!(
+            sup.calls[&call].empty_since.is_some(),
+            "nobody publishes: the linger runs, though the session is up"
+        );
+        // The session ends (the server restarted, say) while someone publishes again: the
+        // same call asks for a new session.
+        sup.on_note(CallNote::SessionClosed {
+            call,
+            session_id: "77".into(),
+            reason: "test".into(),
+        });
+        while rx.try_recv().is_ok() {}
+        sup.on_signal(
+            j,
+            SignalEvent::ParticipantAdded {
+                room_id: "1234".into(),
+                participant: who("alice", "yes"),
+            },
+        );
+        assert_eq!(sup.by_key["0/r:1234"], call);
+        assert!(sup.calls[&call].empty_since.is_none());
+        assert!(
+            matches!(rx.try_recv(), Ok(SignalCommand::StartSession { peer_id, .. }) if peer_id == "1234")
+        );
+        sup.on_signal(
+            j,
+            SignalEvent::RoomRemoved {
+                room_id: "1234".into(),
+                reason: "destroyed".into(),
+            },
+        );
+        assert!(!sup.pending.contains_key(&(j, "1234".to_owned())));
         sup.drain().await;
     }
 }

@@ -50,7 +50,9 @@ use tracing::debug;
 pub use messages::JanusId;
 use messages::{Body, FeedRef, Incoming, Jsep, LocalCandidate, Request, VideoRoom};
 use rooms::{Follower, Rooms};
-pub use settings::{JanusSettings, RoomAccess, RoomSelection, Secret};
+pub use settings::{
+    read_pins, read_secret, JanusSettings, RoomAccess, RoomSelection, Secret, SecretFileError,
+};
 use transactions::Pending;
 
 use super::{Output, Protocol, ProtocolError, SignalCommand, SignalEvent};
@@ -74,6 +76,8 @@ const NO_SUCH_SESSION: i64 = 458;
 const NO_SUCH_FEED: i64 = 428;
 /// Longest ICE candidate line accepted from Janus.
 const MAX_CANDIDATE_LEN: usize = 2048;
+/// Candidates kept for a subscription that has not started yet.
+const MAX_EARLY_CANDIDATES: usize = 64;
 
 /// What a handle is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +205,9 @@ pub struct Janus {
     handles: HashMap<u64, Role>,
     pending: Pending<Req>,
     out: Output,
+    /// Janus's candidates for subscriptions not started yet (Janus may trickle before its
+    /// `attached` event arrives), by handle: sent after the session's offer.
+    early_candidates: HashMap<u64, Vec<(String, u32)>>,
 }
 
 impl fmt::Debug for Janus {
@@ -280,6 +287,7 @@ impl Janus {
             handles: HashMap::new(),
             pending: Pending::default(),
             out: Output::default(),
+            early_candidates: HashMap::new(),
         }
     }
 
@@ -291,6 +299,7 @@ impl Janus {
         self.handles.clear();
         self.pending.clear();
         self.out.messages.clear();
+        self.early_candidates.clear();
     }
 
     /// Queues a request with a fresh transaction id; with `kind`, it waits for its answer.

@@ -93,6 +93,17 @@ pub enum Subscriber {
     },
 }
 
+impl Subscriber {
+    /// The subscriber's handle, if it has one.
+    pub fn handle(&self) -> Option<u64> {
+        match *self {
+            Subscriber::Starting { handle, .. } => handle,
+            Subscriber::Active { handle, .. } => Some(handle),
+            Subscriber::None => None,
+        }
+    }
+}
+
 /// One room.
 #[derive(Debug)]
 pub struct Room {
@@ -272,11 +283,7 @@ impl Room {
 
     /// The subscriber's handle, if attached.
     pub fn subscriber_handle(&self) -> Option<u64> {
-        match self.subscriber {
-            Subscriber::Starting { handle, .. } => handle,
-            Subscriber::Active { handle, .. } => Some(handle),
-            Subscriber::None => None,
-        }
+        self.subscriber.handle()
     }
 
     /// A stream the publisher no longer publishes (disabled, removed) is forgotten as asked,

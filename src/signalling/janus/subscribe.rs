@@ -8,7 +8,8 @@ use tracing::debug;
 use super::messages::{Body, Join, Jsep, JsepKind, LocalCandidate, RemoteCandidate};
 use super::rooms::{Follower, Subscriber};
 use super::{
-    mapping, Janus, PluginEvent, Req, Role, Session, MAX_CANDIDATE_LEN, MAX_JOIN_ATTEMPTS,
+    mapping, Janus, PluginEvent, Req, Role, Session, MAX_CANDIDATE_LEN, MAX_EARLY_CANDIDATES,
+    MAX_JOIN_ATTEMPTS,
 };
 use crate::signalling::{SignalCommand, SignalEvent};
 
@@ -19,6 +20,9 @@ impl Janus {
             return;
         };
         let old = std::mem::replace(&mut room.subscriber, Subscriber::None);
+        if let Some(handle) = old.handle() {
+            self.early_candidates.remove(&handle);
+        }
         let handle = match old {
             Subscriber::Active { handle, .. } => {
                 debug!(room = key, "{why}");
@@ -147,7 +151,17 @@ impl Janus {
             session_id: session_id.clone(),
             streams: mapping::streams(table),
         });
-        self.emit(SignalEvent::Offer { session_id, sdp });
+        self.emit(SignalEvent::Offer {
+            session_id: session_id.clone(),
+            sdp,
+        });
+        for (candidate, mline_index) in self.early_candidates.remove(&sender).unwrap_or_default() {
+            self.emit(SignalEvent::Ice {
+                session_id: session_id.clone(),
+                candidate,
+                mline_index,
+            });
+        }
         // Publishers who came while joining.
         self.subscribe_missing(key);
         Ok(())
@@ -224,11 +238,25 @@ impl Janus {
                 if candidate.len() > MAX_CANDIDATE_LEN {
                     return Err("an oversized ICE candidate".into());
                 }
+                // Janus bundles everything on the first m-line.
+                let mline_index = mline.unwrap_or(0);
+                let started = self
+                    .rooms
+                    .by_subscriber(sender)
+                    .is_some_and(|r| matches!(r.subscriber, Subscriber::Active { .. }));
+                debug!(handle = sender, started, "Janus: a candidate");
+                if !started {
+                    // Janus trickled before its offer reached us: kept for the session.
+                    let early = self.early_candidates.entry(sender).or_default();
+                    if early.len() < MAX_EARLY_CANDIDATES {
+                        early.push((candidate, mline_index));
+                    }
+                    return Ok(());
+                }
                 self.emit(SignalEvent::Ice {
                     session_id: sender.to_string(),
                     candidate,
-                    // Janus bundles everything on the first m-line.
-                    mline_index: mline.unwrap_or(0),
+                    mline_index,
                 });
             }
             RemoteCandidate::Completed { completed } => {
