@@ -88,6 +88,74 @@ fn callrec(janus: &Janus, rec: &Path, source_extra: &str, recording_extra: &str)
     )
 }
 
+/// Where a failing test leaves callrec's and Janus's logs and the call directories, if set.
+const ARTIFACTS: &str = "CALLREC_TEST_ARTIFACTS";
+/// Set (to anything) to keep them for tests that pass too.
+const KEEP_ALL: &str = "CALLREC_TEST_ARTIFACTS_ALL";
+
+/// One test's Janus, callrec and recordings directory. If the test fails (or passes, with
+/// `CALLREC_TEST_ARTIFACTS_ALL` set) and `CALLREC_TEST_ARTIFACTS` names a directory,
+/// callrec's and Janus's whole logs and the recordings are copied into
+/// `<that directory>/<test>/` before everything is removed.
+struct Rig {
+    test: &'static str,
+    daemon: Daemon,
+    rec: tempfile::TempDir,
+    janus: Janus,
+}
+
+impl Rig {
+    /// Janus with `rooms`, and callrec recording it (see [`callrec`]); `None`: skipped.
+    fn start(
+        test: &'static str,
+        rooms: &[JanusRoom],
+        source_extra: &str,
+        recording_extra: &str,
+    ) -> Option<Rig> {
+        let janus = janus_or_skip(test, rooms)?;
+        let rec = tempfile::tempdir().unwrap();
+        let daemon = callrec(&janus, rec.path(), source_extra, recording_extra);
+        Some(Rig {
+            test,
+            daemon,
+            rec,
+            janus,
+        })
+    }
+
+    fn rec(&self) -> &Path {
+        self.rec.path()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let keep = std::thread::panicking() || std::env::var_os(KEEP_ALL).is_some();
+        let Some(base) = std::env::var_os(ARTIFACTS).filter(|_| keep) else {
+            return;
+        };
+        let out = PathBuf::from(base).join(self.test);
+        let _ = std::fs::create_dir_all(&out);
+        let _ = std::fs::write(out.join("callrec.log"), self.daemon.log());
+        let _ = std::fs::write(out.join("janus.log"), self.janus.log());
+        let _ = common::run_with_timeout(
+            {
+                let mut cp = std::process::Command::new("cp");
+                cp.arg("-a")
+                    .arg(self.rec.path())
+                    .arg(out.join("recordings"));
+                cp
+            },
+            Duration::from_secs(30),
+        );
+        eprintln!(
+            "logs and recordings of {} kept in {}",
+            self.test,
+            out.display()
+        );
+    }
+}
+
 /// A publisher in `room` named `display`, with small video and `args`.
 fn publisher(janus: &Janus, room: u64, display: &str, args: &[&str]) -> TestPeer {
     let args: Vec<&str> = SMALL.iter().chain(args).copied().collect();
@@ -325,19 +393,22 @@ fn janus_publisher_reaches_janus() {
 /// it published.
 #[test]
 fn records_vp8_and_h264_publishers() {
-    let Some(janus) = janus_or_skip("records_vp8_and_h264_publishers", &[JanusRoom::new(1234)])
-    else {
+    let Some(rig) = Rig::start(
+        "records_vp8_and_h264_publishers",
+        &[JanusRoom::new(1234)],
+        "rooms = [1234]",
+        "",
+    ) else {
         return;
     };
-    let rec = tempfile::tempdir().unwrap();
-    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "");
+    let (janus, rec) = (&rig.janus, rig.rec());
     janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
-    let mut alice = publisher(&janus, 1234, "Alice", &["--duration", "8"]);
-    let mut bob = publisher(&janus, 1234, "Bob", &["--video", "h264", "--duration", "8"]);
+    let mut alice = publisher(janus, 1234, "Alice", &["--duration", "8"]);
+    let mut bob = publisher(janus, 1234, "Bob", &["--video", "h264", "--duration", "8"]);
     let (alice_feed, bob_feed) = (feed(&mut alice), feed(&mut bob));
     let sent_alice = common::sent_secs(&mut alice);
     let sent_bob = common::sent_secs(&mut bob);
-    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(20));
+    let dir = wait_room_dir(rec, 1234, Duration::from_secs(20));
     let m = common::wait_complete(&dir);
     assert_eq!(m["participants"].as_array().unwrap().len(), 2, "{m:#}");
     for (feed, display, codec, sent) in [
@@ -351,8 +422,8 @@ fn records_vp8_and_h264_publishers() {
         assert_eq!(files.len(), 1, "{display}: {files:?}: {m:#}");
         check_file(&dir.join(&files[0]), codec, sent);
     }
-    assert_eq!(room_dirs(rec.path(), 1234).len(), 1);
-    check_log(&daemon);
+    assert_eq!(room_dirs(rec, 1234).len(), 1);
+    check_log(&rig.daemon);
 }
 
 /// Three publishers in one room: Alice from the start, Bob 5 s later, Carol unpublishing
@@ -360,16 +431,17 @@ fn records_vp8_and_h264_publishers() {
 /// second entry with new files beside her first ones, and all are decoded.
 #[test]
 fn three_publishers_one_late_one_publishing_again() {
-    let Some(janus) = janus_or_skip(
+    let Some(rig) = Rig::start(
         "three_publishers_one_late_one_publishing_again",
         &[JanusRoom::new(1234)],
+        "rooms = [1234]",
+        "",
     ) else {
         return;
     };
-    let rec = tempfile::tempdir().unwrap();
-    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "");
+    let (janus, rec) = (&rig.janus, rig.rec());
     janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
-    let mut alice = publisher(&janus, 1234, "Alice", &["--duration", "16"]);
+    let mut alice = publisher(janus, 1234, "Alice", &["--duration", "16"]);
     let mut carol = publisher(
         &janus,
         1234,
@@ -379,13 +451,13 @@ fn three_publishers_one_late_one_publishing_again() {
     let (alice_feed, carol_feed) = (feed(&mut alice), feed(&mut carol));
     wait_publishing(&mut alice);
     std::thread::sleep(Duration::from_secs(5));
-    let mut bob = publisher(&janus, 1234, "Bob", &["--video", "h264", "--duration", "8"]);
+    let mut bob = publisher(janus, 1234, "Bob", &["--video", "h264", "--duration", "8"]);
     let bob_feed = feed(&mut bob);
     let sent_alice = common::sent_secs(&mut alice);
     let sent_bob = common::sent_secs(&mut bob);
     let sent_carol = sent_per_publish(&mut carol);
     assert_eq!(sent_carol.len(), 2, "Carol published twice: {sent_carol:?}");
-    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(20));
+    let dir = wait_room_dir(rec, 1234, Duration::from_secs(20));
     let m = common::wait_complete(&dir);
     for (feed, display) in [(&alice_feed, "Alice"), (&bob_feed, "Bob")] {
         let found = entries(&m, feed);
@@ -415,24 +487,25 @@ fn three_publishers_one_late_one_publishing_again() {
     for (file, sent) in carol_files.iter().zip(&sent_carol) {
         check_file(&dir.join(file), "vp8", *sent);
     }
-    check_log(&daemon);
+    check_log(&rig.daemon);
 }
 
 /// A publisher killed with SIGKILL: Janus sees its WebSocket close and removes it; its
 /// file ends cleanly (complete, decodes to its end) while the other publisher goes on.
 #[test]
 fn a_publisher_that_disappears_abruptly() {
-    let Some(janus) = janus_or_skip(
+    let Some(rig) = Rig::start(
         "a_publisher_that_disappears_abruptly",
         &[JanusRoom::new(1234)],
+        "rooms = [1234]",
+        "",
     ) else {
         return;
     };
-    let rec = tempfile::tempdir().unwrap();
-    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "");
+    let (janus, rec) = (&rig.janus, rig.rec());
     janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
-    let mut alice = publisher(&janus, 1234, "Alice", &["--duration", "14"]);
-    let mut bob = publisher(&janus, 1234, "Bob", &["--keep-alive"]);
+    let mut alice = publisher(janus, 1234, "Alice", &["--duration", "14"]);
+    let mut bob = publisher(janus, 1234, "Bob", &["--keep-alive"]);
     let (alice_feed, bob_feed) = (feed(&mut alice), feed(&mut bob));
     wait_publishing(&mut bob);
     let bob_started = Instant::now();
@@ -440,7 +513,7 @@ fn a_publisher_that_disappears_abruptly() {
     bob.kill();
     let bob_sent = bob_started.elapsed().as_secs_f64();
     // Bob's file is finalised while Alice still publishes.
-    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(5));
+    let dir = wait_room_dir(rec, 1234, Duration::from_secs(5));
     let finalised = common::wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
         let m = common::read_manifest(&dir);
         (!files_of(&m, &bob_feed).is_empty()).then_some(m)
@@ -460,34 +533,30 @@ fn a_publisher_that_disappears_abruptly() {
     assert_eq!(alice_files.len(), 1, "{m:#}");
     check_file(&dir.join(&alice_files[0]), "vp8", sent_alice);
     check_entry(entries(&m, &bob_feed)[0], 1234, &bob_feed, "Bob");
-    check_log(&daemon);
+    check_log(&rig.daemon);
 }
 
 /// Two rooms at once, one of them with a PIN (`pins_file`): two calls, each with its own
 /// publisher.
 #[test]
 fn two_rooms_are_two_calls() {
-    let Some(janus) = janus_or_skip(
-        "two_rooms_are_two_calls",
-        &[JanusRoom::new(1234), JanusRoom::new(4321).pin("sesame")],
-    ) else {
-        return;
-    };
     let files = tempfile::tempdir().unwrap();
     let pins = files.path().join("pins");
     std::fs::write(&pins, "4321 sesame\n").unwrap();
     let pin_file = files.path().join("pin-4321");
     std::fs::write(&pin_file, "sesame\n").unwrap();
-    let rec = tempfile::tempdir().unwrap();
-    let daemon = callrec(
-        &janus,
-        rec.path(),
+    let Some(rig) = Rig::start(
+        "two_rooms_are_two_calls",
+        &[JanusRoom::new(1234), JanusRoom::new(4321).pin("sesame")],
         &format!("rooms = [1234, 4321]\npins_file = \"{}\"", pins.display()),
         "",
-    );
+    ) else {
+        return;
+    };
+    let (janus, rec) = (&rig.janus, rig.rec());
     janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
     janus.wait_follower(4321, &[], FOLLOW_TIMEOUT);
-    let mut alice = publisher(&janus, 1234, "Alice", &["--duration", "7"]);
+    let mut alice = publisher(janus, 1234, "Alice", &["--duration", "7"]);
     let pin_arg = pin_file.display().to_string();
     let mut dave = publisher(
         &janus,
@@ -509,7 +578,7 @@ fn two_rooms_are_two_calls() {
         (1234, &alice_feed, "Alice", "vp8", sent_alice),
         (4321, &dave_feed, "Dave", "h264", sent_dave),
     ] {
-        let dir = wait_room_dir(rec.path(), room, Duration::from_secs(20));
+        let dir = wait_room_dir(rec, room, Duration::from_secs(20));
         let m = common::wait_complete(&dir);
         assert_eq!(m["participants"].as_array().unwrap().len(), 1, "{m:#}");
         check_entry(entries(&m, feed)[0], room, feed, display);
@@ -517,8 +586,8 @@ fn two_rooms_are_two_calls() {
         assert_eq!(files.len(), 1, "{m:#}");
         check_file(&dir.join(&files[0]), codec, sent);
     }
-    assert_eq!(common::find_call_dirs(rec.path()).len(), 2);
-    check_log(&daemon);
+    assert_eq!(common::find_call_dirs(rec).len(), 2);
+    check_log(&rig.daemon);
 }
 
 /// Janus killed and started again mid-recording: the recording in progress ends cleanly;
@@ -527,20 +596,22 @@ fn two_rooms_are_two_calls() {
 /// (within the linger).
 #[test]
 fn janus_restarted_mid_recording() {
-    let Some(mut janus) = janus_or_skip("janus_restarted_mid_recording", &[JanusRoom::new(1234)])
-    else {
+    let Some(mut rig) = Rig::start(
+        "janus_restarted_mid_recording",
+        &[JanusRoom::new(1234)],
+        "rooms = [1234]",
+        "linger_secs = 20",
+    ) else {
         return;
     };
-    let rec = tempfile::tempdir().unwrap();
-    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "linger_secs = 20");
-    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
-    let mut before = publisher(&janus, 1234, "Alice", &["--keep-alive"]);
+    rig.janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    let mut before = publisher(&rig.janus, 1234, "Alice", &["--keep-alive"]);
     let before_feed = feed(&mut before);
     wait_publishing(&mut before);
     let started = Instant::now();
-    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(20));
+    let dir = wait_room_dir(rig.rec(), 1234, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(6));
-    janus.restart();
+    rig.janus.restart();
     let sent_before = started.elapsed().as_secs_f64();
     let lost = before.wait_event("janus_lost", Duration::from_secs(15));
     println!("the publisher before the restart: {lost}");
@@ -551,8 +622,8 @@ fn janus_restarted_mid_recording() {
         (!files_of(&m, &before_feed).is_empty()).then_some(m)
     });
     println!("after the restart: {:#}", m["participants"]);
-    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
-    let mut after = publisher(&janus, 1234, "Alice", &["--duration", "6"]);
+    rig.janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    let mut after = publisher(&rig.janus, 1234, "Alice", &["--duration", "6"]);
     let after_feed = feed(&mut after);
     assert_ne!(before_feed, after_feed);
     let sent_after = common::sent_secs(&mut after);
@@ -569,33 +640,32 @@ fn janus_restarted_mid_recording() {
     check_file(&dir.join(&before_files[0]), "vp8", sent_before);
     check_file(&dir.join(&after_files[0]), "vp8", sent_after);
     check_entry(entries(&m, &after_feed)[0], 1234, &after_feed, "Alice");
-    assert_eq!(room_dirs(rec.path(), 1234).len(), 1, "one call");
-    check_log(&daemon);
+    assert_eq!(room_dirs(rig.rec(), 1234).len(), 1, "one call");
+    check_log(&rig.daemon);
 }
 
 /// `rooms = "all"`: a room created after callrec started is found by the next relisting
 /// (every 30 s) and recorded.
 #[test]
 fn a_room_created_later_is_found_and_recorded() {
-    let Some(janus) = janus_or_skip("a_room_created_later_is_found_and_recorded", &[]) else {
-        return;
-    };
     let files = tempfile::tempdir().unwrap();
     let admin_key = files.path().join("admin-key");
     std::fs::write(&admin_key, format!("{}\n", common::ADMIN_KEY)).unwrap();
-    let rec = tempfile::tempdir().unwrap();
-    let daemon = callrec(
-        &janus,
-        rec.path(),
+    let Some(rig) = Rig::start(
+        "a_room_created_later_is_found_and_recorded",
+        &[],
         &format!(
             "rooms = \"all\"\nadmin_key_file = \"{}\"",
             admin_key.display()
         ),
         "",
-    );
+    ) else {
+        return;
+    };
+    let (janus, rec) = (&rig.janus, rig.rec());
     let room = JanusRoom::new(5678).description("Created later");
     janus.create_room(&room);
-    let mut alice = publisher(&janus, 5678, "Alice", &["--keep-alive"]);
+    let mut alice = publisher(janus, 5678, "Alice", &["--keep-alive"]);
     let alice_feed = feed(&mut alice);
     wait_publishing(&mut alice);
     let found = Instant::now();
@@ -604,7 +674,7 @@ fn a_room_created_later_is_found_and_recorded() {
         "callrec joined the new room after {:.1} s",
         found.elapsed().as_secs_f64()
     );
-    let dir = wait_room_dir(rec.path(), 5678, Duration::from_secs(15));
+    let dir = wait_room_dir(rec, 5678, Duration::from_secs(15));
     // Record a few seconds from when the file starts.
     common::wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
         common::read_manifest(&dir)["tracks"]
@@ -626,7 +696,7 @@ fn a_room_created_later_is_found_and_recorded() {
         "vp8",
         recording.elapsed().as_secs_f64(),
     );
-    check_log(&daemon);
+    check_log(&rig.daemon);
 }
 
 /// Display names that try path tricks, control characters and great length: each is
@@ -634,14 +704,15 @@ fn a_room_created_later_is_found_and_recorded() {
 /// keeps the original.
 #[test]
 fn hostile_display_names_are_recorded_safely() {
-    let Some(janus) = janus_or_skip(
+    let Some(rig) = Rig::start(
         "hostile_display_names_are_recorded_safely",
         &[JanusRoom::new(1234)],
+        "rooms = [1234]",
+        "",
     ) else {
         return;
     };
-    let rec = tempfile::tempdir().unwrap();
-    let daemon = callrec(&janus, rec.path(), "rooms = [1234]", "");
+    let (janus, rec) = (&rig.janus, rig.rec());
     janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
     let long = "L".repeat(200);
     let names = [
@@ -651,11 +722,11 @@ fn hostile_display_names_are_recorded_safely() {
     ];
     let mut peers: Vec<TestPeer> = names
         .iter()
-        .map(|n| publisher(&janus, 1234, n, &["--duration", "6"]))
+        .map(|n| publisher(janus, 1234, n, &["--duration", "6"]))
         .collect();
     let feeds: Vec<String> = peers.iter_mut().map(feed).collect();
     let sent: Vec<f64> = peers.iter_mut().map(common::sent_secs).collect();
-    let dir = wait_room_dir(rec.path(), 1234, Duration::from_secs(20));
+    let dir = wait_room_dir(rec, 1234, Duration::from_secs(20));
     let m = common::wait_complete(&dir);
     for ((name, feed), sent) in names.iter().zip(&feeds).zip(&sent) {
         let found = entries(&m, feed);
@@ -672,7 +743,7 @@ fn hostile_display_names_are_recorded_safely() {
     }
     // Nothing outside the call directory, and nothing but files and callrec's own
     // directories in it.
-    assert_eq!(common::find_call_dirs(rec.path()), vec![dir.clone()]);
+    assert_eq!(common::find_call_dirs(rec), vec![dir.clone()]);
     assert!(!Path::new("/tmp/evil").exists());
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
         let name = entry.file_name().into_string().expect("a UTF-8 file name");
@@ -683,5 +754,5 @@ fn hostile_display_names_are_recorded_safely() {
             dir.display()
         );
     }
-    check_log(&daemon);
+    check_log(&rig.daemon);
 }

@@ -61,10 +61,13 @@ pub struct JanusRoom {
     pub videocodec: String,
     /// Hidden from `list` unless the admin key is given.
     pub private: bool,
+    /// Janus asks each publisher for a keyframe every this many seconds by itself (besides
+    /// when a subscriber joins, and when a subscriber asks for one).
+    pub fir_freq: u32,
 }
 
 impl JanusRoom {
-    /// A public room for 6 publishers, Opus and VP8 or H.264.
+    /// A public room for 6 publishers, Opus and VP8 or H.264, a keyframe request every 10 s.
     pub fn new(id: u64) -> Self {
         JanusRoom {
             id,
@@ -74,6 +77,7 @@ impl JanusRoom {
             audiocodec: "opus".into(),
             videocodec: "vp8,h264".into(),
             private: false,
+            fir_freq: 10,
         }
     }
 
@@ -111,12 +115,13 @@ impl JanusRoom {
     fn jcfg(&self) -> String {
         let mut s = format!(
             "room-{}: {{\n\tdescription = {}\n\tpublishers = {}\n\taudiocodec = {}\n\t\
-             videocodec = {}\n\tfir_freq = 10\n",
+             videocodec = {}\n\tfir_freq = {}\n",
             self.id,
             quote(&self.description),
             self.publishers,
             quote(&self.audiocodec),
-            quote(&self.videocodec)
+            quote(&self.videocodec),
+            self.fir_freq
         );
         if let Some(pin) = &self.pin {
             s.push_str(&format!("\tpin = {}\n", quote(pin)));
@@ -137,7 +142,7 @@ impl JanusRoom {
             "publishers": self.publishers,
             "audiocodec": self.audiocodec,
             "videocodec": self.videocodec,
-            "fir_freq": 10,
+            "fir_freq": self.fir_freq,
             "is_private": self.private,
             "admin_key": ADMIN_KEY,
         });
@@ -433,6 +438,16 @@ impl Drop for Janus {
     }
 }
 
+/// Janus's `debug_level`: 4 (warnings and what it does), or `CALLREC_JANUS_DEBUG_LEVEL`
+/// (0-7; 5 shows keyframe requests and ICE, 7 everything) to look into a failure.
+fn debug_level() -> u8 {
+    std::env::var("CALLREC_JANUS_DEBUG_LEVEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|l| *l <= 7)
+        .unwrap_or(4)
+}
+
 /// Writes janus.jcfg, the VideoRoom's and the WebSocket transport's configs into `dir`.
 fn write_config(
     dir: &Path,
@@ -447,9 +462,10 @@ fn write_config(
     let general = format!(
         "general: {{\n\tconfigs_folder = {dir}\n\tplugins_folder = \"{LIB}/plugins\"\n\t\
          transports_folder = \"{LIB}/transports\"\n\tevents_folder = \"{LIB}/events\"\n\t\
-         loggers_folder = \"{LIB}/loggers\"\n\tdebug_level = 4\n\t\
+         loggers_folder = \"{LIB}/loggers\"\n\tdebug_level = {level}\n\t\
          session_timeout = {SESSION_TIMEOUT_SECS}\n\tserver_name = \"callrec-test\"\n{secret}}}\n",
         dir = quote(&dir.display().to_string()),
+        level = debug_level(),
     );
     // Everything but the VideoRoom and the WebSocket transport is off: less to start, and
     // nothing else listens.
