@@ -443,7 +443,7 @@ fn three_publishers_one_late_one_publishing_again() {
     janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
     let mut alice = publisher(janus, 1234, "Alice", &["--duration", "16"]);
     let mut carol = publisher(
-        &janus,
+        janus,
         1234,
         "Carol",
         &["--duration", "14", "--janus-republish-after", "5"],
@@ -559,7 +559,7 @@ fn two_rooms_are_two_calls() {
     let mut alice = publisher(janus, 1234, "Alice", &["--duration", "7"]);
     let pin_arg = pin_file.display().to_string();
     let mut dave = publisher(
-        &janus,
+        janus,
         4321,
         "Dave",
         &[
