@@ -9,8 +9,11 @@
 //! cover: VP8 and H.264 with Opus; three publishers, one joining late and one unpublishing
 //! and publishing again; a publisher killed without a word; two rooms at once (one with a
 //! PIN); Janus restarted mid-recording; a room created after callrec started (`rooms =
-//! "all"`); hostile display names. [`janus_publisher_reaches_janus`] checks the publisher
-//! against Janus alone, without callrec.
+//! "all"`); hostile display names; and that callrec's keyframe requests reach the
+//! publishers ([`callrec_asks_janus_publishers_for_keyframes`]; the other rooms have Janus
+//! ask for keyframes every second by itself, see [`room`]). [`janus_publisher_reaches_janus`]
+//! checks the publisher against Janus alone, without callrec. Each publisher sends a tone of
+//! its own, so a file holding another publisher's sound shows it.
 //!
 //! They need root (namespaces) and Janus; without either they say SKIPPED and pass.
 
@@ -41,6 +44,14 @@ const START_SLACK_S: f64 = 3.0;
 /// How long callrec may take to join a configured room after it started.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A room whose Janus asks its publishers for a keyframe every second by itself, as some
+/// deployments do: the checks of these tests then do not hang on callrec's own keyframe
+/// requests reaching the publishers, which [`callrec_asks_janus_publishers_for_keyframes`]
+/// checks alone.
+fn room(id: u64) -> JanusRoom {
+    JanusRoom::new(id).fir_freq(1)
+}
+
 /// Starts Janus with `rooms`, or says why this test is skipped.
 fn janus_or_skip(test: &str, rooms: &[JanusRoom]) -> Option<Janus> {
     match Janus::start(rooms) {
@@ -65,7 +76,7 @@ url = "{url}"
 [recording]
 dir = "{dir}"
 pipelines_dir = "{pipelines}"
-linger_secs = 2
+{linger}
 media_timeout_secs = 5
 {recording_extra}
 [ice]
@@ -75,6 +86,12 @@ local_addresses = ["{local}"]
         dir = rec.display(),
         pipelines = common::PIPELINES,
         local = janus.local_address(),
+        // Short, unless the test sets its own.
+        linger = if recording_extra.contains("linger_secs") {
+            ""
+        } else {
+            "linger_secs = 2"
+        },
     )
 }
 
@@ -156,9 +173,33 @@ impl Drop for Rig {
     }
 }
 
-/// A publisher in `room` named `display`, with small video and `args`.
+/// The sine tones publishers send, one per display name ([`tone_of`]): a file that holds
+/// another publisher's sound, or two publishers' sound, shows it.
+const TONES: [f64; 8] = [440.0, 550.0, 660.0, 770.0, 880.0, 990.0, 1100.0, 1210.0];
+
+/// The tone of the publisher named `display`: Alice, Bob, Carol and Dave have tones of
+/// their own, other names one by a hash of the name.
+fn tone_of(display: &str) -> f64 {
+    let i = match display {
+        "Alice" => 0,
+        "Bob" => 2,
+        "Carol" => 4,
+        "Dave" => 6,
+        other => other.bytes().map(usize::from).sum::<usize>() % TONES.len(),
+    };
+    TONES[i]
+}
+
+/// A publisher in `room` named `display`, with small video, its tone ([`tone_of`]) and
+/// `args`.
 fn publisher(janus: &Janus, room: u64, display: &str, args: &[&str]) -> TestPeer {
-    let args: Vec<&str> = SMALL.iter().chain(args).copied().collect();
+    let freq = tone_of(display).to_string();
+    let args: Vec<&str> = SMALL
+        .iter()
+        .copied()
+        .chain(["--freq", freq.as_str()])
+        .chain(args.iter().copied())
+        .collect();
     TestPeer::spawn_janus(janus, room, Some(display), &args)
 }
 
@@ -273,8 +314,9 @@ fn files_in_order(m: &Value, feed: &str) -> Vec<String> {
 }
 
 /// Checks a recording: its codecs, that it starts on a keyframe, decodes without errors,
-/// and covers what was sent (`sent` seconds) but for the start of the subscription.
-fn check_file(path: &Path, video: &str, sent: f64) {
+/// covers what was sent (`sent` seconds) but for the start of the subscription, and that
+/// its sound is `display`'s tone alone.
+fn check_file(path: &Path, display: &str, video: &str, sent: f64) {
     let info = common::probe(path);
     let codec = |kind: &str| {
         info.streams
@@ -321,6 +363,16 @@ fn check_file(path: &Path, video: &str, sent: f64) {
         "{}: decoding errors: {}",
         path.display(),
         report.errors
+    );
+    let start = common::analysis::start_time_s(path);
+    let samples = common::analysis::audio_mono(path, start, info.duration_s);
+    let tones = common::analysis::dominant_tones(&samples, &TONES, 0.02);
+    assert_eq!(
+        tones,
+        [tone_of(display)],
+        "{}: the sound of {display:?} ({} Hz) alone expected",
+        path.display(),
+        tone_of(display)
     );
 }
 
@@ -395,7 +447,7 @@ fn janus_publisher_reaches_janus() {
 fn records_vp8_and_h264_publishers() {
     let Some(rig) = Rig::start(
         "records_vp8_and_h264_publishers",
-        &[JanusRoom::new(1234)],
+        &[room(1234)],
         "rooms = [1234]",
         "",
     ) else {
@@ -420,7 +472,7 @@ fn records_vp8_and_h264_publishers() {
         check_entry(found[0], 1234, feed, display);
         let files = files_of(&m, feed);
         assert_eq!(files.len(), 1, "{display}: {files:?}: {m:#}");
-        check_file(&dir.join(&files[0]), codec, sent);
+        check_file(&dir.join(&files[0]), display, codec, sent);
     }
     assert_eq!(room_dirs(rec, 1234).len(), 1);
     check_log(&rig.daemon);
@@ -433,7 +485,7 @@ fn records_vp8_and_h264_publishers() {
 fn three_publishers_one_late_one_publishing_again() {
     let Some(rig) = Rig::start(
         "three_publishers_one_late_one_publishing_again",
-        &[JanusRoom::new(1234)],
+        &[room(1234)],
         "rooms = [1234]",
         "",
     ) else {
@@ -464,10 +516,15 @@ fn three_publishers_one_late_one_publishing_again() {
         assert_eq!(found.len(), 1, "{display}: {m:#}");
         check_entry(found[0], 1234, feed, display);
     }
-    check_file(&dir.join(&files_of(&m, &alice_feed)[0]), "vp8", sent_alice);
+    check_file(
+        &dir.join(&files_of(&m, &alice_feed)[0]),
+        "Alice",
+        "vp8",
+        sent_alice,
+    );
     let bob_files = files_of(&m, &bob_feed);
     assert_eq!(bob_files.len(), 1, "{m:#}");
-    check_file(&dir.join(&bob_files[0]), "h264", sent_bob);
+    check_file(&dir.join(&bob_files[0]), "Bob", "h264", sent_bob);
     // Bob joined about 5 s after Alice.
     let joined = |feed: &str| common::rfc3339_secs(&entries(&m, feed)[0]["joined_at"]);
     let late = joined(&bob_feed) - joined(&alice_feed);
@@ -485,7 +542,7 @@ fn three_publishers_one_late_one_publishing_again() {
     let carol_files = files_in_order(&m, &carol_feed);
     assert_eq!(carol_files.len(), 2, "{carol_files:?}: {m:#}");
     for (file, sent) in carol_files.iter().zip(&sent_carol) {
-        check_file(&dir.join(file), "vp8", *sent);
+        check_file(&dir.join(file), "Carol", "vp8", *sent);
     }
     check_log(&rig.daemon);
 }
@@ -496,7 +553,7 @@ fn three_publishers_one_late_one_publishing_again() {
 fn a_publisher_that_disappears_abruptly() {
     let Some(rig) = Rig::start(
         "a_publisher_that_disappears_abruptly",
-        &[JanusRoom::new(1234)],
+        &[room(1234)],
         "rooms = [1234]",
         "",
     ) else {
@@ -528,10 +585,10 @@ fn a_publisher_that_disappears_abruptly() {
     let m = common::wait_complete(&dir);
     let bob_files = files_of(&m, &bob_feed);
     assert_eq!(bob_files.len(), 1, "{m:#}");
-    check_file(&dir.join(&bob_files[0]), "vp8", bob_sent);
+    check_file(&dir.join(&bob_files[0]), "Bob", "vp8", bob_sent);
     let alice_files = files_of(&m, &alice_feed);
     assert_eq!(alice_files.len(), 1, "{m:#}");
-    check_file(&dir.join(&alice_files[0]), "vp8", sent_alice);
+    check_file(&dir.join(&alice_files[0]), "Alice", "vp8", sent_alice);
     check_entry(entries(&m, &bob_feed)[0], 1234, &bob_feed, "Bob");
     check_log(&rig.daemon);
 }
@@ -547,7 +604,7 @@ fn two_rooms_are_two_calls() {
     std::fs::write(&pin_file, "sesame\n").unwrap();
     let Some(rig) = Rig::start(
         "two_rooms_are_two_calls",
-        &[JanusRoom::new(1234), JanusRoom::new(4321).pin("sesame")],
+        &[room(1234), room(4321).pin("sesame")],
         &format!("rooms = [1234, 4321]\npins_file = \"{}\"", pins.display()),
         "",
     ) else {
@@ -584,7 +641,7 @@ fn two_rooms_are_two_calls() {
         check_entry(entries(&m, feed)[0], room, feed, display);
         let files = files_of(&m, feed);
         assert_eq!(files.len(), 1, "{m:#}");
-        check_file(&dir.join(&files[0]), codec, sent);
+        check_file(&dir.join(&files[0]), display, codec, sent);
     }
     assert_eq!(common::find_call_dirs(rec).len(), 2);
     check_log(&rig.daemon);
@@ -598,7 +655,7 @@ fn two_rooms_are_two_calls() {
 fn janus_restarted_mid_recording() {
     let Some(mut rig) = Rig::start(
         "janus_restarted_mid_recording",
-        &[JanusRoom::new(1234)],
+        &[room(1234)],
         "rooms = [1234]",
         "linger_secs = 20",
     ) else {
@@ -637,8 +694,8 @@ fn janus_restarted_mid_recording() {
         "the new publish's files in the same call: {m:#}"
     );
     assert_ne!(before_files, after_files);
-    check_file(&dir.join(&before_files[0]), "vp8", sent_before);
-    check_file(&dir.join(&after_files[0]), "vp8", sent_after);
+    check_file(&dir.join(&before_files[0]), "Alice", "vp8", sent_before);
+    check_file(&dir.join(&after_files[0]), "Alice", "vp8", sent_after);
     check_entry(entries(&m, &after_feed)[0], 1234, &after_feed, "Alice");
     assert_eq!(room_dirs(rig.rec(), 1234).len(), 1, "one call");
     check_log(&rig.daemon);
@@ -663,8 +720,7 @@ fn a_room_created_later_is_found_and_recorded() {
         return;
     };
     let (janus, rec) = (&rig.janus, rig.rec());
-    let room = JanusRoom::new(5678).description("Created later");
-    janus.create_room(&room);
+    janus.create_room(&room(5678).description("Created later"));
     let mut alice = publisher(janus, 5678, "Alice", &["--keep-alive"]);
     let alice_feed = feed(&mut alice);
     wait_publishing(&mut alice);
@@ -693,6 +749,7 @@ fn a_room_created_later_is_found_and_recorded() {
     // What was sent while the file was being written, not the whole publish.
     check_file(
         &dir.join(&files[0]),
+        "Alice",
         "vp8",
         recording.elapsed().as_secs_f64(),
     );
@@ -706,7 +763,7 @@ fn a_room_created_later_is_found_and_recorded() {
 fn hostile_display_names_are_recorded_safely() {
     let Some(rig) = Rig::start(
         "hostile_display_names_are_recorded_safely",
-        &[JanusRoom::new(1234)],
+        &[room(1234)],
         "rooms = [1234]",
         "",
     ) else {
@@ -739,7 +796,7 @@ fn hostile_display_names_are_recorded_safely() {
             callrec::names::is_safe_component(file) && !file.contains('/'),
             "unsafe file name {file:?}"
         );
-        check_file(&dir.join(file), "vp8", *sent);
+        check_file(&dir.join(file), name, "vp8", *sent);
     }
     // Nothing outside the call directory, and nothing but files and callrec's own
     // directories in it.
@@ -754,5 +811,57 @@ fn hostile_display_names_are_recorded_safely() {
             dir.display()
         );
     }
+    check_log(&rig.daemon);
+}
+
+/// callrec's keyframe requests reach a publisher through Janus: in a room where Janus never
+/// asks for keyframes by itself (`fir_freq = 0`), a publisher whose video starts 3 s after
+/// it connected (the keyframe Janus asked for when callrec subscribed went nowhere, and
+/// the encoder makes one unasked only every 10 s) is recorded with video from about when
+/// it started, which only a keyframe that callrec asked for can give.
+#[test]
+fn callrec_asks_janus_publishers_for_keyframes() {
+    const VIDEO_DELAY_S: f64 = 3.0;
+    let Some(rig) = Rig::start(
+        "callrec_asks_janus_publishers_for_keyframes",
+        &[JanusRoom::new(1234).fir_freq(0)],
+        "rooms = [1234]",
+        "",
+    ) else {
+        return;
+    };
+    let (janus, rec) = (&rig.janus, rig.rec());
+    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    let delay = VIDEO_DELAY_S.to_string();
+    let mut alice = publisher(
+        janus,
+        1234,
+        "Alice",
+        &["--duration", "12", "--video-delay", &delay],
+    );
+    let alice_feed = feed(&mut alice);
+    common::sent_secs(&mut alice);
+    let dir = wait_room_dir(rec, 1234, Duration::from_secs(20));
+    let m = common::wait_complete(&dir);
+    let start = |kind: &str| {
+        m["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| id_text(&t["participant"]) == alice_feed && t["kind"] == kind)
+            .filter_map(|t| t["start_offset_ms"].as_i64())
+            .min()
+    };
+    let (audio, video) = (start("audio"), start("video"));
+    println!("audio starts at {audio:?} ms, video at {video:?} ms of the call");
+    let (Some(audio), Some(video)) = (audio, video) else {
+        panic!("no audio or no video recorded: {m:#}");
+    };
+    let late = (video - audio) as f64 / 1000.0 - VIDEO_DELAY_S;
+    assert!(
+        late <= 1.5,
+        "video starts {late:.2} s after it was sent: no keyframe came when callrec asked for \
+         one: {m:#}"
+    );
     check_log(&rig.daemon);
 }

@@ -105,6 +105,13 @@ impl JanusRoom {
         self
     }
 
+    /// With Janus asking each publisher for a keyframe every `secs` seconds (0: never by
+    /// itself, only when a subscriber joins or asks).
+    pub fn fir_freq(mut self, secs: u32) -> Self {
+        self.fir_freq = secs;
+        self
+    }
+
     /// Hidden from `list` without the admin key.
     pub fn private(mut self) -> Self {
         self.private = true;
