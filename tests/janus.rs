@@ -701,8 +701,8 @@ fn janus_restarted_mid_recording() {
     check_log(&rig.daemon);
 }
 
-/// `rooms = "all"`: a room created after callrec started is found by the next relisting
-/// (every 30 s) and recorded.
+/// `rooms = "all"`: a room created after callrec listed the rooms (it follows the one that
+/// was there from the start) is found by the next listing (every 30 s) and recorded.
 #[test]
 fn a_room_created_later_is_found_and_recorded() {
     let files = tempfile::tempdir().unwrap();
@@ -710,7 +710,7 @@ fn a_room_created_later_is_found_and_recorded() {
     std::fs::write(&admin_key, format!("{}\n", common::ADMIN_KEY)).unwrap();
     let Some(rig) = Rig::start(
         "a_room_created_later_is_found_and_recorded",
-        &[],
+        &[room(1111)],
         &format!(
             "rooms = \"all\"\nadmin_key_file = \"{}\"",
             admin_key.display()
@@ -720,6 +720,9 @@ fn a_room_created_later_is_found_and_recorded() {
         return;
     };
     let (janus, rec) = (&rig.janus, rig.rec());
+    // callrec's first listing is done once it follows the room that was there from the
+    // start; only the next one can find a room created now.
+    janus.wait_follower(1111, &[], FOLLOW_TIMEOUT);
     janus.create_room(&room(5678).description("Created later"));
     let mut alice = publisher(janus, 5678, "Alice", &["--keep-alive"]);
     let alice_feed = feed(&mut alice);
