@@ -356,7 +356,10 @@ pub(super) fn on_pad_added(
         let joined = funnel
             .request_pad_simple("sink_%u")
             .ok_or_else(|| "the funnel gave no pad".to_owned())
-            .and_then(|sink| pad.link(&sink).map_err(|e| format!("{e:?}")));
+            .and_then(|sink| {
+                crate::media::probes::drop_eos(&sink);
+                pad.link(&sink).map_err(|e| format!("{e:?}"))
+            });
         match joined {
             Ok(_) => tx.send(CallEvent::TrackRenewed {
                 session: session.to_owned(),

@@ -103,6 +103,18 @@ impl Call {
 
     /// The room's m-line table for the next offer: kept until that offer is answered.
     pub(super) fn on_streams_changed(&mut self, session_id: &str, streams: Vec<RemoteStream>) {
+        let table: Vec<String> = streams
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}:{}{}",
+                    s.mline,
+                    s.participant_id.as_deref().unwrap_or("-"),
+                    if s.active { "" } else { "(inactive)" }
+                )
+            })
+            .collect();
+        debug!(call = %self.settings.name, session = %session_id, ?table, "room's m-lines");
         if let Some(room) = self.room_mut(session_id) {
             room.streams = streams;
         }
