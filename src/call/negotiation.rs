@@ -267,8 +267,9 @@ impl Call {
         session.offered = offered;
         let next = session.next_offer.take();
         let participant = session.is_participant();
+        let signal_id = self.signal_id(session_id);
         self.signal(SignalCommand::Answer {
-            session_id: session_id.to_owned(),
+            session_id: signal_id,
             sdp: sdp_answer,
         });
         if participant {

@@ -47,6 +47,10 @@ pub struct Args {
     /// WHIP: exit at the end without DELETE of the session (a client that vanishes)
     #[arg(long, conflicts_with = "url")]
     pub whip_no_delete: bool,
+    /// Only answer: refuse a `startSession` that carries no offer of the consumer's (a
+    /// producer that never offers)
+    #[arg(long, conflicts_with = "whip")]
+    pub answer_only: bool,
     /// Producer meta data announced with setPeerStatus (a JSON object)
     #[arg(long, default_value = "{}", value_parser = parse_meta, conflicts_with = "whip")]
     pub meta: serde_json::Value,
