@@ -7,7 +7,7 @@ use gst::prelude::*;
 use tracing::{debug, info, warn};
 
 use super::session::Role;
-use super::{media, Call, CallEvent, EventSender, Session, SessionState};
+use super::{media, Call, CallEvent, EventSender, Session};
 use crate::media::sdp;
 use crate::names;
 use crate::recording::{self, ParticipantEntry};
@@ -254,15 +254,7 @@ impl Call {
         // A later offer renegotiates: tracks it adds are recorded as they arrive (into their own
         // files if the participant's file has started), and nothing recorded so far changes.
         let renegotiating = session.remote_set;
-        session.remote_set = true;
-        if session.state < SessionState::Answered {
-            session.state = SessionState::Answered;
-        }
-        for (mline, candidate) in session.pending_ice.drain(..) {
-            session
-                .webrtcbin
-                .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
-        }
+        session.remote_description_set();
         debug!(call = %self.settings.name, session = %session_id, renegotiating, ?offered, "offer answered");
         session.offered = offered;
         let next = session.next_offer.take();
@@ -293,22 +285,49 @@ impl Call {
 /// Applies an offer to a webrtcbin and makes the answer: three promises, each bounded.
 async fn negotiate(webrtcbin: &gst::Element, offer: gst_sdp::SDPMessage) -> Result<String, String> {
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
+    set_remote(webrtcbin, &offer).await?;
+    make_local(webrtcbin, gst_webrtc::WebRTCSDPType::Answer).await
+}
+
+/// Sets the remote description (bounded).
+pub(super) async fn set_remote(
+    webrtcbin: &gst::Element,
+    description: &gst_webrtc::WebRTCSessionDescription,
+) -> Result<(), String> {
     let (promise, fut) = gst::Promise::new_future();
-    webrtcbin.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
-    await_promise(fut, "set-remote-description").await?;
+    webrtcbin.emit_by_name::<()>("set-remote-description", &[description, &promise]);
+    await_promise(fut, "set-remote-description")
+        .await
+        .map(|_| ())
+}
+
+/// Creates an offer or an answer, sets it as the local description and returns its text:
+/// two promises, each bounded.
+pub(super) async fn make_local(
+    webrtcbin: &gst::Element,
+    kind: gst_webrtc::WebRTCSDPType,
+) -> Result<String, String> {
+    let (signal, field) = match kind {
+        gst_webrtc::WebRTCSDPType::Offer => ("create-offer", "offer"),
+        _ => ("create-answer", "answer"),
+    };
     let (promise, fut) = gst::Promise::new_future();
-    webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
-    let reply = await_promise(fut, "create-answer").await?;
-    let answer = reply
-        .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
-        .ok_or("webrtcbin gave no answer (the offer has nothing callrec can receive)")?;
+    webrtcbin.emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
+    let reply = await_promise(fut, signal).await?;
+    let description = reply
+        .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>(field).ok())
+        .ok_or_else(|| {
+            format!(
+                "webrtcbin gave no {field} (the other side's SDP has nothing callrec can receive)"
+            )
+        })?;
     let (promise, fut) = gst::Promise::new_future();
-    webrtcbin.emit_by_name::<()>("set-local-description", &[&answer, &promise]);
+    webrtcbin.emit_by_name::<()>("set-local-description", &[&description, &promise]);
     await_promise(fut, "set-local-description").await?;
-    answer
+    description
         .sdp()
         .as_text()
-        .map_err(|e| format!("cannot serialise the answer: {e}"))
+        .map_err(|e| format!("cannot serialise the {field}: {e}"))
 }
 
 /// A room's chains, by m-line: the encoding each carries and the funnel its later streams

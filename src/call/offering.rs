@@ -10,8 +10,8 @@
 use gst::prelude::*;
 use tracing::{debug, info, warn};
 
-use super::negotiation::{await_promise, display_label};
-use super::session::{Role, Session, SessionState};
+use super::negotiation::{display_label, make_local, set_remote};
+use super::session::{Role, Session};
 use super::{media, Call, CallCmd, CallEvent};
 use crate::media::sdp;
 use crate::names;
@@ -73,7 +73,7 @@ impl Call {
         self.save_manifest();
         let events = self.events_tx.clone();
         tokio::spawn(async move {
-            let offer = make_offer(&webrtcbin).await;
+            let offer = make_local(&webrtcbin, gst_webrtc::WebRTCSDPType::Offer).await;
             events
                 .report(CallEvent::OfferMade {
                     session: key,
@@ -172,11 +172,7 @@ impl Call {
         tokio::spawn(async move {
             let answer =
                 gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, msg);
-            let (promise, fut) = gst::Promise::new_future();
-            webrtcbin.emit_by_name::<()>("set-remote-description", &[&answer, &promise]);
-            let result = await_promise(fut, "set-remote-description")
-                .await
-                .map(|_| ());
+            let result = set_remote(&webrtcbin, &answer).await;
             events
                 .report(CallEvent::AnswerApplied {
                     session: key,
@@ -204,15 +200,7 @@ impl Call {
             self.end_session(key, &format!("negotiation failed: {e}"));
             return;
         }
-        session.remote_set = true;
-        if session.state < SessionState::Answered {
-            session.state = SessionState::Answered;
-        }
-        for (mline, candidate) in session.pending_ice.drain(..) {
-            session
-                .webrtcbin
-                .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
-        }
+        session.remote_description_set();
         debug!(call = %self.settings.name, session = %key, ?sent, "answer applied");
         session.offered = sent;
         self.create_participant_outputs(key);
@@ -307,23 +295,6 @@ fn audio_caps() -> Option<gst::Caps> {
         s.set("encoding-params", "2");
     }
     Some(caps)
-}
-
-/// Makes callrec's offer and sets it locally: two promises, each bounded.
-async fn make_offer(webrtcbin: &gst::Element) -> Result<String, String> {
-    let (promise, fut) = gst::Promise::new_future();
-    webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
-    let reply = await_promise(fut, "create-offer").await?;
-    let offer = reply
-        .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("offer").ok())
-        .ok_or("webrtcbin gave no offer")?;
-    let (promise, fut) = gst::Promise::new_future();
-    webrtcbin.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
-    await_promise(fut, "set-local-description").await?;
-    offer
-        .sdp()
-        .as_text()
-        .map_err(|e| format!("cannot serialise the offer: {e}"))
 }
 
 #[cfg(test)]

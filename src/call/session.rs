@@ -134,6 +134,19 @@ impl Session {
         }
     }
 
+    /// The other side's description is in place: the session is answered, and the remote
+    /// candidates that came before it are added now.
+    pub fn remote_description_set(&mut self) {
+        self.remote_set = true;
+        if self.state < SessionState::Answered {
+            self.state = SessionState::Answered;
+        }
+        for (mline, candidate) in self.pending_ice.drain(..) {
+            self.webrtcbin
+                .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+        }
+    }
+
     /// True for a session that is a participant (with files of its own), not a carrier.
     pub fn is_participant(&self) -> bool {
         !matches!(self.role, Role::Carrier(_))
