@@ -44,7 +44,7 @@ impl Call {
         let key = format!("offer{}:{peer_id}", self.next_output);
         let name = self.unique_name(names::participant_name(peer_id, &meta));
         let label = display_label(&meta).unwrap_or_else(|| name.clone());
-        let webrtcbin = self.add_webrtcbin(&format!("webrtc-{name}"), &key, false)?;
+        let webrtcbin = self.add_webrtcbin(&format!("webrtc-{name}"), &key, None)?;
         for (kind, caps) in [(Kind::Audio, audio_caps()), (Kind::Video, video_caps())] {
             let Some(caps) = caps else {
                 debug!(call = %self.settings.name, kind = kind.as_str(), "no codec of this kind to offer");
