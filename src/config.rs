@@ -151,6 +151,18 @@ impl std::fmt::Display for Protocol {
     }
 }
 
+/// Who makes a gst-webrtc session's SDP offer (`offerer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Offerer {
+    /// The producer offers and callrec answers (webrtcsink, browsers with gstwebrtc-api).
+    #[default]
+    Producer,
+    /// callrec offers to receive and the producer answers (`startSession` with an offer),
+    /// for producers that only answer.
+    Callrec,
+}
+
 /// `rooms` of a janus source: `"all"`, or a list of room ids (numbers, or strings where
 /// Janus runs with `string_ids`).
 #[derive(Debug, Clone, PartialEq)]
@@ -204,6 +216,8 @@ struct SignallingConfig {
     reconnect_max_secs: f64,
     #[serde(default = "default_negotiation_timeout")]
     negotiation_timeout_secs: f64,
+    #[serde(default)]
+    offerer: Offerer,
 }
 
 impl SignallingConfig {
@@ -227,6 +241,7 @@ impl SignallingConfig {
             admin_key_file: None,
             api_secret_file: None,
             display: None,
+            offerer: self.offerer,
             from_signalling_section: true,
         }
     }
@@ -268,6 +283,10 @@ pub struct SourceConfig {
     pub api_secret_file: Option<PathBuf>,
     /// The display name callrec joins rooms with; others in the room can see it (janus).
     pub display: Option<String>,
+    /// Who makes the SDP offer: the producer (the default) or callrec, for producers that
+    /// only answer (gst-webrtc).
+    #[serde(default)]
+    pub offerer: Offerer,
     /// Seconds allowed for the TCP/TLS/WebSocket handshake.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: f64,
@@ -348,6 +367,11 @@ impl SourceConfig {
                 self.api_secret_file.is_some(),
             ),
             (Protocol::Janus, "display", self.display.is_some()),
+            (
+                Protocol::GstWebrtc,
+                "offerer",
+                self.offerer != Offerer::Producer,
+            ),
         ];
         if let Some((owner, field, _)) = own_keys
             .iter()
@@ -632,7 +656,7 @@ impl Config {
     /// Keeps `running`'s values for the settings that only take effect at start-up, and names
     /// those that differed. Reloading uses it so a changed restart-only setting is reported
     /// instead of half applied: the signalling clients and the recordings directory are set
-    /// up once, when the daemon starts. Of a source, only `negotiation_timeout_secs` is
+    /// up once, when the daemon starts. Of a source, only `negotiation_timeout_secs` and `offerer` are
     /// reloaded (sources are matched by name; one added or removed needs a restart).
     pub fn keep_restart_only(&mut self, running: &Config) -> Vec<String> {
         let mut changed = vec![];

@@ -165,6 +165,9 @@ pub fn build_chain(
         None => depay.static_pad("sink"),
     }
     .ok_or_else(|| glib::bool_error!("the chain has no sink pad"))?;
+    if funnel.is_some() {
+        crate::media::probes::drop_eos(&sink);
+    }
     src.link(&sink)
         .map_err(|e| glib::bool_error!("cannot link webrtcbin to {}: {e:?}", codec.depay))?;
     // Whether media still arrives, whatever consumes it (a file, a mix, nothing).

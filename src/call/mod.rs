@@ -14,6 +14,7 @@ mod lag;
 pub mod media;
 pub mod mix;
 mod negotiation;
+mod offering;
 pub mod output;
 mod room;
 mod routing;
@@ -97,6 +98,18 @@ pub struct CallSettings {
     pub source: String,
 }
 
+/// What kind of session the server started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// One producer, who offers; callrec answers.
+    ProducerOffers,
+    /// One producer, who answers the offer callrec made ([`CallCmd::PrepareOffer`]).
+    CallrecOffers,
+    /// A room's session, carrying the room's participants (`peer_id` is the room): they come
+    /// as [`CallCmd::ParticipantAdded`]. The server offers.
+    Room,
+}
+
 /// Orders from the supervisor.
 #[derive(Debug)]
 pub enum CallCmd {
@@ -108,9 +121,24 @@ pub enum CallCmd {
         peer_id: String,
         /// The producer's meta, as sent (untrusted).
         meta: serde_json::Value,
-        /// It is a room's session, carrying the room's participants (`peer_id` is the
-        /// room): they come as [`CallCmd::ParticipantAdded`].
-        room: bool,
+        /// Who offers, and whether it is a room's session.
+        kind: SessionKind,
+    },
+    /// Make an offer to receive a producer's media, for a source where callrec offers: the
+    /// call sends it in `StartSession`, and the server's session then arrives as
+    /// [`CallCmd::StartSession`] with [`SessionKind::CallrecOffers`].
+    PrepareOffer {
+        /// The producer's peer id on the server.
+        peer_id: String,
+        /// The producer's meta, as sent (untrusted).
+        meta: serde_json::Value,
+    },
+    /// The producer's answer to callrec's offer.
+    Answer {
+        /// The session it is for.
+        session_id: String,
+        /// The SDP text (untrusted).
+        sdp: String,
     },
     /// A participant publishes in the call's room (again, after a removal: new files).
     ParticipantAdded {
@@ -303,6 +331,22 @@ enum CallEvent {
         /// The answer to send.
         answer: Result<String, String>,
     },
+    /// callrec's offer to a producer is made (or why not).
+    OfferMade {
+        /// The session it concerns.
+        session: String,
+        /// The offer's SDP, set locally.
+        offer: Result<String, String>,
+    },
+    /// The producer's answer to callrec's offer is applied (or why not).
+    AnswerApplied {
+        /// The session it concerns.
+        session: String,
+        /// What the answer says the producer sends.
+        sent: Vec<crate::media::sdp::OfferedTrack>,
+        /// Whether webrtcbin took it.
+        result: Result<(), String>,
+    },
     /// A leaving session's outputs saw EOS (or ran out of time): its files are final.
     SessionFlushed {
         /// The session, handed back by the job.
@@ -326,6 +370,9 @@ struct Call {
     sessions: HashMap<String, Session>,
     /// The publishers of the call's room (a room's call only), by participant id.
     publishers: BTreeMap<String, ParticipantInfo>,
+    /// The session key of each server session id that differs from it (sessions callrec
+    /// offered, which exist before the server names them).
+    session_keys: HashMap<String, String>,
     /// Sessions whose files a job is finalising, with their top-level elements (errors
     /// from those concern only that session).
     flushing: HashMap<String, Vec<gst::Element>>,
@@ -388,6 +435,7 @@ pub fn spawn(
         mixes,
         sessions: HashMap::new(),
         publishers: BTreeMap::new(),
+        session_keys: HashMap::new(),
         flushing: HashMap::new(),
         teardowns: tokio::task::JoinSet::new(),
         used_names: HashSet::new(),
@@ -435,21 +483,22 @@ impl Call {
     }
 
     fn on_command(&mut self, cmd: CallCmd) {
+        let cmd = self.with_local_session(cmd);
         match cmd {
             CallCmd::StartSession {
                 session_id,
                 peer_id,
                 meta,
-                room,
+                kind,
             } => {
                 if self.state >= CallState::Draining {
                     self.close_session_note(&session_id, "the call is ending");
                     return;
                 }
-                let started = if room {
-                    self.start_room_session(&session_id, &peer_id)
-                } else {
-                    self.start_session(&session_id, &peer_id, meta)
+                let started = match kind {
+                    SessionKind::Room => self.start_room_session(&session_id, &peer_id),
+                    SessionKind::ProducerOffers => self.start_session(&session_id, &peer_id, meta),
+                    SessionKind::CallrecOffers => self.bind_offer(&session_id, &peer_id),
                 };
                 if let Err(e) = started {
                     warn!(call = %self.settings.name, session = %session_id, "cannot start session: {e}");
@@ -462,6 +511,12 @@ impl Call {
                     }
                 }
             }
+            CallCmd::PrepareOffer { peer_id, meta } => {
+                if self.state < CallState::Draining {
+                    self.prepare_offer(&peer_id, meta);
+                }
+            }
+            CallCmd::Answer { session_id, sdp } => self.on_answer(&session_id, sdp),
             CallCmd::Offer { session_id, sdp } => {
                 if !self.sessions.contains_key(&session_id) {
                     // Queued before callrec ended that session (a flood, usually).
@@ -525,21 +580,34 @@ impl Call {
                 mline,
                 candidate,
             } => {
-                if self.sessions.contains_key(&session) {
-                    self.signal(SignalCommand::Ice {
-                        session_id: session,
+                let Some(s) = self.sessions.get_mut(&session) else {
+                    return;
+                };
+                match s.signal_id.clone() {
+                    Some(session_id) => self.signal(SignalCommand::Ice {
+                        session_id,
                         candidate,
                         mline_index: mline,
-                    });
+                    }),
+                    // Sent once the server names the session.
+                    None => s.unsent_ice.push((mline, candidate)),
                 }
             }
             CallEvent::GatheringComplete { session } => {
-                if self.sessions.contains_key(&session) {
-                    self.signal(SignalCommand::EndOfCandidates {
-                        session_id: session,
-                    });
+                let Some(s) = self.sessions.get_mut(&session) else {
+                    return;
+                };
+                match s.signal_id.clone() {
+                    Some(session_id) => self.signal(SignalCommand::EndOfCandidates { session_id }),
+                    None => s.gathered = true,
                 }
             }
+            CallEvent::OfferMade { session, offer } => self.on_offer_made(&session, offer),
+            CallEvent::AnswerApplied {
+                session,
+                sent,
+                result,
+            } => self.on_answer_applied(&session, sent, result),
             CallEvent::TrackReady {
                 session,
                 mline,
@@ -675,7 +743,9 @@ impl Call {
             {
                 let reason = format!(
                     "producer did not {} within {:.0}s",
-                    if session.state == SessionState::AwaitingOffer {
+                    if session.state == SessionState::AwaitingOffer && session.callrec_offers {
+                        "answer callrec's offer"
+                    } else if session.state == SessionState::AwaitingOffer {
                         "send an offer"
                     } else {
                         "connect"

@@ -6,8 +6,9 @@ use std::time::Duration;
 use gst::prelude::*;
 use tracing::{debug, info, warn};
 
+use super::room::{RoomPads, SharedRoomPads};
 use super::session::Role;
-use super::{media, Call, CallEvent, EventSender, Session, SessionState};
+use super::{media, Call, CallEvent, EventSender, Session};
 use crate::media::sdp;
 use crate::names;
 use crate::recording::{self, ParticipantEntry};
@@ -25,7 +26,7 @@ impl Call {
         }
         let name = self.unique_name(names::participant_name(peer_id, &meta));
         let label = display_label(&meta).unwrap_or_else(|| name.clone());
-        let webrtcbin = self.add_webrtcbin(&format!("webrtc-{name}"), session_id, false)?;
+        let webrtcbin = self.add_webrtcbin(&format!("webrtc-{name}"), session_id, None)?;
         let manifest_index = self.add_participant_entry(peer_id, &name, meta, session_id);
         info!(call = %self.settings.name, session = %session_id, participant = %name, "participant joined");
         self.sessions.insert(
@@ -79,12 +80,12 @@ impl Call {
 
     /// A webrtcbin for a session, with the call's ICE settings and its signals wired, added
     /// to the pipeline and started. A room's webrtcbin (`room`) may see its m-lines reused
-    /// (see [`media::build_chain`]).
+    /// (see [`media::build_chain`] and [`RoomPads`]).
     pub(super) fn add_webrtcbin(
         &self,
         element_name: &str,
         session_id: &str,
-        room: bool,
+        room: Option<SharedRoomPads>,
     ) -> Result<gst::Element, String> {
         let webrtcbin = gst::ElementFactory::make("webrtcbin")
             .name(element_name)
@@ -109,7 +110,12 @@ impl Call {
     }
 
     /// Wires webrtcbin's signals to the call's event channel (weak references only).
-    pub(super) fn connect_signals(&self, webrtcbin: &gst::Element, session_id: &str, room: bool) {
+    pub(super) fn connect_signals(
+        &self,
+        webrtcbin: &gst::Element,
+        session_id: &str,
+        room: Option<SharedRoomPads>,
+    ) {
         // Retransmission (NACK, and RTX where the producer offers it) repairs most losses
         // within the jitterbuffer's latency, before the depayloader sees a gap. Without it,
         // every lost packet drops video until the next keyframe (the depayloader waits for one
@@ -177,8 +183,6 @@ impl Call {
         let tx = self.events_tx.clone();
         let session = session_id.to_owned();
         let pipeline = self.pipeline.downgrade();
-        // A room's chains by m-line, for the pads of streams that reuse an m-line.
-        let heads = room.then(|| std::sync::Mutex::new(ChainHeads::new()));
         webrtcbin.connect_pad_added(move |_, pad| {
             if pad.direction() != gst::PadDirection::Src {
                 return;
@@ -186,7 +190,7 @@ impl Call {
             let Some(pipeline) = pipeline.upgrade() else {
                 return;
             };
-            on_pad_added(&pipeline, pad, &session, &tx, heads.as_ref());
+            on_pad_added(&pipeline, pad, &session, &tx, room.as_deref());
         });
     }
 
@@ -212,6 +216,10 @@ impl Call {
         } else {
             let (mut msg, offered) = sdp::read_offer(&sdp_text).map_err(|e| e.to_string())?;
             sdp::inactive_as_sendonly(&mut msg);
+            if let Role::Carrier(room) = &session.role {
+                let mut pads = room.pads.lock().unwrap_or_else(|e| e.into_inner());
+                pads.ssrc_mlines.extend(sdp::ssrc_mlines(&msg));
+            }
             (msg, offered)
         };
         session.negotiating = true;
@@ -254,21 +262,14 @@ impl Call {
         // A later offer renegotiates: tracks it adds are recorded as they arrive (into their own
         // files if the participant's file has started), and nothing recorded so far changes.
         let renegotiating = session.remote_set;
-        session.remote_set = true;
-        if session.state < SessionState::Answered {
-            session.state = SessionState::Answered;
-        }
-        for (mline, candidate) in session.pending_ice.drain(..) {
-            session
-                .webrtcbin
-                .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
-        }
+        session.remote_description_set();
         debug!(call = %self.settings.name, session = %session_id, renegotiating, ?offered, "offer answered");
         session.offered = offered;
         let next = session.next_offer.take();
         let participant = session.is_participant();
+        let signal_id = self.signal_id(session_id);
         self.signal(SignalCommand::Answer {
-            session_id: session_id.to_owned(),
+            session_id: signal_id,
             sdp: sdp_answer,
         });
         if participant {
@@ -292,44 +293,79 @@ impl Call {
 /// Applies an offer to a webrtcbin and makes the answer: three promises, each bounded.
 async fn negotiate(webrtcbin: &gst::Element, offer: gst_sdp::SDPMessage) -> Result<String, String> {
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-    let (promise, fut) = gst::Promise::new_future();
-    webrtcbin.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
-    await_promise(fut, "set-remote-description").await?;
-    let (promise, fut) = gst::Promise::new_future();
-    webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
-    let reply = await_promise(fut, "create-answer").await?;
-    let answer = reply
-        .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
-        .ok_or("webrtcbin gave no answer (the offer has nothing callrec can receive)")?;
-    let (promise, fut) = gst::Promise::new_future();
-    webrtcbin.emit_by_name::<()>("set-local-description", &[&answer, &promise]);
-    await_promise(fut, "set-local-description").await?;
-    answer
-        .sdp()
-        .as_text()
-        .map_err(|e| format!("cannot serialise the answer: {e}"))
+    set_remote(webrtcbin, &offer).await?;
+    make_local(webrtcbin, gst_webrtc::WebRTCSDPType::Answer).await
 }
 
-/// A room's chains, by m-line: the encoding each carries and the funnel its later streams
-/// join.
-type ChainHeads = std::collections::HashMap<u32, (String, gst::Element)>;
+/// Sets the remote description (bounded).
+pub(super) async fn set_remote(
+    webrtcbin: &gst::Element,
+    description: &gst_webrtc::WebRTCSessionDescription,
+) -> Result<(), String> {
+    let (promise, fut) = gst::Promise::new_future();
+    webrtcbin.emit_by_name::<()>("set-remote-description", &[description, &promise]);
+    await_promise(fut, "set-remote-description")
+        .await
+        .map(|_| ())
+}
+
+/// Creates an offer or an answer, sets it as the local description and returns its text:
+/// two promises, each bounded.
+pub(super) async fn make_local(
+    webrtcbin: &gst::Element,
+    kind: gst_webrtc::WebRTCSDPType,
+) -> Result<String, String> {
+    let (signal, field) = match kind {
+        gst_webrtc::WebRTCSDPType::Offer => ("create-offer", "offer"),
+        _ => ("create-answer", "answer"),
+    };
+    let (promise, fut) = gst::Promise::new_future();
+    webrtcbin.emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
+    let reply = await_promise(fut, signal).await?;
+    let description = reply
+        .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>(field).ok())
+        .ok_or_else(|| {
+            format!(
+                "webrtcbin gave no {field} (the other side's SDP has nothing callrec can receive)"
+            )
+        })?;
+    let (promise, fut) = gst::Promise::new_future();
+    webrtcbin.emit_by_name::<()>("set-local-description", &[&description, &promise]);
+    await_promise(fut, "set-local-description").await?;
+    description
+        .sdp()
+        .as_text()
+        .map_err(|e| format!("cannot serialise the {field}: {e}"))
+}
 
 /// webrtcbin's pad-added: build the track's chain right here (a src pad must be linked before
-/// data flows), then tell the call task. In a room (`heads`), a pad for an m-line that has a
+/// data flows), then tell the call task. In a room (`room`), a pad for an m-line that has a
 /// chain already is a new stream on a reused m-line: it joins that chain.
 pub(super) fn on_pad_added(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
     session: &str,
     tx: &EventSender,
-    heads: Option<&std::sync::Mutex<ChainHeads>>,
+    room: Option<&std::sync::Mutex<RoomPads>>,
 ) {
-    let mline = pad
+    let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
+    let mut heads = room.map(|h| h.lock().unwrap_or_else(|e| e.into_inner()));
+    let transceiver_mline = pad
         .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
         .map(|t| t.mlineindex())
         .unwrap_or(u32::MAX);
-    tracing::debug!(%session, mline, pad = %pad.name(), "webrtcbin added a pad");
-    let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
+    // GStreamer 1.22's webrtcbin gives a new stream on a reused m-line to the first
+    // m-line of its payload type; the server's SDP says which m-line its SSRC is on.
+    let ssrc = caps
+        .as_ref()
+        .and_then(|c| c.structure(0))
+        .and_then(|s| s.get::<u32>("ssrc").ok());
+    let mline = heads
+        .as_ref()
+        .zip(ssrc)
+        .and_then(|(h, ssrc)| h.ssrc_mlines.get(&ssrc).copied())
+        .unwrap_or(transceiver_mline);
+    tracing::debug!(%session, mline, transceiver_mline, ?ssrc, pad = %pad.name(), "webrtcbin added a pad");
     let encoding = caps
         .as_ref()
         .and_then(|c| c.structure(0))
@@ -345,8 +381,7 @@ pub(super) fn on_pad_added(
             sink,
         });
     };
-    let mut heads = heads.map(|h| h.lock().unwrap_or_else(|e| e.into_inner()));
-    if let Some((head_encoding, funnel)) = heads.as_ref().and_then(|h| h.get(&mline)) {
+    if let Some((head_encoding, funnel)) = heads.as_ref().and_then(|h| h.heads.get(&mline)) {
         if !head_encoding.eq_ignore_ascii_case(&encoding) {
             discard(format!(
                 "its m-line was reused for {encoding} after {head_encoding}; callrec records an m-line in one codec"
@@ -356,7 +391,10 @@ pub(super) fn on_pad_added(
         let joined = funnel
             .request_pad_simple("sink_%u")
             .ok_or_else(|| "the funnel gave no pad".to_owned())
-            .and_then(|sink| pad.link(&sink).map_err(|e| format!("{e:?}")));
+            .and_then(|sink| {
+                crate::media::probes::drop_eos(&sink);
+                pad.link(&sink).map_err(|e| format!("{e:?}"))
+            });
         match joined {
             Ok(_) => tx.send(CallEvent::TrackRenewed {
                 session: session.to_owned(),
@@ -382,7 +420,9 @@ pub(super) fn on_pad_added(
     match media::build_chain(pipeline, pad, codec, heads.is_some()) {
         Ok(chain) => {
             if let (Some(heads), Some(funnel)) = (heads.as_mut(), &chain.funnel) {
-                heads.insert(mline, (encoding.clone(), funnel.clone()));
+                heads
+                    .heads
+                    .insert(mline, (encoding.clone(), funnel.clone()));
             }
             tx.send(CallEvent::TrackReady {
                 session: session.to_owned(),

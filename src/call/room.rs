@@ -27,9 +27,25 @@ use super::Call;
 use crate::names;
 use crate::signalling::{MediaKind, ParticipantInfo, RemoteStream};
 
+/// What a room's pad-added callback needs, shared with the call: each m-line's chain, with
+/// the encoding it carries and the funnel that later streams on the m-line join, and the
+/// m-line of each SSRC the server's offers named.
+#[derive(Debug, Default)]
+pub(crate) struct RoomPads {
+    /// The chain head of each m-line that has one.
+    pub heads: std::collections::HashMap<u32, (String, gst::Element)>,
+    /// SSRC → m-line, from every offer so far.
+    pub ssrc_mlines: std::collections::HashMap<u32, u32>,
+}
+
+/// [`RoomPads`] as the pad-added callback and the call both hold it.
+pub(crate) type SharedRoomPads = std::sync::Arc<std::sync::Mutex<RoomPads>>;
+
 /// What a carrier knows of its room.
 #[derive(Debug, Default)]
 pub(crate) struct RoomLink {
+    /// Shared with the webrtcbin's pad-added callback.
+    pub pads: SharedRoomPads,
     /// The latest m-line table from the server.
     pub streams: Vec<RemoteStream>,
     /// Each participant's member session key, by participant id.
@@ -83,7 +99,8 @@ impl Call {
         }
         self.next_output += 1;
         let element = format!("webrtc-room-{}", self.next_output);
-        let webrtcbin = self.add_webrtcbin(&element, session_id, true)?;
+        let pads = SharedRoomPads::default();
+        let webrtcbin = self.add_webrtcbin(&element, session_id, Some(pads.clone()))?;
         let name = format!("room-{}", names::safe_name(room_id));
         info!(call = %self.settings.name, session = %session_id, room = %name, "room session started");
         self.sessions.insert(
@@ -95,7 +112,10 @@ impl Call {
                 name,
                 webrtcbin,
                 None,
-                Role::Carrier(RoomLink::default()),
+                Role::Carrier(RoomLink {
+                    pads,
+                    ..Default::default()
+                }),
             ),
         );
         Ok(())
@@ -103,6 +123,18 @@ impl Call {
 
     /// The room's m-line table for the next offer: kept until that offer is answered.
     pub(super) fn on_streams_changed(&mut self, session_id: &str, streams: Vec<RemoteStream>) {
+        let table: Vec<String> = streams
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}:{}{}",
+                    s.mline,
+                    s.participant_id.as_deref().unwrap_or("-"),
+                    if s.active { "" } else { "(inactive)" }
+                )
+            })
+            .collect();
+        debug!(call = %self.settings.name, session = %session_id, ?table, "room's m-lines");
         if let Some(room) = self.room_mut(session_id) {
             room.streams = streams;
         }

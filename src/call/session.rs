@@ -83,6 +83,15 @@ pub(super) struct Session {
     /// Its entry in the manifest's participants (a carrier has none).
     pub manifest_index: Option<usize>,
     pub role: Role,
+    /// The server's id for the session, which signalling messages carry: the session's key,
+    /// or, for a session callrec offered, the id the server gave it later (none before).
+    pub signal_id: Option<String>,
+    /// callrec made the offer; the producer answers.
+    pub callrec_offers: bool,
+    /// Local candidates gathered before the server named the session (callrec offered).
+    pub unsent_ice: Vec<(u32, String)>,
+    /// Gathering completed before the server named the session.
+    pub gathered: bool,
 }
 
 impl Session {
@@ -118,6 +127,23 @@ impl Session {
             decoders: BTreeMap::new(),
             manifest_index,
             role,
+            signal_id: Some(id.to_owned()),
+            callrec_offers: false,
+            unsent_ice: vec![],
+            gathered: false,
+        }
+    }
+
+    /// The other side's description is in place: the session is answered, and the remote
+    /// candidates that came before it are added now.
+    pub fn remote_description_set(&mut self) {
+        self.remote_set = true;
+        if self.state < SessionState::Answered {
+            self.state = SessionState::Answered;
+        }
+        for (mline, candidate) in self.pending_ice.drain(..) {
+            self.webrtcbin
+                .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
         }
     }
 

@@ -60,9 +60,13 @@ impl Call {
         }
         self.flushing
             .insert(session_id.to_owned(), session.elements());
-        // The supervisor knows the sessions of the server, not a room's members.
+        // The supervisor knows the sessions of the server, not a room's members, nor an
+        // offer the server never took up.
         if session.carrier().is_none() {
-            self.close_session_note(session_id, reason);
+            if let Some(signal_id) = &session.signal_id {
+                self.session_keys.remove(signal_id);
+                self.close_session_note(signal_id, reason);
+            }
         }
         let events = self.events_tx.clone();
         let reason = reason.to_owned();

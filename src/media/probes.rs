@@ -51,3 +51,14 @@ pub fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::Cloc
     let segment = segment.segment().downcast_ref::<gst::ClockTime>()?;
     segment.to_running_time(pts)
 }
+
+/// Drops EOS on `pad`: what flows past it goes on after one stream ends (the m-line of a
+/// room's session outlives each stream on it; whoever owns the files ends them).
+pub fn drop_eos(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        match info.event() {
+            Some(event) if event.type_() == gst::EventType::Eos => gst::PadProbeReturn::Drop,
+            _ => gst::PadProbeReturn::Ok,
+        }
+    });
+}

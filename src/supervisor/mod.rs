@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::call::{self, CallCmd, CallId, CallNote, CallSettings};
+use crate::call::{self, CallCmd, CallId, CallNote, CallSettings, SessionKind};
 use crate::config::{self, Config};
 use crate::offline::post::{PostPlan, PostQueue};
 use crate::recording::CallStatus;
@@ -139,8 +139,8 @@ struct PendingStart {
     call: CallId,
     meta: Value,
     asked_at: Instant,
-    /// A room's session (see [`rooms`]), not a producer's.
-    room: bool,
+    /// Who offers, and whether it is a room's session (see [`rooms`]).
+    kind: SessionKind,
 }
 
 /// The call table and its routing.
@@ -306,7 +306,7 @@ impl Supervisor {
                     session_id: session_id.clone(),
                     peer_id: peer_id.clone(),
                     meta: start.meta,
-                    room: start.room,
+                    kind: start.kind,
                 };
                 if let Err(e) = call.tx.try_send(cmd) {
                     warn!(call = %call.name, %peer_id, "not recording: the call is not keeping up ({e})");
@@ -327,11 +327,11 @@ impl Supervisor {
                 };
                 self.route((source, session_id), cmd);
             }
-            SignalEvent::Answer { session_id, .. } => {
-                warn!(%session_id, "unexpected SDP answer (callrec does not offer); ending the session");
-                let cmd = CallCmd::RemoteEnded {
+            SignalEvent::Answer { session_id, sdp } => {
+                // The call checks that it offered (and ends the session if not).
+                let cmd = CallCmd::Answer {
                     session_id: session_id.clone(),
-                    reason: "producer sent an answer to an offer callrec never made".into(),
+                    sdp,
                 };
                 self.route((source, session_id), cmd);
             }
@@ -421,13 +421,35 @@ impl Supervisor {
                 }
             }
         };
-        let start = SignalCommand::StartSession {
-            peer_id: peer_id.to_owned(),
-            offer: None,
+        // Where callrec offers, the call makes the offer and sends `StartSession` with it.
+        let offerer = self
+            .settings
+            .config
+            .sources
+            .get(source.0)
+            .map_or(config::Offerer::Producer, |s| s.offerer);
+        let kind = match offerer {
+            config::Offerer::Producer => SessionKind::ProducerOffers,
+            config::Offerer::Callrec => SessionKind::CallrecOffers,
         };
-        let sent = match self.signal_tx(source) {
-            Some(tx) => tx.try_send(start).map_err(|e| e.to_string()),
-            None => Err("the source has no signalling client".to_owned()),
+        let sent = if kind == SessionKind::CallrecOffers {
+            let prepare = CallCmd::PrepareOffer {
+                peer_id: peer_id.to_owned(),
+                meta: meta.clone(),
+            };
+            match self.calls.get(&id) {
+                Some(call) => call.tx.try_send(prepare).map_err(|e| e.to_string()),
+                None => Err("the call is gone".to_owned()),
+            }
+        } else {
+            let start = SignalCommand::StartSession {
+                peer_id: peer_id.to_owned(),
+                offer: None,
+            };
+            match self.signal_tx(source) {
+                Some(tx) => tx.try_send(start).map_err(|e| e.to_string()),
+                None => Err("the source has no signalling client".to_owned()),
+            }
         };
         if let Err(e) = sent {
             warn!(%peer_id, call = %name, "not recording: the signalling client is not keeping up ({e})");
@@ -441,7 +463,7 @@ impl Supervisor {
                 call: id,
                 meta,
                 asked_at: Instant::now(),
-                room: false,
+                kind,
             },
         );
         self.recount_pending();
@@ -1084,7 +1106,7 @@ mod tests {
         assert!(
             matches!(rx.try_recv(), Ok(SignalCommand::StartSession { peer_id, offer: None }) if peer_id == "1234")
         );
-        assert!(sup.pending[&(j, "1234".to_owned())].room);
+        assert_eq!(sup.pending[&(j, "1234".to_owned())].kind, SessionKind::Room);
         sup.on_signal(
             j,
             SignalEvent::ParticipantAdded {

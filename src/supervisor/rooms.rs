@@ -14,7 +14,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::{matches_filter, CallHandle, PendingStart, SourceId, SourcedId, Supervisor};
-use crate::call::{CallCmd, CallId};
+use crate::call::{CallCmd, CallId, SessionKind};
 use crate::signalling::{ParticipantInfo, RoomInfo, SignalCommand};
 
 /// A room that a source follows.
@@ -234,7 +234,7 @@ impl Supervisor {
                 call,
                 meta,
                 asked_at: Instant::now(),
-                room: true,
+                kind: SessionKind::Room,
             },
         );
     }

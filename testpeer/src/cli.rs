@@ -69,6 +69,10 @@ pub struct Args {
     /// handle (the same feed id, a new PeerConnection)
     #[arg(long, value_name = "SECS", value_parser = parse_secs, conflicts_with_all = ["url", "whip"])]
     pub janus_republish_after: Option<Duration>,
+    /// Only answer: refuse a `startSession` that carries no offer of the consumer's (a
+    /// producer that never offers)
+    #[arg(long, conflicts_with_all = ["whip", "janus"])]
+    pub answer_only: bool,
     /// Producer meta data announced with setPeerStatus (a JSON object)
     #[arg(long, default_value = "{}", value_parser = parse_meta, conflicts_with_all = ["whip", "janus"])]
     pub meta: serde_json::Value,

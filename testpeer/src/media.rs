@@ -91,14 +91,32 @@ impl Payloading {
         Ok(pay)
     }
 
+    /// The RTP encoding name, as in SDP.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Payloading::Vp8 => "VP8",
+            Payloading::Vp9 => "VP9",
+            Payloading::H264 => "H264",
+            Payloading::Opus => "OPUS",
+        }
+    }
+
     /// RTP caps: payloader output restriction and transceiver codec preferences.
     pub fn rtp_caps(self) -> gst::Caps {
-        let (media, name, pt, rate) = match self {
-            Payloading::Vp8 => ("video", "VP8", VIDEO_PT, 90_000),
-            Payloading::Vp9 => ("video", "VP9", VIDEO_PT, 90_000),
-            Payloading::H264 => ("video", "H264", VIDEO_PT, 90_000),
-            Payloading::Opus => ("audio", "OPUS", AUDIO_PT, 48_000),
+        let pt = match self.kind() {
+            Kind::Video => VIDEO_PT,
+            Kind::Audio => AUDIO_PT,
         };
+        self.rtp_caps_with_pt(pt)
+    }
+
+    /// [`Payloading::rtp_caps`] with the payload type a consumer's offer chose.
+    pub fn rtp_caps_with_pt(self, pt: u32) -> gst::Caps {
+        let (media, rate) = match self.kind() {
+            Kind::Video => ("video", 90_000),
+            Kind::Audio => ("audio", 48_000),
+        };
+        let name = self.encoding_name();
         let mut caps = gst::Caps::builder("application/x-rtp")
             .field("media", media)
             .field("encoding-name", name)

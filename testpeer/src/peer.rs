@@ -288,6 +288,12 @@ impl Peer {
         }
         let with_offer = offer.is_some();
         info!(peer = self.index, %session_id, %consumer_id, with_offer, "session requested");
+        if !with_offer && self.shared.args.answer_only {
+            warn!(peer = self.index, %session_id, "the consumer sent no offer, and this producer only answers; ending the session");
+            let end = proto::EndSessionMessage { session_id };
+            self.send(&proto::IncomingMessage::EndSession(end)).await;
+            return;
+        }
         self.session_counter += 1;
         let name = format!("{}{}-{}", BIN_PREFIX, self.index, self.session_counter);
         let mut session = match Session::start(

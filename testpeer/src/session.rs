@@ -67,6 +67,10 @@ fn notify(tx: &EventTx, session_id: &str, what: SessionEventKind) {
 /// One track of a session: the valve gating it and its link to the shared tee.
 struct Branch {
     kind: Kind,
+    payloading: crate::media::Payloading,
+    pay: gst::Element,
+    filter: gst::Element,
+    transceiver: WebRTCRTPTransceiver,
     valve: gst::Element,
     tee: gst::Element,
     tee_pad: Option<gst::Pad>,
@@ -122,7 +126,7 @@ impl Session {
             let pay = track.payloading.make_payloader()?;
             let filter = make("capsfilter")?;
             filter.set_property("caps", track.payloading.rtp_caps());
-            let chain = [queue.clone(), valve.clone(), pay, filter.clone()];
+            let chain = [queue.clone(), valve.clone(), pay.clone(), filter.clone()];
             bin.add_many(&chain)?;
             gst::Element::link_many(&chain)?;
 
@@ -149,6 +153,10 @@ impl Session {
             bin.add_pad(&ghost)?;
             branches.push(Branch {
                 kind,
+                payloading: track.payloading,
+                pay,
+                filter,
+                transceiver: transceiver.clone(),
                 valve,
                 tee: track.tee.clone(),
                 tee_pad: None,
@@ -293,6 +301,7 @@ impl Session {
     /// Applies the consumer's offer, then answers it.
     pub fn answer_offer(&self, sdp: &str, tx: &EventTx) -> Result<()> {
         let sdp = parse_sdp(sdp, "offer")?;
+        self.use_offered_payload_types(&sdp);
         let offer = WebRTCSessionDescription::new(WebRTCSDPType::Offer, sdp);
         let weak = self.webrtc.downgrade();
         let (sid, etx) = (self.id.clone(), tx.clone());
@@ -316,6 +325,32 @@ impl Session {
         self.webrtc
             .emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
         Ok(())
+    }
+
+    /// Sends each track with the payload type the consumer's offer gives its codec, as a
+    /// browser answering does (webrtcbin answers only where the payload types agree).
+    fn use_offered_payload_types(&self, offer: &gst_sdp::SDPMessage) {
+        for branch in &self.branches {
+            let wanted = branch.payloading.encoding_name();
+            let pt = offer
+                .medias()
+                .filter(|m| m.media() == Some(branch.kind.as_str()))
+                .flat_map(|m| m.attributes().filter(|a| a.key() == "rtpmap"))
+                .filter_map(|a| a.value())
+                .find_map(|v| {
+                    let (pt, enc) = v.split_once(' ')?;
+                    let name = enc.split('/').next()?;
+                    name.eq_ignore_ascii_case(wanted)
+                        .then(|| pt.parse::<u32>().ok())?
+                });
+            let current = branch.pay.property::<u32>("pt");
+            if let Some(pt) = pt.filter(|&pt| pt != current) {
+                let caps = branch.payloading.rtp_caps_with_pt(pt);
+                branch.pay.set_property("pt", pt);
+                branch.filter.set_property("caps", &caps);
+                branch.transceiver.set_property("codec-preferences", &caps);
+            }
+        }
     }
 
     /// Applies the consumer's answer.
