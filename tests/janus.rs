@@ -478,9 +478,10 @@ fn records_vp8_and_h264_publishers() {
     check_log(&rig.daemon);
 }
 
-/// Three publishers in one room: Alice from the start, Bob 5 s later, Carol unpublishing
-/// after 5 s and publishing again (the same feed id): Bob's files start later, Carol gets a
-/// second entry with new files beside her first ones, and all are decoded.
+/// Three publishers in one room: Alice from the start, Carol unpublishing after 5 s and
+/// publishing again 3 s later (the same feed id), and Bob joining when Carol left (5 s
+/// late), on the m-lines she left: Bob's files start later and hold his media alone, Carol
+/// gets a second entry with new files beside her first ones, and all are decoded.
 #[test]
 fn three_publishers_one_late_one_publishing_again() {
     let Some(rig) = Rig::start(
@@ -498,11 +499,20 @@ fn three_publishers_one_late_one_publishing_again() {
         janus,
         1234,
         "Carol",
-        &["--duration", "14", "--janus-republish-after", "5"],
+        &[
+            "--duration",
+            "14",
+            "--janus-republish-after",
+            "5",
+            "--janus-republish-gap",
+            "3",
+        ],
     );
     let (alice_feed, carol_feed) = (feed(&mut alice), feed(&mut carol));
     wait_publishing(&mut alice);
-    std::thread::sleep(Duration::from_secs(5));
+    // Bob comes once Carol is gone, about 5 s after Alice: Janus gives him the m-lines Carol
+    // left (of the same kind and codec), and Carol takes new ones 3 s later.
+    carol.wait_event("unpublished", Duration::from_secs(20));
     let mut bob = publisher(janus, 1234, "Bob", &["--video", "h264", "--duration", "8"]);
     let bob_feed = feed(&mut bob);
     let sent_alice = common::sent_secs(&mut alice);
@@ -525,6 +535,20 @@ fn three_publishers_one_late_one_publishing_again() {
     let bob_files = files_of(&m, &bob_feed);
     assert_eq!(bob_files.len(), 1, "{m:#}");
     check_file(&dir.join(&bob_files[0]), "Bob", "h264", sent_bob);
+    let mlines = |feed: &str| -> Vec<(String, i64)> {
+        m["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| id_text(&t["participant"]) == feed)
+            .map(|t| (id_text(&t["kind"]), t["mline"].as_i64().unwrap_or(-1)))
+            .collect()
+    };
+    println!(
+        "m-lines: Carol {:?}, Bob {:?}",
+        mlines(&carol_feed),
+        mlines(&bob_feed)
+    );
     // Bob joined about 5 s after Alice.
     let joined = |feed: &str| common::rfc3339_secs(&entries(&m, feed)[0]["joined_at"]);
     let late = joined(&bob_feed) - joined(&alice_feed);

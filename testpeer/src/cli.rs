@@ -69,6 +69,9 @@ pub struct Args {
     /// handle (the same feed id, a new PeerConnection)
     #[arg(long, value_name = "SECS", value_parser = parse_secs, conflicts_with_all = ["url", "whip"])]
     pub janus_republish_after: Option<Duration>,
+    /// Janus: seconds between the unpublish of --janus-republish-after and the new publish
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs, requires = "janus_republish_after")]
+    pub janus_republish_gap: Duration,
     /// Only answer: refuse a `startSession` that carries no offer of the consumer's (a
     /// producer that never offers)
     #[arg(long, conflicts_with_all = ["whip", "janus"])]

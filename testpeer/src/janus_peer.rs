@@ -5,7 +5,8 @@
 //! `publish`, Janus's answer applied, and candidates trickled both ways. With
 //! `--janus-republish-after SECS` it unpublishes SECS after the first connection and
 //! publishes again on the same handle (the same feed id) with a new session bin, since Janus
-//! closes a publisher's PeerConnection on `unpublish`. At the end of `--duration`, and on
+//! closes a publisher's PeerConnection on `unpublish` (after `--janus-republish-gap SECS`,
+//! so that another publisher can take the m-lines it left). At the end of `--duration`, and on
 //! SIGTERM/SIGINT, it sends `leave` and destroys its Janus session; SIGKILL is the publisher
 //! that disappears without a word.
 //!
@@ -112,6 +113,8 @@ enum Phase {
     /// `unpublish` sent; the next publish follows its reply and Janus's hangup of the old
     /// PeerConnection (which comes after the reply; see [`JanusPeer::ready_to_republish`]).
     Unpublishing { unpublished: bool, hung_up: bool },
+    /// Unpublished, waiting `--janus-republish-gap` before publishing again.
+    Pausing,
 }
 
 /// Why the main loop ended.
@@ -276,14 +279,19 @@ impl JanusPeer {
                 }
                 _ = sleep_until_opt(self.republish_at) => {
                     self.republish_at = None;
-                    if let Phase::Unpublishing { unpublished: true, .. } = self.phase {
-                        warn!("no hangup from Janus {} s after unpublish; publishing again",
-                              HANGUP_WAIT.as_secs());
-                        if let Err(e) = self.start_publish() {
-                            return Exit::Failed(e);
+                    let publish = match self.phase {
+                        Phase::Unpublishing { unpublished: true, .. } => {
+                            warn!("no hangup from Janus {} s after unpublish; publishing again",
+                                  HANGUP_WAIT.as_secs());
+                            true
                         }
-                    } else {
+                        Phase::Pausing => true,
+                        _ => false,
+                    };
+                    if !publish {
                         self.unpublish().await;
+                    } else if let Err(e) = self.start_publish() {
+                        return Exit::Failed(e);
                     }
                 }
                 res = stop.changed() => {
@@ -429,7 +437,7 @@ impl JanusPeer {
                         };
                         self.ready_to_republish().err().map(Exit::Failed)
                     }
-                    Phase::Joining => None,
+                    Phase::Joining | Phase::Pausing => None,
                 }
             }
             Incoming::Timeout => Some(Exit::Lost("Janus timed our session out".into())),
@@ -587,9 +595,16 @@ impl JanusPeer {
                 hung_up: true,
             })
         {
-            info!("publishing again");
-            self.republish_at = None;
-            self.start_publish()?;
+            let gap = self.shared.args.janus_republish_gap;
+            if gap.is_zero() {
+                info!("publishing again");
+                self.republish_at = None;
+                self.start_publish()?;
+            } else {
+                info!("publishing again in {:.3} s", gap.as_secs_f64());
+                self.phase = Phase::Pausing;
+                self.republish_at = Some(Instant::now() + gap);
+            }
         }
         Ok(())
     }
