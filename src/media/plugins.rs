@@ -1,17 +1,20 @@
 //! GStreamer elements linked into callrec's own binary, so that what it records does not
 //! depend on which plugin packages a machine has.
 //!
-//! Today that is one element: `rtpav1depay`, from gst-plugins-rs's RTP plugin (crate
-//! `gst-plugin-rtp`, plugin `rsrtp`). GStreamer 1.22's own plugins (Debian 12) parse and
-//! decode AV1 (`av1parse`, `av1dec`) but have no AV1 depayloader, so without it every AV1
-//! track a browser sends was skipped. The plugin is registered statically right after
-//! `gst::init`, through [`init`], wherever callrec starts GStreamer.
+//! Today those are two depayloaders from gst-plugins-rs's RTP plugin (crate `gst-plugin-rtp`,
+//! plugin `rsrtp`), registered statically right after `gst::init`, through [`init`], wherever
+//! callrec starts GStreamer:
+//! - `rtpav1depay`: GStreamer 1.22's own plugins (Debian 12) parse and decode AV1 (`av1parse`,
+//!   `av1dec`) but have no AV1 depayloader, so without it every AV1 track a browser sends was
+//!   skipped;
+//! - `rtpvp9depay2`: unlike 1.22's `rtpvp9depay`, it keeps every picture of VP9 with spatial
+//!   layers (SVC); see the codec table in `call/media.rs`.
 //!
-//! Linking the plugin must not change anything else callrec does. Its other elements have
-//! names of their own (`rtpvp8depay2`, `rtpopusdepay2`...), so the depayloaders callrec makes
-//! by name stay GStreamer's; and every element of it but the ones callrec uses is demoted to
-//! rank `NONE`, so nothing that picks elements by rank (decodebin, `autoplug`) starts using
-//! them either. Where the machine already has the plugin installed (GStreamer's registry knows
+//! Linking the plugin changes nothing else. Its other elements have names of their own
+//! (`rtpvp8depay2`, `rtpopusdepay2`...), so the other depayloaders callrec makes by name stay
+//! GStreamer's; and every element of it but `rtpav1depay`, which no element of GStreamer's
+//! competes with, is demoted to rank `NONE`, so nothing that picks elements by rank
+//! (decodebin, autoplugging) starts using them either. Where the machine already has the plugin installed (GStreamer's registry knows
 //! `rsrtp`), callrec uses that one and registers nothing: registering the same GObject types
 //! twice in one process would fail the installed plugin when it loads.
 
@@ -22,8 +25,11 @@ use gst::prelude::*;
 /// The name GStreamer knows the linked plugin by.
 pub const PLUGIN: &str = "rsrtp";
 
-/// The elements of [`PLUGIN`] callrec uses; every other one is demoted to rank `NONE`.
-pub const USED: &[&str] = &["rtpav1depay"];
+/// The elements of [`PLUGIN`] callrec uses.
+pub const USED: &[&str] = &["rtpav1depay", "rtpvp9depay2"];
+
+/// The elements of [`PLUGIN`] that keep their rank; the others are demoted to `NONE`.
+const RANKED: &[&str] = &["rtpav1depay"];
 
 /// Starting GStreamer, or adding callrec's linked elements to it, failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,13 +40,14 @@ pub enum PluginError {
     /// The linked RTP plugin could not be registered.
     #[error(
         "cannot register callrec's built-in RTP elements ({used}): {0}; AV1 tracks are skipped \
-         until GStreamer's Rust RTP plugin (gst-plugins-rs, which has rtpav1depay) is installed",
+         and VP9 falls back to GStreamer's rtpvp9depay (which loses pictures of VP9 SVC) until \
+         GStreamer's Rust RTP plugin (gst-plugins-rs) is installed",
         used = USED.join(", ")
     )]
     Register(glib::BoolError),
 }
 
-/// Where `rtpav1depay` and the other [`USED`] elements come from in this process.
+/// Where the [`USED`] elements come from in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
     /// callrec registered its linked copy.
@@ -50,8 +57,8 @@ pub enum Builtin {
 }
 
 /// Initialises GStreamer and registers the linked elements (once per process; later calls
-/// return the first outcome). A failed registration is not fatal: callrec runs without AV1,
-/// and the caller decides how to say so.
+/// return the first outcome). A failed registration is not fatal: callrec runs without AV1
+/// and with GStreamer's VP9 depayloader, and the caller decides how to say so.
 pub fn init() -> Result<Builtin, PluginError> {
     gst::init().map_err(PluginError::Gstreamer)?;
     static REGISTERED: OnceLock<Result<Builtin, PluginError>> = OnceLock::new();
@@ -66,7 +73,7 @@ fn register() -> Result<Builtin, PluginError> {
     }
     gstrsrtp::plugin_register_static().map_err(PluginError::Register)?;
     for feature in gst::Registry::get().features_by_plugin(PLUGIN) {
-        if !USED.contains(&feature.name().as_str()) {
+        if !RANKED.contains(&feature.name().as_str()) {
             feature.set_rank(gst::Rank::NONE);
         }
     }
@@ -96,17 +103,23 @@ mod tests {
         assert!(gst::ElementFactory::find(av1.decoder).is_some());
     }
 
-    /// The depayloaders callrec used before the plugin was linked are still the ones it gets,
-    /// and autoplugging still prefers GStreamer's own.
+    /// VP9 uses the linked depayloader, the other codecs the ones callrec used before the
+    /// plugin was linked, and autoplugging still prefers GStreamer's own.
     #[test]
     fn other_codecs_keep_gstreamers_depayloaders() {
-        init().unwrap();
-        for codec in CODECS.iter().filter(|c| c.encoding != "AV1") {
-            assert_eq!(plugin_of(codec.depay), "rtp", "{}", codec.depay);
+        if init().unwrap() == Builtin::Installed {
+            return; // the machine's own plugin, at the machine's own ranks
+        }
+        for codec in CODECS {
+            let expected = match codec.encoding {
+                "AV1" | "VP9" => PLUGIN,
+                _ => "rtp",
+            };
+            assert_eq!(plugin_of(codec.depay()), expected, "{}", codec.depay());
         }
         for feature in gst::Registry::get().features_by_plugin(PLUGIN) {
             let name = feature.name();
-            if !USED.contains(&name.as_str()) {
+            if !RANKED.contains(&name.as_str()) {
                 assert_eq!(feature.rank(), gst::Rank::NONE, "{name}");
             }
         }
@@ -142,7 +155,7 @@ mod tests {
             "videotestsrc num-buffers=5 ! video/x-raw,width=64,height=64 \
              ! av1enc usage-profile=realtime cpu-used=8 ! av1parse ! rtpav1pay \
              ! {} ! {} ! matroskamux ! fakesink",
-            av1.depay,
+            av1.depay(),
             av1.parse.unwrap()
         ))
         .unwrap();
