@@ -189,7 +189,8 @@ fn tracks_of<'a>(m: &'a Value, id: &str) -> Vec<&'a Value> {
 }
 
 /// The call is complete, the browser's audio and video tracks are complete in one file with
-/// the expected codecs, every frame decodes, and the file covers what was sent.
+/// the expected codecs, every frame decodes, the file covers what was sent, and it holds
+/// most of the frames sent (lost pictures would still decode).
 fn check_recording(p: &Published, case: &Case) -> Value {
     let sent = p.done["sent_secs"]
         .as_f64()
@@ -295,7 +296,9 @@ fn firefox_publishes_vp8_and_opus_through_gst_webrtc() {
 }
 
 /// VP9 with spatial and temporal layers in one encoding (`L3T3_KEY`, what SFUs ask browsers
-/// for): callrec records the stream as sent, every layer, and the file decodes.
+/// for): callrec records the stream as sent, every picture with its layers, and the file
+/// decodes at the browser's frame rate. The picture sizes ffmpeg's own decoder gives are
+/// printed: a lower layer than libvpx shows, since pictures carry no superframe index.
 #[test]
 fn chromium_vp9_svc_is_recorded_with_every_layer() {
     let r = Recorder::start();
