@@ -259,6 +259,11 @@ pub fn build_decoder(
     tee_pad
         .link(&sink)
         .map_err(|e| glib::bool_error!("cannot link the decoder: {e:?}"))?;
+    // The track has usually been flowing for a while when its mixes attach: the decoder
+    // starts at the next keyframe, which the call asks for as the track arrives.
+    if codec.kind == Kind::Video {
+        crate::media::probes::drop_until_keyframe(&tee_pad);
+    }
     crate::media::probes::isolate(&tee_pad);
     Ok(DecodeChain {
         elements,

@@ -162,6 +162,13 @@ impl Session {
                 .values()
                 .flat_map(|t| t.chain.elements.iter().cloned()),
         );
+        // Decoders too: one failing on the last, cut-off frame of a leaving participant (as
+        // av1dec does) would otherwise fail the whole call.
+        elements.extend(
+            self.decoders
+                .values()
+                .flat_map(|d| d.elements.iter().cloned()),
+        );
         elements.extend(self.outputs.iter().map(|o| o.bin.clone().upcast()));
         elements
     }
