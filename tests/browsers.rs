@@ -39,6 +39,11 @@ struct Recorder {
 
 impl Recorder {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// With `extra` lines in `[recording]`.
+    fn start_with(extra: &str) -> Self {
         let server = SignallingServer::start();
         let files = tempfile::tempdir().unwrap();
         let tokens = files.path().join("whip-tokens");
@@ -65,6 +70,7 @@ dir = "{dir}"
 pipelines_dir = "{pipelines}"
 linger_secs = 1
 media_timeout_secs = 6
+{extra}
 
 [ice]
 local_addresses = ["127.0.0.1"]
@@ -345,6 +351,43 @@ fn decoded_sizes(file: &std::path::Path) -> std::collections::BTreeMap<String, u
         *sizes.entry(line.replace(',', "x")).or_insert(0) += 1;
     }
     sizes
+}
+
+/// An AV1 participant in a live mix: its track is decoded (av1dec) and shown, while its file
+/// records as sent.
+#[test]
+fn chromium_av1_is_decoded_into_a_live_mix() {
+    let r = Recorder::start_with(r#"templates = ["participant-mkv", "mix-mp4"]"#);
+    let case = case("AV1", "av1");
+    let p = publish_gst_webrtc(&r, BrowserKind::Chromium, &case, "chromium-av1-mix");
+    let m = check_recording(&p, &case);
+    let mix = &m["mixes"][0];
+    assert_eq!(mix["template"], "mix-mp4", "{m:#}");
+    assert_eq!(mix["status"], "complete", "{m:#}");
+    let span = &mix["on_screen"][0];
+    assert_eq!(span["participant"], p.id.as_str(), "{m:#}");
+    let shown_s = (span["to_ms"].as_f64().unwrap() - span["from_ms"].as_f64().unwrap()) / 1000.0;
+    let sent = p.done["sent_secs"].as_f64().unwrap();
+    assert!(
+        shown_s >= sent - TOLERANCE_S,
+        "on screen {shown_s:.2} s of {sent:.2} s sent: {m:#}"
+    );
+    let file = p.call_dir.join(mix["files"][0].as_str().unwrap());
+    let report = common::decode_check(&file);
+    assert!(
+        report.video_frames > 0 && report.audio_frames > 0 && report.errors.trim().is_empty(),
+        "{}: {report:?}",
+        file.display()
+    );
+    // The tile shows the browser's camera, not the black canvas: Chromium's fake camera is
+    // a bright test pattern.
+    let mid_s = span["from_ms"].as_f64().unwrap() / 1000.0 + shown_s / 2.0;
+    let rgb = common::analysis::frame_rgb(&file, mid_s).mean_rgb(0.25, 0.25, 0.75, 0.75);
+    assert!(
+        rgb.iter().sum::<f64>() / 3.0 > 40.0,
+        "the mix shows no picture at {mid_s:.2} s: mean {rgb:?}"
+    );
+    assert_no_panic(&r.daemon);
 }
 
 /// Simulcast (three VP8 encodings, rids `q`, `h`, `f`) through the signalling server: the
