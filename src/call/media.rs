@@ -183,6 +183,25 @@ pub fn build_chain(
             }
             gst::PadProbeReturn::Ok
         });
+        // gst-plugins-rs's depayloaders do not wait for a keyframe after a loss the
+        // jitterbuffer reports; callrec does it for them, after the parser, which is what
+        // marks an AV1 temporal unit as a keyframe or not.
+        let linked = depay
+            .factory()
+            .and_then(|f| f.plugin_name())
+            .is_some_and(|p| p == crate::media::plugins::PLUGIN);
+        if linked && codec.kind == Kind::Video {
+            let weak = depay.downgrade();
+            crate::media::probes::wait_for_keyframe_after_loss(&sink, &pad, move || {
+                if let Some(depay) = weak.upgrade() {
+                    tracing::debug!(depay = %depay.name(), "packets lost: frames wait for a keyframe, asking for one");
+                    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build();
+                    depay.send_event(event);
+                }
+            });
+        }
     }
     Ok(TrackChain {
         depay,
