@@ -60,8 +60,8 @@ const ASK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 /// `lost_on`), drops the delta frames leaving `gate` until the next keyframe, and calls `ask`
 /// meanwhile (at most every 250 ms) to have one sent. GStreamer's own depayloaders do this
 /// themselves (`wait-for-keyframe`, `request-keyframe`); gst-plugins-rs's (0.15) ignore the
-/// event and notice a loss only when it cuts a frame in two, so a frame lost whole went by and
-/// the ones after it, which refer to it, reached the files undecodable and the mixes'
+/// event and notice a loss only when it cuts a frame in two, so a frame lost whole would go by
+/// and the ones after it, which refer to it, would reach the files undecodable and the mixes'
 /// decoders (av1dec fails for good on one). Add it before [`isolate`] on `gate`.
 pub fn wait_for_keyframe_after_loss(
     lost_on: &gst::Pad,
