@@ -413,7 +413,7 @@ pub(super) fn on_pad_added(
         discard(format!(
             "{} needs {} and {}, which are not installed",
             codec.name,
-            codec.depay,
+            codec.depays.join(" or "),
             codec.parse.unwrap_or("nothing else")
         ));
         return;

@@ -5,6 +5,8 @@
 //! - [`server`], [`daemon`], [`peer`], [`netjitter`]: the real signalling server, the callrec
 //!   daemon, `callrec-testpeer` producers and the `callrec-netjitter` delay injector as child
 //!   processes; [`bins`]: where the last two's binaries are (built by cargo on first use);
+//! - [`browser`]: headless Chromium and Firefox ESR on the pages in `tests/browser/`, with a
+//!   page server that collects what the pages report;
 //! - [`fixtures`]: the shipped templates, template directories and config files;
 //! - [`http`]: requests to callrec's own HTTP endpoints (WHIP);
 //! - [`media`]: what ffprobe says about a file, and whether it plays;
@@ -18,6 +20,7 @@
 
 pub mod analysis;
 mod bins;
+mod browser;
 mod daemon;
 mod fixtures;
 mod http;
@@ -32,6 +35,7 @@ mod server;
 #[allow(unused_imports)]
 pub use self::{
     bins::{netjitter_bin, testpeer_bin},
+    browser::{BrowserKind, BrowserPage},
     daemon::Daemon,
     fixtures::{config_file, pipelines_with, PIPELINES},
     http::{http_request, HttpResponse},
