@@ -11,6 +11,7 @@ use callrec::config::DEFAULT_CONFIG_PATH;
 use callrec::daemon;
 use callrec::daemon::notify::Notifier;
 use callrec::exit::Exit;
+use callrec::media::plugins::{self, PluginError};
 use callrec::supervisor::Drained;
 
 mod cli;
@@ -227,8 +228,10 @@ fn remix(
     pipelines: Option<PathBuf>,
     config: Option<&Path>,
 ) -> ExitCode {
-    if let Err(e) = gst::init() {
-        eprintln!("callrec remix: cannot initialise GStreamer: {e} (install the GStreamer runtime and plugins)");
+    // A remix reads recorded files and never depayloads, so only GStreamer itself failing
+    // matters here.
+    if let Err(e @ PluginError::Gstreamer(_)) = plugins::init() {
+        eprintln!("callrec remix: {e}");
         return Exit::Unavailable.into();
     }
     let dir = match cli::template_dir(pipelines, config) {

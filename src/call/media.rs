@@ -14,8 +14,8 @@ pub struct Codec {
     pub name: &'static str,
     /// Audio or video.
     pub kind: Kind,
-    /// Depayloader element.
-    pub depay: &'static str,
+    /// Depayloader elements, most preferred first: callrec uses the first one installed.
+    pub depays: &'static [&'static str],
     /// Parser element, where the stream needs one to carry caps and keyframe flags.
     pub parse: Option<&'static str>,
     /// Media type after depayloading (what templates list in `# media:`).
@@ -30,7 +30,7 @@ pub const CODECS: &[Codec] = &[
         encoding: "VP8",
         name: "vp8",
         kind: Kind::Video,
-        depay: "rtpvp8depay",
+        depays: &["rtpvp8depay"],
         parse: None,
         media_type: "video/x-vp8",
         decoder: "vp8dec",
@@ -39,7 +39,12 @@ pub const CODECS: &[Codec] = &[
         encoding: "VP9",
         name: "vp9",
         kind: Kind::Video,
-        depay: "rtpvp9depay",
+        // gst-plugins-rs's depayloader (linked into callrec, src/media/plugins.rs) first:
+        // GStreamer 1.22's loses most pictures of a stream with spatial layers (VP9 SVC, what
+        // browsers send for `scalabilityMode: "L3T3_KEY"`): from Chromium 156 sending 19
+        // pictures a second, a 5.8 s file got 48 with rtpvp9depay, 115 with rtpvp9depay2
+        // (tests/browsers.rs). Without SVC both record every picture.
+        depays: &["rtpvp9depay2", "rtpvp9depay"],
         parse: Some("vp9parse"),
         media_type: "video/x-vp9",
         decoder: "vp9dec",
@@ -48,7 +53,7 @@ pub const CODECS: &[Codec] = &[
         encoding: "H264",
         name: "h264",
         kind: Kind::Video,
-        depay: "rtph264depay",
+        depays: &["rtph264depay"],
         parse: Some("h264parse"),
         media_type: "video/x-h264",
         decoder: "avdec_h264",
@@ -57,7 +62,7 @@ pub const CODECS: &[Codec] = &[
         encoding: "H265",
         name: "h265",
         kind: Kind::Video,
-        depay: "rtph265depay",
+        depays: &["rtph265depay"],
         parse: Some("h265parse"),
         media_type: "video/x-h265",
         decoder: "avdec_h265",
@@ -66,7 +71,7 @@ pub const CODECS: &[Codec] = &[
         encoding: "AV1",
         name: "av1",
         kind: Kind::Video,
-        depay: "rtpav1depay",
+        depays: &["rtpav1depay"],
         parse: Some("av1parse"),
         media_type: "video/x-av1",
         decoder: "av1dec",
@@ -75,7 +80,7 @@ pub const CODECS: &[Codec] = &[
         encoding: "OPUS",
         name: "opus",
         kind: Kind::Audio,
-        depay: "rtpopusdepay",
+        depays: &["rtpopusdepay"],
         parse: None,
         media_type: "audio/x-opus",
         decoder: "opusdec",
@@ -90,9 +95,22 @@ pub fn codec_for(encoding: &str) -> Option<&'static Codec> {
 }
 
 impl Codec {
+    /// The depayloader callrec uses: the first of [`Codec::depays`] that is installed (the
+    /// first listed when none is, for messages).
+    pub fn depay(&self) -> &'static str {
+        self.depays
+            .iter()
+            .copied()
+            .find(|d| gst::ElementFactory::find(d).is_some())
+            .or_else(|| self.depays.first().copied())
+            .unwrap_or_default()
+    }
+
     /// The installed plugins can depayload (and parse) it.
     pub fn available(&self) -> bool {
-        gst::ElementFactory::find(self.depay).is_some()
+        self.depays
+            .iter()
+            .any(|d| gst::ElementFactory::find(d).is_some())
             && self
                 .parse
                 .is_none_or(|p| gst::ElementFactory::find(p).is_some())
@@ -132,7 +150,7 @@ pub fn build_chain(
     merge: bool,
 ) -> Result<TrackChain, glib::BoolError> {
     let funnel = if merge { Some(make("funnel")?) } else { None };
-    let depay = make(codec.depay)?;
+    let depay = make(codec.depay())?;
     // Ask the sender for a keyframe when loss leaves the decoder without a reference, and
     // never output frames that depend on missing ones.
     for prop in ["request-keyframe", "wait-for-keyframe"] {
@@ -169,7 +187,7 @@ pub fn build_chain(
         crate::media::probes::drop_eos(&sink);
     }
     src.link(&sink)
-        .map_err(|e| glib::bool_error!("cannot link webrtcbin to {}: {e:?}", codec.depay))?;
+        .map_err(|e| glib::bool_error!("cannot link webrtcbin to {}: {e:?}", codec.depay()))?;
     // Whether media still arrives, whatever consumes it (a file, a mix, nothing).
     let last_seen_ns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = last_seen_ns.clone();
@@ -180,6 +198,25 @@ pub fn build_chain(
             }
             gst::PadProbeReturn::Ok
         });
+        // gst-plugins-rs's depayloaders do not wait for a keyframe after a loss the
+        // jitterbuffer reports; callrec does it for them, after the parser, which is what
+        // marks an AV1 temporal unit as a keyframe or not.
+        let linked = depay
+            .factory()
+            .and_then(|f| f.plugin_name())
+            .is_some_and(|p| p == crate::media::plugins::PLUGIN);
+        if linked && codec.kind == Kind::Video {
+            let weak = depay.downgrade();
+            crate::media::probes::wait_for_keyframe_after_loss(&sink, &pad, move || {
+                if let Some(depay) = weak.upgrade() {
+                    tracing::debug!(depay = %depay.name(), "packets lost: frames wait for a keyframe, asking for one");
+                    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build();
+                    depay.send_event(event);
+                }
+            });
+        }
     }
     Ok(TrackChain {
         funnel,
@@ -257,6 +294,11 @@ pub fn build_decoder(
     tee_pad
         .link(&sink)
         .map_err(|e| glib::bool_error!("cannot link the decoder: {e:?}"))?;
+    // The track has usually been flowing for a while when its mixes attach: the decoder
+    // starts at the next keyframe, which the call asks for as the track arrives.
+    if codec.kind == Kind::Video {
+        crate::media::probes::drop_until_keyframe(&tee_pad);
+    }
     crate::media::probes::isolate(&tee_pad);
     Ok(DecodeChain {
         elements,

@@ -815,6 +815,11 @@ impl Call {
                     self.warn(message);
                     return;
                 }
+                if let Some(src) = msg.src() {
+                    if self.stop_failed_decoder(src, &text) {
+                        return;
+                    }
+                }
                 match owner {
                     Some(session) => {
                         warn!(call = %self.settings.name, %session, "pipeline error: {text}");
@@ -845,6 +850,31 @@ impl Call {
             }
             _ => {}
         }
+    }
+
+    /// A track's decoder for the mixes failed (`src` is one of its elements): it is cut off
+    /// from the track, so the participant's files go on and the mixes keep showing their last
+    /// picture. Ending the session instead would lose the recording for the mixes' sake, and
+    /// av1dec fails for good on one frame it cannot decode. True if `src` was such a decoder
+    /// (already cut off, its later errors are dropped in silence).
+    fn stop_failed_decoder(&mut self, src: &gst::Object, text: &str) -> bool {
+        let found = self.sessions.values().find_map(|s| {
+            s.decoders
+                .iter()
+                .find(|(_, d)| d.elements.iter().any(|e| owns(src, e)))
+                .map(|(mline, d)| (s.name.clone(), *mline, d.clone()))
+        });
+        let Some((participant, mline, decoder)) = found else {
+            return false;
+        };
+        let Some(peer) = decoder.tee_pad.peer() else {
+            return true;
+        };
+        let _ = decoder.tee_pad.unlink(&peer);
+        self.warn(format!(
+            "participant {participant}: m-line {mline} is frozen in the mixes, its decoder failed (the recording goes on): {text}"
+        ));
+        true
     }
 
     /// True if a message comes from elements no live session or mix owns: a session being

@@ -218,7 +218,8 @@ impl Call {
             sdp::inactive_as_sendonly(&mut msg);
             if let Role::Carrier(room) = &session.role {
                 let mut pads = room.pads.lock().unwrap_or_else(|e| e.into_inner());
-                pads.ssrc_mlines.extend(sdp::ssrc_mlines(&msg));
+                // The latest offer says where each stream is now (and bounds the table).
+                pads.ssrc_mlines = sdp::ssrc_mlines(&msg).into_iter().collect();
             }
             (msg, offered)
         };
@@ -412,7 +413,7 @@ pub(super) fn on_pad_added(
         discard(format!(
             "{} needs {} and {}, which are not installed",
             codec.name,
-            codec.depay,
+            codec.depays.join(" or "),
             codec.parse.unwrap_or("nothing else")
         ));
         return;

@@ -27,6 +27,7 @@ const OFFERED_VIDEO: &[(&str, u32, &str)] = &[
         102,
         "packetization-mode=1;profile-level-id=42e01f;level-asymmetry-allowed=1",
     ),
+    ("AV1", 45, ""),
 ];
 
 impl Call {

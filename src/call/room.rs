@@ -29,12 +29,12 @@ use crate::signalling::{MediaKind, ParticipantInfo, RemoteStream};
 
 /// What a room's pad-added callback needs, shared with the call: each m-line's chain, with
 /// the encoding it carries and the funnel that later streams on the m-line join, and the
-/// m-line of each SSRC the server's offers named.
+/// m-line of each SSRC the server's latest offer names.
 #[derive(Debug, Default)]
 pub(crate) struct RoomPads {
     /// The chain head of each m-line that has one.
     pub heads: std::collections::HashMap<u32, (String, gst::Element)>,
-    /// SSRC → m-line, from every offer so far.
+    /// SSRC → m-line, from the latest offer.
     pub ssrc_mlines: std::collections::HashMap<u32, u32>,
 }
 

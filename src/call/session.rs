@@ -249,6 +249,8 @@ impl Session {
                     .flat_map(|t| t.chain.elements.iter().cloned()),
             );
         }
+        // Decoders too: one failing on the last, cut-off frame of a leaving participant (as
+        // av1dec does) would otherwise fail the whole call.
         elements.extend(
             self.decoders
                 .values()

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use callrec::exit::Exit;
+use callrec::media::plugins::{self, PluginError};
 use callrec::offline::launch;
 use callrec::offline::CallInputs;
 use callrec::templates::{self, FileNames, Loaded, Origin, Template, TemplateDir, TemplateError};
@@ -39,12 +40,10 @@ fn entries(dir: &TemplateDir) -> Result<Entries, ExitCode> {
 
 /// GStreamer started, then every template loaded: how `check` and `render` begin.
 fn with_gstreamer(dir: &TemplateDir) -> Result<Entries, ExitCode> {
-    gst::init().map_err(|e| {
-        fail(
-            &format!("cannot initialise GStreamer: {e}"),
-            Exit::Unavailable,
-        )
-    })?;
+    // Templates never depayload, so only GStreamer itself failing matters here.
+    if let Err(e @ PluginError::Gstreamer(_)) = plugins::init() {
+        return Err(fail(&e.to_string(), Exit::Unavailable));
+    }
     entries(dir)
 }
 

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::{self, Config, Protocol, SourceConfig};
 use crate::exit::Exit;
+use crate::media::plugins::{self, PluginError};
 use crate::recording;
 use crate::signalling::janus::{self, JanusSettings, RoomSelection};
 use crate::signalling::whip::{self, Whip, WhipError, WhipSettings};
@@ -127,12 +128,19 @@ fn fatal_failures(failures: Vec<Failure>, config: &Config) -> Vec<TemplateError>
     errors
 }
 
-/// Initialises GStreamer and, once per process, routes its log into ours (a reload calls
-/// `prepare` again and must not install the bridge twice).
+/// Initialises GStreamer with callrec's linked elements and, once per process, routes its log
+/// into ours (a reload calls `prepare` again and must not install the bridge twice). Without
+/// the linked elements callrec still records everything but AV1, so that only warns.
 fn init_gstreamer() -> Result<(), StartError> {
     static BRIDGE: Once = Once::new();
-    gst::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
+    let builtin = plugins::init();
+    if let Err(PluginError::Gstreamer(e)) = &builtin {
+        return Err(StartError::Gstreamer(e.to_string()));
+    }
     BRIDGE.call_once(crate::daemon::gstlog::bridge);
+    if let Err(e) = builtin {
+        warn!("{e}");
+    }
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! Generic GStreamer helpers used across callrec, independent of calls and templates: probes,
-//! pads, sinks, reading SDP offers, and the MP4 priming fix.
+//! pads, sinks, reading SDP offers, the MP4 priming fix, and the GStreamer elements linked
+//! into the binary (started with GStreamer itself through [`plugins::init`]).
 
 pub mod pads;
+pub mod plugins;
 pub mod priming;
 pub mod probes;
 pub mod sdp;

@@ -180,8 +180,9 @@ pub struct Expect<'a> {
     pub tolerance_s: f64,
 }
 
-/// Checks codecs, duration, the first video frame being a keyframe, and that frames decode.
-pub fn assert_playable(path: &Path, expect: &Expect) {
+/// Checks codecs, duration, the first video frame being a keyframe, and that frames decode;
+/// returns what decoding gave, for checks of the frame count.
+pub fn assert_playable(path: &Path, expect: &Expect) -> DecodeReport {
     let info = probe(path);
     let codec = |kind: &str| {
         info.streams
@@ -235,6 +236,7 @@ pub fn assert_playable(path: &Path, expect: &Expect) {
         path.display(),
         report.errors
     );
+    report
 }
 
 /// The end of the last packet ffprobe can read from a (possibly growing) file, in seconds of

@@ -8,6 +8,8 @@
 //! - [`janus`]: a real Janus VideoRoom in a network namespace of its own ([`netns`]), with
 //!   callrec and the test peers run inside it (the one place tests bind beyond loopback:
 //!   addresses inside a namespace the test made);
+//! - [`browser`]: headless Chromium and Firefox ESR on the pages in `tests/browser/`, with a
+//!   page server that collects what the pages report;
 //! - [`fixtures`]: the shipped templates, template directories and config files;
 //! - [`http`]: requests to callrec's own HTTP endpoints (WHIP);
 //! - [`media`]: what ffprobe says about a file, and whether it plays;
@@ -21,6 +23,7 @@
 
 pub mod analysis;
 mod bins;
+mod browser;
 mod daemon;
 mod fixtures;
 mod http;
@@ -37,6 +40,7 @@ mod server;
 #[allow(unused_imports)]
 pub use self::{
     bins::{netjitter_bin, testpeer_bin},
+    browser::{BrowserKind, BrowserPage},
     daemon::Daemon,
     fixtures::{config_file, pipelines_with, PIPELINES},
     http::{http_request, HttpResponse},

@@ -47,6 +47,18 @@ pub(super) fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// SIGKILL to the process group a child leads (it was started with `process_group(0)`), so
+/// the helpers it forked die with it; then reap it.
+pub(super) fn kill_group(child: &mut Child) {
+    // The group id is the child's pid; `kill -KILL -- -PGID` signals that group alone.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    kill(child);
+}
+
 /// Whether this test may start children favoured by the scheduler (`nice -n -10`): only as
 /// root. Decided by the uid alone: `nice` itself runs the command anyway, at the usual
 /// priority, when it may not raise it, so trying `nice -n -10 true` proves nothing.

@@ -1,0 +1,417 @@
+//! Real browsers publishing to callrec: headless Chromium sends AV1, VP9, H.264 and VP8 (each
+//! with Opus) through the gst-webrtc signalling server and through callrec's WHIP endpoint,
+//! and Firefox ESR sends VP8 + Opus through the signalling server. The pages are in
+//! `tests/browser/` (`producer.html` speaks the gst-webrtc protocol, `whip.html` is a WHIP
+//! client); `common::BrowserPage` starts the browser on them.
+//!
+//! Each recording is checked as any other: the manifest lists the participant's audio and
+//! video tracks as complete, the file has the codec the browser says it sent, every frame
+//! decodes without an error, and it lasts as long as the browser sent. One signalling server
+//! and one daemon (with a gst-webrtc and a WHIP source) serve every case of a test, one
+//! browser at a time (software AV1 and VP9 encoders are heavy on two cores).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{BrowserKind, BrowserPage, Daemon, Expect, SignallingServer};
+use serde_json::Value;
+
+/// Opens every WHIP call.
+const TOKEN: &str = "browser-test-token-0123456789";
+/// Seconds each browser sends once connected.
+const SEND_SECS: &str = "6";
+/// Allowed difference between a file's duration and what the browser sent.
+const TOLERANCE_S: f64 = 1.0;
+/// Share of the frames the browser sent that a file must decode.
+const MIN_FRAMES: f64 = 0.8;
+
+/// A signalling server and a daemon recording from it and from its WHIP endpoint.
+struct Recorder {
+    server: SignallingServer,
+    daemon: Daemon,
+    whip: SocketAddr,
+    rec: tempfile::TempDir,
+    _files: tempfile::TempDir,
+}
+
+impl Recorder {
+    fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// With `extra` lines in `[recording]`.
+    fn start_with(extra: &str) -> Self {
+        let server = SignallingServer::start();
+        let files = tempfile::tempdir().unwrap();
+        let tokens = files.path().join("whip-tokens");
+        std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+        let rec = tempfile::tempdir().unwrap();
+        let whip: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
+        let daemon = Daemon::start(&format!(
+            r#"
+[signalling]
+url = "{url}"
+reconnect_min_secs = 0.2
+reconnect_max_secs = 1.0
+
+[[source]]
+name = "whip"
+protocol = "whip"
+listen = "{whip}"
+tokens_file = "{tokens}"
+
+[recording]
+dir = "{dir}"
+pipelines_dir = "{pipelines}"
+linger_secs = 1
+media_timeout_secs = 6
+{extra}
+
+[ice]
+local_addresses = ["127.0.0.1"]
+"#,
+            url = server.url(),
+            tokens = tokens.display(),
+            dir = rec.path().display(),
+            pipelines = common::PIPELINES,
+        ));
+        Recorder {
+            server,
+            daemon,
+            whip,
+            rec,
+            _files: files,
+        }
+    }
+}
+
+/// What one browser publishes.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    /// The codec the page prefers (`VP8`, `VP9`, `H264`, `AV1`).
+    codec: &'static str,
+    /// ffprobe's name for it.
+    ffprobe: &'static str,
+    /// A scalability mode for its one encoding (VP9 SVC), if any.
+    svc: Option<&'static str>,
+    /// Three simulcast encodings (rids `q`, `h`, `f`).
+    simulcast: bool,
+}
+
+const fn case(codec: &'static str, ffprobe: &'static str) -> Case {
+    Case {
+        codec,
+        ffprobe,
+        svc: None,
+        simulcast: false,
+    }
+}
+
+/// Every codec Chromium sends, most demanding first.
+const CHROMIUM_CODECS: [Case; 4] = [
+    case("AV1", "av1"),
+    case("VP9", "vp9"),
+    case("H264", "h264"),
+    case("VP8", "vp8"),
+];
+
+/// The page's query options for a case.
+fn options(case: &Case) -> Vec<(&'static str, &'static str)> {
+    let mut q = vec![("codec", case.codec), ("duration", SEND_SECS)];
+    if let Some(svc) = case.svc {
+        q.push(("svc", svc));
+    }
+    if case.simulcast {
+        q.push(("simulcast", "1"));
+    }
+    q
+}
+
+/// What a browser published: the id callrec knows it by, where it was recorded, and the
+/// page's `done` report.
+struct Published {
+    id: String,
+    call_dir: PathBuf,
+    done: Value,
+}
+
+/// `kind` publishes `case` through the signalling server into call `call`.
+fn publish_gst_webrtc(r: &Recorder, kind: BrowserKind, case: &Case, call: &str) -> Published {
+    let url = r.server.url();
+    let mut query = vec![("ws", url.as_str()), ("call", call), ("name", call)];
+    query.extend(options(case));
+    let mut page = BrowserPage::open(kind, "producer.html", &query);
+    let id = page.wait_event("registered", Duration::from_secs(60))["peer_id"]
+        .as_str()
+        .expect("registered carries peer_id")
+        .to_owned();
+    let done = page.wait_event("done", Duration::from_secs(90));
+    Published {
+        id,
+        call_dir: r.rec.path().join(call),
+        done,
+    }
+}
+
+/// `kind` publishes `case` to the WHIP endpoint, into call `call`.
+fn publish_whip(r: &Recorder, kind: BrowserKind, case: &Case, call: &str) -> Published {
+    let endpoint = format!("http://{}/whip/{call}?name={call}", r.whip);
+    let mut query = vec![("whip", endpoint.as_str()), ("token", TOKEN)];
+    query.extend(options(case));
+    let mut page = BrowserPage::open(kind, "whip.html", &query);
+    let id = page.wait_event("session", Duration::from_secs(60))["session_id"]
+        .as_str()
+        .expect("session carries session_id")
+        .to_owned();
+    let done = page.wait_event("done", Duration::from_secs(90));
+    Published {
+        id,
+        call_dir: r.rec.path().join(format!("whip-{call}")),
+        done,
+    }
+}
+
+/// The page's statistics for its outbound video streams.
+fn video_streams(done: &Value) -> Vec<&Value> {
+    done["streams"]
+        .as_array()
+        .map(|s| s.iter().filter(|s| s["kind"] == "video").collect())
+        .unwrap_or_default()
+}
+
+/// The participant's tracks in the manifest.
+fn tracks_of<'a>(m: &'a Value, id: &str) -> Vec<&'a Value> {
+    m["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["participant"] == id)
+        .collect()
+}
+
+/// The call is complete, the browser's audio and video tracks are complete in one file with
+/// the expected codecs, every frame decodes, the file covers what was sent, and it holds
+/// most of the frames sent (lost pictures would still decode).
+fn check_recording(p: &Published, case: &Case) -> Value {
+    let sent = p.done["sent_secs"]
+        .as_f64()
+        .expect("done carries sent_secs");
+    let video = video_streams(&p.done);
+    eprintln!(
+        "{}: sent {sent:.2} s; video as the browser reports it: {}",
+        p.call_dir.display(),
+        serde_json::to_string(&video).unwrap()
+    );
+    // The browser really sent what the case asks for (a silent fallback to VP8 would test
+    // nothing).
+    assert!(
+        video.iter().any(|s| s["codec"]
+            .as_str()
+            .is_some_and(|c| c.eq_ignore_ascii_case(&format!("video/{}", case.codec)))
+            && s["frames_encoded"].as_u64().unwrap_or(0) > 0),
+        "the browser did not send {}: {:#}",
+        case.codec,
+        p.done
+    );
+    let m = common::wait_complete(&p.call_dir);
+    let tracks = tracks_of(&m, &p.id);
+    for kind in ["audio", "video"] {
+        let t = tracks
+            .iter()
+            .find(|t| t["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} track for {}: {m:#}", p.id));
+        assert_eq!(t["status"], "complete", "{kind}: {t:#}\n{m:#}");
+    }
+    let files = common::files_of(&m, &p.id);
+    assert_eq!(files.len(), 1, "one file for {}: {m:#}", p.id);
+    let file = p.call_dir.join(&files[0]);
+    let info = common::probe(&file);
+    let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "{}: {:.2} s, {:.0} kbit/s, streams {:?}",
+        file.display(),
+        info.duration_s,
+        bytes as f64 * 8.0 / 1000.0 / info.duration_s.max(0.001),
+        info.streams
+    );
+    let decoded = common::assert_playable(
+        &file,
+        &Expect {
+            video_codec: Some(case.ffprobe),
+            audio_codec: Some("opus"),
+            duration_s: sent,
+            tolerance_s: TOLERANCE_S,
+        },
+    );
+    // Every picture the browser sent is there, not just a playable few: at least 80 % of its
+    // frame rate over the file, or of the frames it encoded if fewer (a starved browser
+    // skips frames, and its rate at the end says nothing of that).
+    let max_of = |key: &str| {
+        video
+            .iter()
+            .filter_map(|s| s[key].as_f64())
+            .fold(0.0, f64::max)
+    };
+    let (fps, encoded) = (max_of("fps"), max_of("frames_encoded"));
+    let expected = (fps * info.duration_s).min(encoded);
+    assert!(
+        decoded.video_frames as f64 >= MIN_FRAMES * expected,
+        "{}: {} video frames decode, the browser sent {fps} a second for {:.2} s and encoded \
+         {encoded} ({expected:.0} expected)",
+        file.display(),
+        decoded.video_frames,
+        info.duration_s
+    );
+    m
+}
+
+fn assert_no_panic(daemon: &Daemon) {
+    assert!(!daemon.log().contains("panicked"), "the daemon panicked");
+}
+
+#[test]
+fn chromium_publishes_av1_vp9_h264_and_vp8_through_gst_webrtc() {
+    let r = Recorder::start();
+    for case in &CHROMIUM_CODECS {
+        let call = format!("chromium-{}", case.ffprobe);
+        let p = publish_gst_webrtc(&r, BrowserKind::Chromium, case, &call);
+        check_recording(&p, case);
+    }
+    assert_no_panic(&r.daemon);
+}
+
+#[test]
+fn chromium_publishes_av1_vp9_h264_and_vp8_through_whip() {
+    let r = Recorder::start();
+    for case in &CHROMIUM_CODECS {
+        let call = format!("chromium-{}", case.ffprobe);
+        let p = publish_whip(&r, BrowserKind::Chromium, case, &call);
+        let m = check_recording(&p, case);
+        assert_eq!(m["participants"][0]["source"], "whip", "{m:#}");
+    }
+    assert_no_panic(&r.daemon);
+}
+
+#[test]
+fn firefox_publishes_vp8_and_opus_through_gst_webrtc() {
+    let r = Recorder::start();
+    let case = case("VP8", "vp8");
+    let p = publish_gst_webrtc(&r, BrowserKind::Firefox, &case, "firefox-vp8");
+    check_recording(&p, &case);
+    assert_no_panic(&r.daemon);
+}
+
+/// VP9 with spatial and temporal layers in one encoding (`L3T3_KEY`, what SFUs ask browsers
+/// for): callrec records the stream as sent, every picture with its layers, and the file
+/// decodes at the browser's frame rate. The picture sizes ffmpeg's own decoder gives are
+/// printed: a lower layer than libvpx shows, since pictures carry no superframe index.
+#[test]
+fn chromium_vp9_svc_is_recorded_with_every_layer() {
+    let r = Recorder::start();
+    let case = Case {
+        svc: Some("L3T3_KEY"),
+        ..case("VP9", "vp9")
+    };
+    let p = publish_gst_webrtc(&r, BrowserKind::Chromium, &case, "chromium-vp9-svc");
+    // The browser picks how many spatial layers it can afford (L2T3_KEY on a slow start),
+    // but it sends layers.
+    let video = video_streams(&p.done);
+    assert!(
+        video.iter().any(|s| s["scalability_mode"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("T3_KEY"))),
+        "the browser did not send VP9 SVC: {video:?}"
+    );
+    let m = check_recording(&p, &case);
+    let file = p.call_dir.join(&common::files_of(&m, &p.id)[0]);
+    eprintln!(
+        "decoded picture sizes (size: frames): {:?}",
+        decoded_sizes(&file)
+    );
+    assert_no_panic(&r.daemon);
+}
+
+/// How many decoded video frames of each size a file has.
+fn decoded_sizes(file: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    let mut cmd = std::process::Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "frame=width,height",
+        "-of",
+        "csv=p=0",
+    ])
+    .arg(file);
+    let out = common::run_ok(cmd, Duration::from_secs(60));
+    let mut sizes = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        *sizes.entry(line.replace(',', "x")).or_insert(0) += 1;
+    }
+    sizes
+}
+
+/// An AV1 participant in a live mix: its track is decoded (av1dec) and shown, while its file
+/// records as sent.
+#[test]
+fn chromium_av1_is_decoded_into_a_live_mix() {
+    let r = Recorder::start_with(r#"templates = ["participant-mkv", "mix-mp4"]"#);
+    let case = case("AV1", "av1");
+    let p = publish_gst_webrtc(&r, BrowserKind::Chromium, &case, "chromium-av1-mix");
+    let m = check_recording(&p, &case);
+    let mix = &m["mixes"][0];
+    assert_eq!(mix["template"], "mix-mp4", "{m:#}");
+    assert_eq!(mix["status"], "complete", "{m:#}");
+    let span = &mix["on_screen"][0];
+    assert_eq!(span["participant"], p.id.as_str(), "{m:#}");
+    let shown_s = (span["to_ms"].as_f64().unwrap() - span["from_ms"].as_f64().unwrap()) / 1000.0;
+    let sent = p.done["sent_secs"].as_f64().unwrap();
+    assert!(
+        shown_s >= sent - TOLERANCE_S,
+        "on screen {shown_s:.2} s of {sent:.2} s sent: {m:#}"
+    );
+    let file = p.call_dir.join(mix["files"][0].as_str().unwrap());
+    let report = common::decode_check(&file);
+    assert!(
+        report.video_frames > 0 && report.audio_frames > 0 && report.errors.trim().is_empty(),
+        "{}: {report:?}",
+        file.display()
+    );
+    // The tile shows the browser's camera, not the black canvas: Chromium's fake camera is
+    // a bright test pattern.
+    let mid_s = span["from_ms"].as_f64().unwrap() / 1000.0 + shown_s / 2.0;
+    let rgb = common::analysis::frame_rgb(&file, mid_s).mean_rgb(0.25, 0.25, 0.75, 0.75);
+    assert!(
+        rgb.iter().sum::<f64>() / 3.0 > 40.0,
+        "the mix shows no picture at {mid_s:.2} s: mean {rgb:?}"
+    );
+    assert_no_panic(&r.daemon);
+}
+
+/// Simulcast (three VP8 encodings, rids `q`, `h`, `f`) through the signalling server: the
+/// one video track should be recorded, from one of its encodings.
+#[test]
+#[ignore = "simulcast is not recorded yet: GStreamer 1.22's webrtcbin does not demultiplex by rid and hands one VP8 stream out on the audio m-line's transceiver, which callrec cannot link (cannot link track to participant-mkv: WasLinked): the file has audio only"]
+fn chromium_vp8_simulcast_is_recorded() {
+    let r = Recorder::start();
+    let case = Case {
+        simulcast: true,
+        ..case("VP8", "vp8")
+    };
+    let p = publish_gst_webrtc(&r, BrowserKind::Chromium, &case, "chromium-simulcast");
+    let rids: Vec<_> = video_streams(&p.done)
+        .iter()
+        .filter_map(|s| s["rid"].as_str().map(str::to_owned))
+        .collect();
+    eprintln!("simulcast rids the browser sent: {rids:?}");
+    let m = check_recording(&p, &case);
+    eprintln!("manifest: {m:#}");
+    assert_no_panic(&r.daemon);
+}
