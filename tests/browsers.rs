@@ -1,6 +1,7 @@
 //! Real browsers publishing to callrec: headless Chromium sends AV1, VP9, H.264 and VP8 (each
 //! with Opus) through the gst-webrtc signalling server and through callrec's WHIP endpoint,
-//! and Firefox ESR sends VP8 + Opus through the signalling server. The pages are in
+//! and Firefox ESR sends VP8 + Opus through the signalling server; Chromium also answers
+//! callrec's own offer (`offerer = "callrec"`) in VP8 and H.264. The pages are in
 //! `tests/browser/` (`producer.html` speaks the gst-webrtc protocol, `whip.html` is a WHIP
 //! client); `common::BrowserPage` starts the browser on them.
 //!
@@ -44,6 +45,12 @@ impl Recorder {
 
     /// With `extra` lines in `[recording]`.
     fn start_with(extra: &str) -> Self {
+        Self::start_config("", extra)
+    }
+
+    /// With `signalling` lines in `[signalling]` (the gst-webrtc source) and `extra` lines in
+    /// `[recording]`.
+    fn start_config(signalling: &str, extra: &str) -> Self {
         let server = SignallingServer::start();
         let files = tempfile::tempdir().unwrap();
         let tokens = files.path().join("whip-tokens");
@@ -58,6 +65,7 @@ impl Recorder {
 url = "{url}"
 reconnect_min_secs = 0.2
 reconnect_max_secs = 1.0
+{signalling}
 
 [[source]]
 name = "whip"
@@ -132,29 +140,51 @@ fn options(case: &Case) -> Vec<(&'static str, &'static str)> {
     q
 }
 
-/// What a browser published: the id callrec knows it by, where it was recorded, and the
-/// page's `done` report.
+/// What a browser published: the id callrec knows it by, where it was recorded, the page's
+/// `done` report, and (gst-webrtc) its `session` report.
 struct Published {
     id: String,
     call_dir: PathBuf,
     done: Value,
+    session: Value,
 }
 
 /// `kind` publishes `case` through the signalling server into call `call`.
 fn publish_gst_webrtc(r: &Recorder, kind: BrowserKind, case: &Case, call: &str) -> Published {
+    publish_gst_webrtc_with(r, kind, case, call, &[])
+}
+
+/// As [`publish_gst_webrtc`], with `extra` query options for the page.
+fn publish_gst_webrtc_with(
+    r: &Recorder,
+    kind: BrowserKind,
+    case: &Case,
+    call: &str,
+    extra: &[(&'static str, &'static str)],
+) -> Published {
     let url = r.server.url();
     let mut query = vec![("ws", url.as_str()), ("call", call), ("name", call)];
     query.extend(options(case));
+    query.extend_from_slice(extra);
     let mut page = BrowserPage::open(kind, "producer.html", &query);
     let id = page.wait_event("registered", Duration::from_secs(60))["peer_id"]
         .as_str()
         .expect("registered carries peer_id")
         .to_owned();
+    let mut session = page.wait_event("session", Duration::from_secs(60));
     let done = page.wait_event("done", Duration::from_secs(90));
+    let mut reports = page.reports();
+    // What the page received and answered, for the checks of a session callrec offered.
+    for event in ["offer_received", "answered_offer"] {
+        if let Some(pos) = reports.iter().position(|v| v["event"] == event) {
+            session[event] = reports.remove(pos)["sdp"].clone();
+        }
+    }
     Published {
         id,
         call_dir: r.rec.path().join(call),
         done,
+        session,
     }
 }
 
@@ -173,6 +203,7 @@ fn publish_whip(r: &Recorder, kind: BrowserKind, case: &Case, call: &str) -> Pub
         id,
         call_dir: r.rec.path().join(format!("whip-{call}")),
         done,
+        session: Value::Null,
     }
 }
 
@@ -303,6 +334,67 @@ fn firefox_publishes_vp8_and_opus_through_gst_webrtc() {
     let case = case("VP8", "vp8");
     let p = publish_gst_webrtc(&r, BrowserKind::Firefox, &case, "firefox-vp8");
     check_recording(&p, &case);
+    assert_no_panic(&r.daemon);
+}
+
+/// callrec makes the offer (`offerer = "callrec"`) and a real answerer takes it: Chromium,
+/// refusing any session that comes without an offer (`answerOnly=1`), answers callrec's
+/// receive-only offer with send-only audio and video in the codec it prefers among those
+/// callrec offered (VP8, then H.264), and the recording is as complete as when the browser
+/// offers. The manifest names the signalling server's session, not callrec's own key for it.
+#[test]
+fn chromium_answering_a_callrec_offer_is_recorded() {
+    let r = Recorder::start_config(r#"offerer = "callrec""#, "");
+    for case in [case("H264", "h264"), case("VP8", "vp8")] {
+        let call = format!("chromium-answers-{}", case.ffprobe);
+        let p = publish_gst_webrtc_with(
+            &r,
+            BrowserKind::Chromium,
+            &case,
+            &call,
+            &[("answerOnly", "1")],
+        );
+        assert_eq!(p.session["offered"], true, "{:#}", p.session);
+        // callrec offered every codec it records, and the browser picked the case's.
+        let offer = p.session["offer_received"].as_str().unwrap_or_default();
+        for codec in ["opus/48000", "VP8/90000", "H264/90000"] {
+            assert!(
+                offer
+                    .to_ascii_lowercase()
+                    .contains(&codec.to_ascii_lowercase()),
+                "callrec's offer lacks {codec}:\n{offer}"
+            );
+        }
+        let answer = p.session["answered_offer"].as_str().unwrap_or_default();
+        let mlines = |sdp: &str| -> Vec<String> {
+            sdp.lines()
+                .filter(|l| l.starts_with("m=") || l.starts_with("a=rtpmap:"))
+                .map(str::to_owned)
+                .collect()
+        };
+        eprintln!(
+            "{call}: callrec offered {:?}; the browser answered {:?}",
+            mlines(offer),
+            mlines(answer)
+        );
+        assert!(
+            answer.contains("a=sendonly"),
+            "the browser's answer sends nothing:\n{answer}"
+        );
+        let m = check_recording(&p, &case);
+        let session_id = p.session["session_id"].as_str().expect("session_id");
+        let participant = m["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == p.id.as_str())
+            .unwrap_or_else(|| panic!("no participant {}: {m:#}", p.id));
+        assert_eq!(participant["session"], session_id, "{m:#}");
+        assert!(
+            !session_id.starts_with("offer"),
+            "the server's session id looks like callrec's key: {session_id}"
+        );
+    }
     assert_no_panic(&r.daemon);
 }
 
