@@ -475,7 +475,10 @@ impl Supervisor {
         let rec = &self.settings.config.recording;
         // Finishing calls still count: their pipelines are still running.
         if self.calls.len() >= rec.max_calls {
-            return Some(format!("recording.max_calls ({}) reached", rec.max_calls));
+            return Some(format!(
+                "recording.max_calls reached ({} calls)",
+                rec.max_calls
+            ));
         }
         if rec.min_free_mb > 0 {
             match crate::recording::free_mb(&rec.dir) {
