@@ -40,6 +40,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 ip netns add "$ns"
+# Processes that are measured or killed are started with `ip netns exec` itself (it execs
+# them, so $! is theirs), never through this function (a subshell).
 in_ns() { ip netns exec "$ns" "$@"; }
 in_ns ip link set lo up
 in_ns ip link add jb0 type veth peer name jb1
@@ -91,11 +93,13 @@ room-1000: {
 	description = "baseline"
 	publishers = 64
 	videocodec = "vp8"
+	fir_freq = 2
 }
 room-1001: {
 	description = "janus records"
 	publishers = 64
 	videocodec = "vp8"
+	fir_freq = 2
 	record = true
 	rec_dir = "$out/mjr"
 }
@@ -103,9 +107,10 @@ room-1002: {
 	description = "callrec records"
 	publishers = 64
 	videocodec = "vp8"
+	fir_freq = 2
 }
 CFG
-in_ns janus -F "$out" -C "$out/janus.jcfg" -L "$out/janus.log" >/dev/null 2>&1 &
+ip netns exec "$ns" janus -F "$out" -C "$out/janus.jcfg" -L "$out/janus.log" >/dev/null 2>&1 &
 janus=$!
 pids+=($janus)
 for _ in $(seq 100); do
@@ -137,7 +142,7 @@ hz=$(getconf CLK_TCK)
 publish() {
   publishers=()
   for i in $(seq "$N"); do
-    in_ns "$bin/callrec-testpeer" --janus ws://10.239.0.1:8188 --janus-room "$1" \
+    ip netns exec "$ns" "$bin/callrec-testpeer" --janus ws://10.239.0.1:8188 --janus-room "$1" \
       --display "p$i" --ice-address 10.239.0.1 --width "$WIDTH" --height "$HEIGHT" \
       --fps "$FPS" --duration $((SECS + 8)) >"$out/peer-$1-$i.log" 2>&1 &
     publishers+=($!)
@@ -172,20 +177,23 @@ janus_rss1=$(rss "$janus")
 wait "${publishers[@]}" 2>/dev/null || true
 
 echo "phase 2: callrec records" >&2
-in_ns "$bin/callrec" run --config "$out/callrec.toml" 2>"$out/callrec.log" &
+ip netns exec "$ns" "$bin/callrec" run --config "$out/callrec.toml" 2>"$out/callrec.log" &
 callrec=$!
 pids+=($callrec)
 sleep 2
 callrec_rss0=$(rss "$callrec")
 publish 1002
-read -r janus_fwd callrec_cpu < <(measure "$janus" "$callrec" | tr '\n' ' ')
+both=$(measure "$janus" "$callrec")
+janus_fwd=$(echo "$both" | sed -n 1p)
+callrec_cpu=$(echo "$both" | sed -n 2p)
 callrec_rss1=$(rss "$callrec")
 wait "${publishers[@]}" 2>/dev/null || true
 left=$(date +%s.%N)
 # The end of the call to final files: the manifest says complete once every file is final.
 done_at=""
 for _ in $(seq 300); do
-  if grep -qs '"status": "complete"' "$out"/recordings/*/manifest.json; then
+  if python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["status"] != "complete")' \
+      "$out"/recordings/*/manifest.json 2>/dev/null; then
     done_at=$(date +%s.%N); break
   fi
   sleep 0.05
