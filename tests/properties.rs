@@ -13,8 +13,8 @@ use std::sync::Once;
 use callrec::config::{self, Config};
 use callrec::names::{self, is_safe_component, safe_name};
 use callrec::recording::{
-    CallStatus, Manifest, MixBehind, MixEntry, MixGap, MixStatus, OnScreen, ParticipantEntry,
-    PipelineEntry, PostEntry, PostStatus, TrackEntry, TrackStatus,
+    CallStatus, LayerSpan, Manifest, MixBehind, MixEntry, MixGap, MixStatus, OnScreen,
+    ParticipantEntry, PipelineEntry, PostEntry, PostStatus, TrackEntry, TrackStatus,
 };
 use callrec::signalling::{gst_webrtc, SignalCommand, SignalEvent};
 use callrec::templates::{LayoutKind, Template};
@@ -472,10 +472,18 @@ prop_compose! {
         template in prop::option::of(text()), file in prop::option::of(text()), status in track_status(),
         start_offset_ms in any::<Option<i64>>(), duration_ms in any::<Option<u64>>(),
         bytes in any::<Option<u64>>(), note in prop::option::of(text()),
+        layers in prop::collection::vec(
+            (prop::option::of(text()), any::<Option<u32>>(), any::<Option<u32>>(), any::<u64>()),
+            0..3,
+        ),
     ) -> TrackEntry {
+        let layers = layers
+            .into_iter()
+            .map(|(rid, width, height, from_ms)| LayerSpan { rid, width, height, from_ms })
+            .collect();
         TrackEntry {
             participant, kind, codec, mline, template, file, status, start_offset_ms,
-            duration_ms, bytes, note,
+            duration_ms, bytes, note, layers,
         }
     }
 }

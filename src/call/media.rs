@@ -120,9 +120,10 @@ impl Codec {
 /// The elements callrec added for one incoming track.
 #[derive(Debug, Clone)]
 pub struct TrackChain {
-    /// The funnel that takes later streams of the same m-line (see [`build_chain`]).
+    /// The funnel that takes later streams of the same m-line, or a simulcast track's layers
+    /// (see [`ChainHead`]).
     pub funnel: Option<gst::Element>,
-    /// Depayloader (keyframe requests go upstream through it).
+    /// Where keyframe requests go in: the depayloader, or a simulcast track's funnel.
     pub depay: gst::Element,
     /// Every element of the chain, upstream first.
     pub elements: Vec<gst::Element>,
@@ -136,20 +137,8 @@ fn make(factory: &str) -> Result<gst::Element, glib::BoolError> {
     gst::ElementFactory::make(factory).build()
 }
 
-/// Builds `[funnel !] depay ! [parse] ! tee` for `codec`, links `src` to it and starts it.
-/// Runs in webrtcbin's pad-added callback, so it only creates and links elements.
-///
-/// With `merge`, a funnel heads the chain, for an m-line that later streams may reuse
-/// (an SFU gives a departed publisher's m-line to another, and webrtcbin adds a pad for each
-/// new stream): [`TrackChain::funnel`] takes their pads, so one chain, and whatever it feeds,
-/// carries them all.
-pub fn build_chain(
-    pipeline: &gst::Pipeline,
-    src: &gst::Pad,
-    codec: &Codec,
-    merge: bool,
-) -> Result<TrackChain, glib::BoolError> {
-    let funnel = if merge { Some(make("funnel")?) } else { None };
+/// `depay ! [parse]` for `codec`, not yet added or linked: the depayloader first.
+pub fn depay_and_parse(codec: &Codec) -> Result<Vec<gst::Element>, glib::BoolError> {
     let depay = make(codec.depay())?;
     // Ask the sender for a keyframe when loss leaves the decoder without a reference, and
     // never output frames that depend on missing ones.
@@ -158,8 +147,7 @@ pub fn build_chain(
             depay.set_property(prop, true);
         }
     }
-    let mut elements: Vec<gst::Element> = funnel.iter().cloned().collect();
-    elements.push(depay.clone());
+    let mut elements = vec![depay];
     if let Some(parse) = codec.parse {
         let parser = make(parse)?;
         // Parameter sets before every keyframe, so a resolution change mid-call decodes from
@@ -169,6 +157,69 @@ pub fn build_chain(
         }
         elements.push(parser);
     }
+    Ok(elements)
+}
+
+/// gst-plugins-rs's depayloaders do not wait for a keyframe after a loss the jitterbuffer
+/// reports; callrec does it for them on `gate`, after the parser, which is what marks an AV1
+/// temporal unit as a keyframe or not. Losses are seen on `lost_on`, upstream of `depay`.
+pub fn watch_losses(depay: &gst::Element, lost_on: &gst::Pad, gate: &gst::Pad, codec: &Codec) {
+    let linked = depay
+        .factory()
+        .and_then(|f| f.plugin_name())
+        .is_some_and(|p| p == crate::media::plugins::PLUGIN);
+    if !linked || codec.kind != Kind::Video {
+        return;
+    }
+    let weak = depay.downgrade();
+    crate::media::probes::wait_for_keyframe_after_loss(lost_on, gate, move || {
+        if let Some(depay) = weak.upgrade() {
+            tracing::debug!(depay = %depay.name(), "packets lost: frames wait for a keyframe, asking for one");
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            depay.send_event(event);
+        }
+    });
+}
+
+/// How a track's chain begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainHead {
+    /// `src ! depay ! [parse] ! tee`.
+    Plain,
+    /// `src ! funnel ! depay ! [parse] ! tee`, for an m-line that later streams may reuse
+    /// (an SFU gives a departed publisher's m-line to another, and webrtcbin adds a pad for
+    /// each new stream): [`TrackChain::funnel`] takes their pads, so one chain, and whatever
+    /// it feeds, carries them all.
+    Merge,
+    /// `funnel ! tee`, for a simulcast track: each layer brings its own `depay ! [parse]`
+    /// into [`TrackChain::funnel`] (see `call::simulcast`); `src` is not linked here.
+    Layers,
+}
+
+/// Builds the chain of [`ChainHead`] for `codec`, links `src` to it (but for layers) and
+/// starts it. Runs in webrtcbin's pad-added callback, so it only creates and links elements.
+pub fn build_chain(
+    pipeline: &gst::Pipeline,
+    src: &gst::Pad,
+    codec: &Codec,
+    head: ChainHead,
+) -> Result<TrackChain, glib::BoolError> {
+    let funnel = match head {
+        ChainHead::Plain => None,
+        ChainHead::Merge | ChainHead::Layers => Some(make("funnel")?),
+    };
+    let mut elements: Vec<gst::Element> = funnel.iter().cloned().collect();
+    if head != ChainHead::Layers {
+        elements.extend(depay_and_parse(codec)?);
+    }
+    // Keyframe requests go in at the depayloader; a simulcast track's funnel passes them to
+    // every layer's.
+    let depay = elements
+        .get(usize::from(head == ChainHead::Merge))
+        .cloned()
+        .ok_or_else(|| glib::bool_error!("the chain has no depayloader"))?;
     let tee = gst::ElementFactory::make("tee")
         .property("allow-not-linked", true)
         .build()?;
@@ -178,16 +229,20 @@ pub fn build_chain(
     for e in &elements {
         e.sync_state_with_parent()?;
     }
-    let sink = match &funnel {
-        Some(funnel) => funnel.request_pad_simple("sink_%u"),
-        None => depay.static_pad("sink"),
+    let mut lost_on = None;
+    if head != ChainHead::Layers {
+        let sink = match &funnel {
+            Some(funnel) => funnel.request_pad_simple("sink_%u"),
+            None => depay.static_pad("sink"),
+        }
+        .ok_or_else(|| glib::bool_error!("the chain has no sink pad"))?;
+        if funnel.is_some() {
+            crate::media::probes::drop_eos(&sink);
+        }
+        src.link(&sink)
+            .map_err(|e| glib::bool_error!("cannot link webrtcbin to {}: {e:?}", codec.depay()))?;
+        lost_on = Some(sink);
     }
-    .ok_or_else(|| glib::bool_error!("the chain has no sink pad"))?;
-    if funnel.is_some() {
-        crate::media::probes::drop_eos(&sink);
-    }
-    src.link(&sink)
-        .map_err(|e| glib::bool_error!("cannot link webrtcbin to {}: {e:?}", codec.depay()))?;
     // Whether media still arrives, whatever consumes it (a file, a mix, nothing).
     let last_seen_ns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = last_seen_ns.clone();
@@ -198,24 +253,8 @@ pub fn build_chain(
             }
             gst::PadProbeReturn::Ok
         });
-        // gst-plugins-rs's depayloaders do not wait for a keyframe after a loss the
-        // jitterbuffer reports; callrec does it for them, after the parser, which is what
-        // marks an AV1 temporal unit as a keyframe or not.
-        let linked = depay
-            .factory()
-            .and_then(|f| f.plugin_name())
-            .is_some_and(|p| p == crate::media::plugins::PLUGIN);
-        if linked && codec.kind == Kind::Video {
-            let weak = depay.downgrade();
-            crate::media::probes::wait_for_keyframe_after_loss(&sink, &pad, move || {
-                if let Some(depay) = weak.upgrade() {
-                    tracing::debug!(depay = %depay.name(), "packets lost: frames wait for a keyframe, asking for one");
-                    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                        .all_headers(true)
-                        .build();
-                    depay.send_event(event);
-                }
-            });
+        if let Some(lost_on) = &lost_on {
+            watch_losses(&depay, lost_on, &pad, codec);
         }
     }
     Ok(TrackChain {

@@ -10,6 +10,7 @@
 
 mod gate;
 mod graphs;
+mod incoming;
 mod lag;
 pub mod media;
 pub mod mix;
@@ -19,6 +20,7 @@ pub mod output;
 mod room;
 mod routing;
 mod session;
+mod simulcast;
 mod state;
 mod teardown;
 
@@ -275,6 +277,26 @@ enum CallEvent {
         codec: &'static media::Codec,
         /// Its depayloading chain, ending in a tee.
         chain: media::TrackChain,
+    },
+    /// Another simulcast layer of a track joined its chain.
+    LayerAdded {
+        /// The session it concerns.
+        session: String,
+        /// The track's m-line.
+        mline: u32,
+        /// The layer's rid, if its packets carry one.
+        rid: Option<String>,
+        /// The elements it added (stopped with the track's).
+        elements: Vec<gst::Element>,
+    },
+    /// A simulcast track is recorded from another layer from now on.
+    LayerSwitched {
+        /// The session it concerns.
+        session: String,
+        /// The track's m-line.
+        mline: u32,
+        /// The layer, and when.
+        change: simulcast::LayerChange,
     },
     /// A new stream arrived on a room's m-line that has a chain (the server reused it): it
     /// flows into that chain.
@@ -631,6 +653,17 @@ impl Call {
                 reason,
                 sink,
             } => self.on_track_discarded(&session, mline, &encoding, reason, sink),
+            CallEvent::LayerAdded {
+                session,
+                mline,
+                rid,
+                elements,
+            } => self.on_layer_added(&session, mline, rid, elements),
+            CallEvent::LayerSwitched {
+                session,
+                mline,
+                change,
+            } => self.on_layer_switched(&session, mline, change),
             CallEvent::TrackRenewed { session, mline } => {
                 debug!(call = %self.settings.name, %session, mline, "a new stream on a reused m-line");
                 if let Some(member) = self.member_for(&session, mline) {

@@ -6,9 +6,10 @@ use std::time::Duration;
 use gst::prelude::*;
 use tracing::{debug, info, warn};
 
-use super::room::{RoomPads, SharedRoomPads};
+use super::incoming::{self, SharedPadTable};
 use super::session::Role;
-use super::{media, Call, CallEvent, EventSender, Session};
+use super::{Call, CallEvent, Session};
+use crate::media::layout::OfferLayout;
 use crate::media::sdp;
 use crate::names;
 use crate::recording::{self, ParticipantEntry};
@@ -26,21 +27,21 @@ impl Call {
         }
         let name = self.unique_name(names::participant_name(peer_id, &meta));
         let label = display_label(&meta).unwrap_or_else(|| name.clone());
-        let webrtcbin = self.add_webrtcbin(&format!("webrtc-{name}"), session_id, None)?;
+        let pads = incoming::new_table(false);
+        let webrtcbin = self.add_webrtcbin(&format!("webrtc-{name}"), session_id, pads.clone())?;
         let manifest_index = self.add_participant_entry(peer_id, &name, meta, session_id);
         info!(call = %self.settings.name, session = %session_id, participant = %name, "participant joined");
-        self.sessions.insert(
-            session_id.to_owned(),
-            Session::new(
-                session_id,
-                peer_id,
-                name,
-                label,
-                webrtcbin,
-                Some(manifest_index),
-                Role::Participant,
-            ),
+        let mut session = Session::new(
+            session_id,
+            peer_id,
+            name,
+            label,
+            webrtcbin,
+            Some(manifest_index),
+            Role::Participant,
         );
+        session.pads = pads;
+        self.sessions.insert(session_id.to_owned(), session);
         self.save_manifest();
         Ok(())
     }
@@ -79,13 +80,13 @@ impl Call {
     }
 
     /// A webrtcbin for a session, with the call's ICE settings and its signals wired, added
-    /// to the pipeline and started. A room's webrtcbin (`room`) may see its m-lines reused
-    /// (see [`media::build_chain`] and [`RoomPads`]).
+    /// to the pipeline and started. `pads` places the streams it receives (see
+    /// [`incoming`]).
     pub(super) fn add_webrtcbin(
         &self,
         element_name: &str,
         session_id: &str,
-        room: Option<SharedRoomPads>,
+        pads: SharedPadTable,
     ) -> Result<gst::Element, String> {
         let webrtcbin = gst::ElementFactory::make("webrtcbin")
             .name(element_name)
@@ -99,7 +100,7 @@ impl Call {
         for turn in &self.settings.ice.turn_servers {
             webrtcbin.emit_by_name::<bool>("add-turn-server", &[turn]);
         }
-        self.connect_signals(&webrtcbin, session_id, room);
+        self.connect_signals(&webrtcbin, session_id, pads);
         self.pipeline
             .add(&webrtcbin)
             .map_err(|e| format!("cannot add webrtcbin: {e}"))?;
@@ -114,7 +115,7 @@ impl Call {
         &self,
         webrtcbin: &gst::Element,
         session_id: &str,
-        room: Option<SharedRoomPads>,
+        pads: SharedPadTable,
     ) {
         // Retransmission (NACK, and RTX where the producer offers it) repairs most losses
         // within the jitterbuffer's latency, before the depayloader sees a gap. Without it,
@@ -190,7 +191,7 @@ impl Call {
             let Some(pipeline) = pipeline.upgrade() else {
                 return;
             };
-            on_pad_added(&pipeline, pad, &session, &tx, room.as_deref());
+            incoming::on_pad_added(&pipeline, pad, &session, &tx, &pads);
         });
     }
 
@@ -216,19 +217,21 @@ impl Call {
         } else {
             let (mut msg, offered) = sdp::read_offer(&sdp_text).map_err(|e| e.to_string())?;
             sdp::inactive_as_sendonly(&mut msg);
-            if let Role::Carrier(room) = &session.role {
-                let mut pads = room.pads.lock().unwrap_or_else(|e| e.into_inner());
-                // The latest offer says where each stream is now (and bounds the table).
-                pads.ssrc_mlines = sdp::ssrc_mlines(&msg).into_iter().collect();
-            }
             (msg, offered)
         };
+        // The latest offer says where each stream is now (and bounds the table).
+        let layout = OfferLayout::read(&msg);
+        session
+            .pads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .layout = layout.clone();
         session.negotiating = true;
         let webrtcbin = session.webrtcbin.clone();
         let events = self.events_tx.clone();
         let session = session_id.to_owned();
         tokio::spawn(async move {
-            let answer = negotiate(&webrtcbin, msg).await;
+            let answer = negotiate(&webrtcbin, msg, &layout).await;
             events
                 .report(CallEvent::Negotiated {
                     session,
@@ -291,11 +294,19 @@ impl Call {
     }
 }
 
-/// Applies an offer to a webrtcbin and makes the answer: three promises, each bounded.
-async fn negotiate(webrtcbin: &gst::Element, offer: gst_sdp::SDPMessage) -> Result<String, String> {
+/// Applies an offer to a webrtcbin and makes the answer, taking the offer's simulcast
+/// ([`OfferLayout::accept_simulcast`]): three promises, each bounded.
+async fn negotiate(
+    webrtcbin: &gst::Element,
+    offer: gst_sdp::SDPMessage,
+    layout: &OfferLayout,
+) -> Result<String, String> {
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
     set_remote(webrtcbin, &offer).await?;
-    make_local(webrtcbin, gst_webrtc::WebRTCSDPType::Answer).await
+    make_local(webrtcbin, gst_webrtc::WebRTCSDPType::Answer, |answer| {
+        layout.accept_simulcast(answer);
+    })
+    .await
 }
 
 /// Sets the remote description (bounded).
@@ -310,11 +321,12 @@ pub(super) async fn set_remote(
         .map(|_| ())
 }
 
-/// Creates an offer or an answer, sets it as the local description and returns its text:
-/// two promises, each bounded.
+/// Creates an offer or an answer, lets `edit` add to it, sets it as the local description
+/// and returns its text: two promises, each bounded.
 pub(super) async fn make_local(
     webrtcbin: &gst::Element,
     kind: gst_webrtc::WebRTCSDPType,
+    edit: impl FnOnce(&mut gst_sdp::SDPMessage),
 ) -> Result<String, String> {
     let (signal, field) = match kind {
         gst_webrtc::WebRTCSDPType::Offer => ("create-offer", "offer"),
@@ -330,6 +342,9 @@ pub(super) async fn make_local(
                 "webrtcbin gave no {field} (the other side's SDP has nothing callrec can receive)"
             )
         })?;
+    let mut sdp = description.sdp().to_owned();
+    edit(&mut sdp);
+    let description = gst_webrtc::WebRTCSessionDescription::new(description.type_(), sdp);
     let (promise, fut) = gst::Promise::new_future();
     webrtcbin.emit_by_name::<()>("set-local-description", &[&description, &promise]);
     await_promise(fut, "set-local-description").await?;
@@ -337,103 +352,6 @@ pub(super) async fn make_local(
         .sdp()
         .as_text()
         .map_err(|e| format!("cannot serialise the {field}: {e}"))
-}
-
-/// webrtcbin's pad-added: build the track's chain right here (a src pad must be linked before
-/// data flows), then tell the call task. In a room (`room`), a pad for an m-line that has a
-/// chain already is a new stream on a reused m-line: it joins that chain.
-pub(super) fn on_pad_added(
-    pipeline: &gst::Pipeline,
-    pad: &gst::Pad,
-    session: &str,
-    tx: &EventSender,
-    room: Option<&std::sync::Mutex<RoomPads>>,
-) {
-    let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
-    let mut heads = room.map(|h| h.lock().unwrap_or_else(|e| e.into_inner()));
-    let transceiver_mline = pad
-        .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
-        .map(|t| t.mlineindex())
-        .unwrap_or(u32::MAX);
-    // GStreamer 1.22's webrtcbin gives a new stream on a reused m-line to the first
-    // m-line of its payload type; the server's SDP says which m-line its SSRC is on.
-    let ssrc = caps
-        .as_ref()
-        .and_then(|c| c.structure(0))
-        .and_then(|s| s.get::<u32>("ssrc").ok());
-    let mline = heads
-        .as_ref()
-        .zip(ssrc)
-        .and_then(|(h, ssrc)| h.ssrc_mlines.get(&ssrc).copied())
-        .unwrap_or(transceiver_mline);
-    tracing::debug!(%session, mline, transceiver_mline, ?ssrc, pad = %pad.name(), "webrtcbin added a pad");
-    let encoding = caps
-        .as_ref()
-        .and_then(|c| c.structure(0))
-        .and_then(|s| s.get::<String>("encoding-name").ok())
-        .unwrap_or_default();
-    let discard = |reason: String| {
-        let sink = crate::media::pads::discard(pipeline, pad).ok();
-        tx.send(CallEvent::TrackDiscarded {
-            session: session.to_owned(),
-            mline,
-            encoding: encoding.clone(),
-            reason,
-            sink,
-        });
-    };
-    if let Some((head_encoding, funnel)) = heads.as_ref().and_then(|h| h.heads.get(&mline)) {
-        if !head_encoding.eq_ignore_ascii_case(&encoding) {
-            discard(format!(
-                "its m-line was reused for {encoding} after {head_encoding}; callrec records an m-line in one codec"
-            ));
-            return;
-        }
-        let joined = funnel
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| "the funnel gave no pad".to_owned())
-            .and_then(|sink| {
-                crate::media::probes::drop_eos(&sink);
-                pad.link(&sink).map_err(|e| format!("{e:?}"))
-            });
-        match joined {
-            Ok(_) => tx.send(CallEvent::TrackRenewed {
-                session: session.to_owned(),
-                mline,
-            }),
-            Err(e) => discard(format!("cannot join the m-line's chain: {e}")),
-        }
-        return;
-    }
-    let Some(codec) = media::codec_for(&encoding) else {
-        discard(format!("callrec cannot record RTP encoding {encoding:?}"));
-        return;
-    };
-    if !codec.available() {
-        discard(format!(
-            "{} needs {} and {}, which are not installed",
-            codec.name,
-            codec.depays.join(" or "),
-            codec.parse.unwrap_or("nothing else")
-        ));
-        return;
-    }
-    match media::build_chain(pipeline, pad, codec, heads.is_some()) {
-        Ok(chain) => {
-            if let (Some(heads), Some(funnel)) = (heads.as_mut(), &chain.funnel) {
-                heads
-                    .heads
-                    .insert(mline, (encoding.clone(), funnel.clone()));
-            }
-            tx.send(CallEvent::TrackReady {
-                session: session.to_owned(),
-                mline,
-                codec,
-                chain,
-            });
-        }
-        Err(e) => discard(format!("cannot build the {} chain: {e}", codec.name)),
-    }
 }
 
 pub(super) async fn await_promise(

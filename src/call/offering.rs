@@ -10,9 +10,11 @@
 use gst::prelude::*;
 use tracing::{debug, info, warn};
 
+use super::incoming;
 use super::negotiation::{display_label, make_local, set_remote};
 use super::session::{Role, Session};
 use super::{media, Call, CallCmd, CallEvent};
+use crate::media::layout::OfferLayout;
 use crate::media::sdp;
 use crate::names;
 use crate::signalling::SignalCommand;
@@ -45,7 +47,8 @@ impl Call {
         let key = format!("offer{}:{peer_id}", self.next_output);
         let name = self.unique_name(names::participant_name(peer_id, &meta));
         let label = display_label(&meta).unwrap_or_else(|| name.clone());
-        let webrtcbin = self.add_webrtcbin(&format!("webrtc-{name}"), &key, None)?;
+        let pads = incoming::new_table(false);
+        let webrtcbin = self.add_webrtcbin(&format!("webrtc-{name}"), &key, pads.clone())?;
         for (kind, caps) in [(Kind::Audio, audio_caps()), (Kind::Video, video_caps())] {
             let Some(caps) = caps else {
                 debug!(call = %self.settings.name, kind = kind.as_str(), "no codec of this kind to offer");
@@ -67,6 +70,7 @@ impl Call {
             Some(index),
             Role::Participant,
         );
+        session.pads = pads;
         session.signal_id = None;
         session.callrec_offers = true;
         session.negotiating = true;
@@ -74,7 +78,7 @@ impl Call {
         self.save_manifest();
         let events = self.events_tx.clone();
         tokio::spawn(async move {
-            let offer = make_local(&webrtcbin, gst_webrtc::WebRTCSDPType::Offer).await;
+            let offer = make_local(&webrtcbin, gst_webrtc::WebRTCSDPType::Offer, |_| {}).await;
             events
                 .report(CallEvent::OfferMade {
                     session: key,
@@ -166,6 +170,12 @@ impl Call {
                 return;
             }
         };
+        // The answer names the streams to come, as an offer would.
+        session
+            .pads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .layout = OfferLayout::read(&msg);
         session.negotiating = true;
         let webrtcbin = session.webrtcbin.clone();
         let events = self.events_tx.clone();

@@ -21,31 +21,16 @@ use std::time::Instant;
 use gst::prelude::*;
 use tracing::{debug, info};
 
+use super::incoming;
 use super::negotiation::display_label;
 use super::session::{Role, Session, SessionState, Track};
 use super::Call;
 use crate::names;
 use crate::signalling::{MediaKind, ParticipantInfo, RemoteStream};
 
-/// What a room's pad-added callback needs, shared with the call: each m-line's chain, with
-/// the encoding it carries and the funnel that later streams on the m-line join, and the
-/// m-line of each SSRC the server's latest offer names.
-#[derive(Debug, Default)]
-pub(crate) struct RoomPads {
-    /// The chain head of each m-line that has one.
-    pub heads: std::collections::HashMap<u32, (String, gst::Element)>,
-    /// SSRC → m-line, from the latest offer.
-    pub ssrc_mlines: std::collections::HashMap<u32, u32>,
-}
-
-/// [`RoomPads`] as the pad-added callback and the call both hold it.
-pub(crate) type SharedRoomPads = std::sync::Arc<std::sync::Mutex<RoomPads>>;
-
 /// What a carrier knows of its room.
 #[derive(Debug, Default)]
 pub(crate) struct RoomLink {
-    /// Shared with the webrtcbin's pad-added callback.
-    pub pads: SharedRoomPads,
     /// The latest m-line table from the server.
     pub streams: Vec<RemoteStream>,
     /// Each participant's member session key, by participant id.
@@ -99,25 +84,21 @@ impl Call {
         }
         self.next_output += 1;
         let element = format!("webrtc-room-{}", self.next_output);
-        let pads = SharedRoomPads::default();
-        let webrtcbin = self.add_webrtcbin(&element, session_id, Some(pads.clone()))?;
+        let pads = incoming::new_table(true);
+        let webrtcbin = self.add_webrtcbin(&element, session_id, pads.clone())?;
         let name = format!("room-{}", names::safe_name(room_id));
         info!(call = %self.settings.name, session = %session_id, room = %name, "room session started");
-        self.sessions.insert(
-            session_id.to_owned(),
-            Session::new(
-                session_id,
-                room_id,
-                name.clone(),
-                name,
-                webrtcbin,
-                None,
-                Role::Carrier(RoomLink {
-                    pads,
-                    ..Default::default()
-                }),
-            ),
+        let mut session = Session::new(
+            session_id,
+            room_id,
+            name.clone(),
+            name,
+            webrtcbin,
+            None,
+            Role::Carrier(RoomLink::default()),
         );
+        session.pads = pads;
+        self.sessions.insert(session_id.to_owned(), session);
         Ok(())
     }
 
@@ -354,6 +335,7 @@ impl Call {
                 codec,
                 chain,
                 last_keyframe_request: None,
+                layers: vec![],
             },
         );
         if let Some(member) = self.member_for(carrier, mline) {

@@ -8,8 +8,9 @@ use gst::prelude::*;
 use tracing::{debug, info, warn};
 
 use super::output::Output;
+use super::simulcast::LayerChange;
 use super::{media, Call, CallEvent, Track};
-use crate::recording::{PipelineEntry, TrackEntry, TrackStatus};
+use crate::recording::{LayerSpan, PipelineEntry, TrackEntry, TrackStatus};
 use crate::templates::{Kind, Scope, Template};
 
 impl Call {
@@ -112,6 +113,7 @@ impl Call {
                 codec,
                 chain: chain.clone(),
                 last_keyframe_request: None,
+                layers: vec![],
             },
         );
         let mut recorded = false;
@@ -276,7 +278,7 @@ impl Call {
     ) -> Result<(), String> {
         let session = self.sessions.get(session_id).ok_or("session gone")?;
         let track = session.tracks.get(&mline).ok_or("track gone")?;
-        let (codec, tee) = (track.codec, track.chain.tee.clone());
+        let (codec, tee, layers) = (track.codec, track.chain.tee.clone(), track.layers.clone());
         let (participant, peer_id) = (session.name.clone(), session.peer_id.clone());
         let track_name = format!("{}{mline}", codec.kind.as_str());
         let vars = self.vars(&participant, Some((&track_name, codec.kind, codec.name)));
@@ -294,9 +296,9 @@ impl Call {
             .find(|o| o.id == id)
             .ok_or("output gone")?;
         out.attach(mline, &tee, session_id, &self.events_tx)?;
-        self.manifest
-            .tracks
-            .push(track_entry(&peer_id, codec, mline, out));
+        let mut entry = track_entry(&peer_id, codec, mline, out);
+        entry.layers = layers;
+        self.manifest.tracks.push(entry);
         if let Some(input) = out.inputs.first_mut() {
             input.manifest_track = Some(self.manifest.tracks.len() - 1);
         }
@@ -362,6 +364,7 @@ impl Call {
             duration_ms: None,
             bytes: None,
             note: Some(reason),
+            layers: vec![],
         });
         self.save_manifest();
     }
@@ -466,6 +469,61 @@ impl Call {
     }
 }
 
+impl Call {
+    /// Another layer of a simulcast track joined its chain: its elements stop with the track's.
+    pub(super) fn on_layer_added(
+        &mut self,
+        session_id: &str,
+        mline: u32,
+        rid: Option<String>,
+        elements: Vec<gst::Element>,
+    ) {
+        match self
+            .sessions
+            .get_mut(session_id)
+            .and_then(|s| s.tracks.get_mut(&mline))
+        {
+            Some(track) => {
+                debug!(call = %self.settings.name, session = %session_id, mline, ?rid, "simulcast layer arrived");
+                track.chain.elements.extend(elements);
+            }
+            // The track was never taken (or is gone): nothing will read the layer.
+            None => self.stop_in_background(elements),
+        }
+    }
+
+    /// A simulcast track is recorded from another layer: its manifest entries say which, from
+    /// when.
+    pub(super) fn on_layer_switched(&mut self, session_id: &str, mline: u32, change: LayerChange) {
+        let span = LayerSpan {
+            rid: change.rid,
+            width: change.width,
+            height: change.height,
+            from_ms: change.at_ms,
+        };
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
+        info!(call = %self.settings.name, participant = %session.name, mline, rid = ?span.rid, width = ?span.width, height = ?span.height, "simulcast track recorded from another layer");
+        if let Some(track) = session.tracks.get_mut(&mline) {
+            track.layers.push(span.clone());
+        }
+        let entries: Vec<usize> = session
+            .outputs
+            .iter()
+            .flat_map(|o| o.inputs.iter())
+            .filter(|i| i.mline == mline && !i.released)
+            .filter_map(|i| i.manifest_track)
+            .collect();
+        for index in entries {
+            if let Some(entry) = self.manifest.tracks.get_mut(index) {
+                entry.layers.push(span.clone());
+            }
+        }
+        self.save_manifest();
+    }
+}
+
 /// The manifest entry for a track recorded by an output.
 fn track_entry(peer_id: &str, codec: &media::Codec, mline: u32, out: &Output) -> TrackEntry {
     TrackEntry {
@@ -480,5 +538,6 @@ fn track_entry(peer_id: &str, codec: &media::Codec, mline: u32, out: &Output) ->
         duration_ms: None,
         bytes: None,
         note: None,
+        layers: vec![],
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+use super::incoming::{self, SharedPadTable};
 use super::output::Output;
 use super::room::RoomLink;
 use super::{media, owns, EOS_TIMEOUT, MAX_OFFERS_PER_MINUTE};
@@ -36,6 +37,8 @@ pub(super) struct Track {
     pub codec: &'static media::Codec,
     pub chain: media::TrackChain,
     pub last_keyframe_request: Option<Instant>,
+    /// A simulcast track's layer switches so far (empty otherwise).
+    pub layers: Vec<crate::recording::LayerSpan>,
 }
 
 /// What a session is in the call.
@@ -92,6 +95,9 @@ pub(super) struct Session {
     pub unsent_ice: Vec<(u32, String)>,
     /// Gathering completed before the server named the session.
     pub gathered: bool,
+    /// Where its webrtcbin's streams go (shared with the pad-added callback); a member's is
+    /// unused (its carrier's places the streams).
+    pub pads: SharedPadTable,
 }
 
 impl Session {
@@ -131,6 +137,7 @@ impl Session {
             callrec_offers: false,
             unsent_ice: vec![],
             gathered: false,
+            pads: incoming::new_table(false),
         }
     }
 

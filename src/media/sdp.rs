@@ -68,25 +68,6 @@ pub fn inactive_as_sendonly(msg: &mut gst_sdp::SDPMessage) -> usize {
     changed
 }
 
-/// The m-line of each SSRC an SDP names (`a=ssrc:<ssrc> ...`), as `(ssrc, m-line)`.
-pub fn ssrc_mlines(msg: &gst_sdp::SDPMessage) -> Vec<(u32, u32)> {
-    let mut found = vec![];
-    for (i, media) in msg.medias().enumerate() {
-        for attr in media.attributes().filter(|a| a.key() == "ssrc") {
-            let ssrc = attr
-                .value()
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u32>().ok());
-            if let Some(ssrc) = ssrc {
-                found.push((ssrc, i as u32));
-            }
-        }
-    }
-    found.sort_unstable();
-    found.dedup();
-    found
-}
-
 /// Parses an offer and lists the tracks the producer will send; an offer that sends
 /// nothing is an error.
 pub fn offered_tracks(sdp: &str) -> Result<(gst_sdp::SDPMessage, Vec<OfferedTrack>), SdpError> {
@@ -212,24 +193,5 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:da
             offered_tracks(&recv_only),
             Err(SdpError::NothingSent)
         ));
-    }
-
-    #[test]
-    fn ssrcs_are_read_per_mline_from_a_janus_offer() {
-        let sample: serde_json::Value = serde_json::from_str(include_str!(
-            "../signalling/janus/samples/updated-reused-mlines.json"
-        ))
-        .unwrap();
-        let sdp = sample["jsep"]["sdp"].as_str().unwrap();
-        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
-        assert_eq!(
-            ssrc_mlines(&msg),
-            vec![
-                (314321882, 2),
-                (589612755, 1),
-                (1193856262, 0),
-                (1386644594, 3)
-            ]
-        );
     }
 }

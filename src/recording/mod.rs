@@ -260,6 +260,23 @@ pub struct TrackEntry {
     pub bytes: Option<u64>,
     /// Why it was skipped, or other remarks.
     pub note: Option<String>,
+    /// For a simulcast track: each switch to another of its layers (encodings), in order.
+    /// The first one is where the track started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerSpan>,
+}
+
+/// A simulcast track recorded from one of its layers, from some moment on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSpan {
+    /// The layer's rid (RFC 8851), if its packets carried one.
+    pub rid: Option<String>,
+    /// Its picture width, if known.
+    pub width: Option<u32>,
+    /// Its picture height, if known.
+    pub height: Option<u32>,
+    /// From, ms since the call started.
+    pub from_ms: u64,
 }
 
 /// The exact text one template instance ran.
@@ -499,6 +516,7 @@ mod tests {
             duration_ms: None,
             bytes: None,
             note: None,
+            layers: vec![],
         });
         write_manifest(&dir, &m).unwrap();
         std::fs::write(dir.join("p.mkv"), b"12345").unwrap();

@@ -14,6 +14,9 @@ const opts = {
   svc: params.get('svc'),
   // Three simulcast encodings with rids q, h, f.
   simulcast: params.get('simulcast') === '1',
+  // With simulcast, "A-B": the top encoding (rid f) is turned off A seconds after the
+  // connection came up, and on again at B (what a sender short of bandwidth does).
+  topOff: params.get('topOff'),
   // Seconds of media once connected.
   duration: Number(params.get('duration') || '6'),
   // Tell the other side only about 127.0.0.1 candidates (the tests use loopback alone).
@@ -172,6 +175,18 @@ async function sendForDuration(pc) {
   await connected(pc);
   const start = performance.now();
   report('connected');
+  if (opts.topOff) {
+    const [off, on] = opts.topOff.split('-').map(Number);
+    const sender = pc.getSenders().find((s) => s.track && s.track.kind === 'video');
+    const setTop = async (active) => {
+      const p = sender.getParameters();
+      p.encodings.find((e) => e.rid === 'f').active = active;
+      await sender.setParameters(p);
+      report('top_layer', { active, secs: (performance.now() - start) / 1000 });
+    };
+    setTimeout(() => setTop(false).catch((e) => fail('turning the top layer off', e)), off * 1000);
+    setTimeout(() => setTop(true).catch((e) => fail('turning the top layer on', e)), on * 1000);
+  }
   await sleep(opts.duration * 1000);
   const streams = await senderStats(pc);
   return { sent_secs: (performance.now() - start) / 1000, streams, user_agent: navigator.userAgent };
