@@ -173,7 +173,7 @@ fn check_points_at_the_broken_line() {
 /// What a rendered run must leave: `(file, codecs)` per template.
 fn expected_outputs(name: &str) -> Vec<(&'static str, &'static [&'static str])> {
     match name {
-        "track-mkv" => vec![
+        "track-mkv" | "track-layers-mkv" => vec![
             ("p1-video0.mkv", &["vp8"]),
             ("p1-audio1.mkv", &["opus"]),
             ("p2-video0.mkv", &["vp8"]),

@@ -222,11 +222,11 @@ fn place(
             rid.clone(),
             layer_changes(session, mline, tx),
         ) {
-            Ok(elements) => tx.send(CallEvent::LayerAdded {
+            Ok(layer) => tx.send(CallEvent::LayerAdded {
                 session: session.to_owned(),
                 mline,
                 rid,
-                elements,
+                layer,
             }),
             Err(e) => discard(format!("cannot add simulcast layer {rid:?}: {e}")),
         }
@@ -252,23 +252,24 @@ fn place(
     } else {
         ChainHead::Plain
     };
-    let built = media::build_chain(pipeline, pad, codec, head).and_then(|mut chain| {
+    let built = media::build_chain(pipeline, pad, codec, head).and_then(|chain| {
+        let mut first = None;
         if let (ChainHead::Layers, Some(funnel)) = (head, &chain.funnel) {
             let track = LayeredTrack::new(funnel.clone(), codec);
-            let layer = simulcast::add_layer(
+            let changes = layer_changes(session, mline, tx);
+            first = Some(simulcast::add_layer(
                 pipeline,
                 pad,
                 &track,
-                rid,
-                layer_changes(session, mline, tx),
-            )?;
-            chain.elements.extend(layer);
+                rid.clone(),
+                changes,
+            )?);
             t.layered.insert(mline, track);
         }
-        Ok(chain)
+        Ok((chain, first))
     });
     match built {
-        Ok(chain) => {
+        Ok((chain, first)) => {
             if let (ChainHead::Merge, Some(funnel)) = (head, &chain.funnel) {
                 t.heads.insert(mline, (encoding.clone(), funnel.clone()));
             }
@@ -279,6 +280,14 @@ fn place(
                 codec,
                 chain,
             });
+            if let Some(layer) = first {
+                tx.send(CallEvent::LayerAdded {
+                    session: session.to_owned(),
+                    mline,
+                    rid,
+                    layer,
+                });
+            }
         }
         Err(e) => {
             drop(t);

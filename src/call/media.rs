@@ -125,6 +125,8 @@ pub struct TrackChain {
     pub funnel: Option<gst::Element>,
     /// Where keyframe requests go in: the depayloader, or a simulcast track's funnel.
     pub depay: gst::Element,
+    /// A simulcast track's: its layers join [`TrackChain::funnel`].
+    pub layered: bool,
     /// Every element of the chain, upstream first.
     pub elements: Vec<gst::Element>,
     /// Where consumers link: one request pad per consumer.
@@ -259,6 +261,7 @@ pub fn build_chain(
     }
     Ok(TrackChain {
         funnel,
+        layered: head == ChainHead::Layers,
         depay,
         elements,
         tee,

@@ -286,8 +286,8 @@ enum CallEvent {
         mline: u32,
         /// The layer's rid, if its packets carry one.
         rid: Option<String>,
-        /// The elements it added (stopped with the track's).
-        elements: Vec<gst::Element>,
+        /// Its elements (stopped with the track's) and its own tee.
+        layer: simulcast::Layer,
     },
     /// A simulcast track is recorded from another layer from now on.
     LayerSwitched {
@@ -657,8 +657,8 @@ impl Call {
                 session,
                 mline,
                 rid,
-                elements,
-            } => self.on_layer_added(&session, mline, rid, elements),
+                layer,
+            } => self.on_layer_added(&session, mline, rid, layer),
             CallEvent::LayerSwitched {
                 session,
                 mline,

@@ -336,6 +336,7 @@ impl Call {
                 chain,
                 last_keyframe_request: None,
                 layers: vec![],
+                layer_count: 0,
             },
         );
         if let Some(member) = self.member_for(carrier, mline) {

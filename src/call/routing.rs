@@ -8,10 +8,10 @@ use gst::prelude::*;
 use tracing::{debug, info, warn};
 
 use super::output::Output;
-use super::simulcast::LayerChange;
+use super::simulcast::{Layer, LayerChange};
 use super::{media, Call, CallEvent, Track};
 use crate::recording::{LayerSpan, PipelineEntry, TrackEntry, TrackStatus};
-use crate::templates::{Kind, Scope, Template};
+use crate::templates::{Kind, Layers, Scope, Template};
 
 impl Call {
     /// Creates the participant-scope outputs with an input per offered track they accept.
@@ -114,6 +114,7 @@ impl Call {
                 chain: chain.clone(),
                 last_keyframe_request: None,
                 layers: vec![],
+                layer_count: 0,
             },
         );
         let mut recorded = false;
@@ -157,6 +158,8 @@ impl Call {
             .templates
             .iter()
             .filter(|t| t.scope == Scope::Track && t.accepts(codec.media_type))
+            // A simulcast track's layers each get their own (see `on_layer_added`).
+            .filter(|t| !(chain.layered && t.layers == Layers::Each))
             .cloned()
             .collect();
         for template in &track_templates {
@@ -278,9 +281,30 @@ impl Call {
     ) -> Result<(), String> {
         let session = self.sessions.get(session_id).ok_or("session gone")?;
         let track = session.tracks.get(&mline).ok_or("track gone")?;
-        let (codec, tee, layers) = (track.codec, track.chain.tee.clone(), track.layers.clone());
+        let (tee, layers) = (track.chain.tee.clone(), track.layers.clone());
+        let name = format!("{}{mline}", track.kind.as_str());
+        let index = self.add_track_output_from(session_id, mline, template, &tee, name)?;
+        if let Some(entry) = self.manifest.tracks.get_mut(index) {
+            entry.layers = layers;
+        }
+        Ok(())
+    }
+
+    /// Records what `tee` carries of a track (the track, or one of its simulcast layers) with
+    /// a new instance of a track-scope template, as track `track_name`; returns its manifest
+    /// entry's index.
+    fn add_track_output_from(
+        &mut self,
+        session_id: &str,
+        mline: u32,
+        template: &Template,
+        tee: &gst::Element,
+        track_name: String,
+    ) -> Result<usize, String> {
+        let session = self.sessions.get(session_id).ok_or("session gone")?;
+        let track = session.tracks.get(&mline).ok_or("track gone")?;
+        let codec = track.codec;
         let (participant, peer_id) = (session.name.clone(), session.peer_id.clone());
-        let track_name = format!("{}{mline}", codec.kind.as_str());
         let vars = self.vars(&participant, Some((&track_name, codec.kind, codec.name)));
         let id = self.add_output(
             session_id,
@@ -295,14 +319,15 @@ impl Call {
             .iter_mut()
             .find(|o| o.id == id)
             .ok_or("output gone")?;
-        out.attach(mline, &tee, session_id, &self.events_tx)?;
-        let mut entry = track_entry(&peer_id, codec, mline, out);
-        entry.layers = layers;
-        self.manifest.tracks.push(entry);
+        out.attach(mline, tee, session_id, &self.events_tx)?;
+        self.manifest
+            .tracks
+            .push(track_entry(&peer_id, codec, mline, out));
+        let index = self.manifest.tracks.len() - 1;
         if let Some(input) = out.inputs.first_mut() {
-            input.manifest_track = Some(self.manifest.tracks.len() - 1);
+            input.manifest_track = Some(index);
         }
-        Ok(())
+        Ok(index)
     }
 
     /// Records a track its participant's file could not take (it came after the file started)
@@ -470,25 +495,65 @@ impl Call {
 }
 
 impl Call {
-    /// Another layer of a simulcast track joined its chain: its elements stop with the track's.
+    /// A layer of a simulcast track joined its chain: its elements stop with the track's, and
+    /// templates that record every layer (`# layers: each`) get an instance for it.
     pub(super) fn on_layer_added(
         &mut self,
         session_id: &str,
         mline: u32,
         rid: Option<String>,
-        elements: Vec<gst::Element>,
+        layer: Layer,
     ) {
-        match self
+        let Some(track) = self
             .sessions
             .get_mut(session_id)
             .and_then(|s| s.tracks.get_mut(&mline))
-        {
-            Some(track) => {
-                debug!(call = %self.settings.name, session = %session_id, mline, ?rid, "simulcast layer arrived");
-                track.chain.elements.extend(elements);
-            }
+        else {
             // The track was never taken (or is gone): nothing will read the layer.
-            None => self.stop_in_background(elements),
+            self.stop_in_background(layer.elements);
+            return;
+        };
+        track.layer_count += 1;
+        let (codec, serial) = (track.codec, track.layer_count);
+        debug!(call = %self.settings.name, session = %session_id, mline, ?rid, "simulcast layer arrived");
+        track.chain.elements.extend(layer.elements);
+        let templates: Vec<Template> = self
+            .settings
+            .templates
+            .iter()
+            .filter(|t| t.scope == Scope::Track && t.layers == Layers::Each)
+            .filter(|t| t.accepts(codec.media_type))
+            .cloned()
+            .collect();
+        // The rid is a short token of letters, digits, `-` and `_` (media::rtp_header).
+        let name = format!(
+            "{}{mline}-{}",
+            codec.kind.as_str(),
+            rid.clone().unwrap_or_else(|| format!("layer{serial}"))
+        );
+        for template in &templates {
+            let added =
+                self.add_track_output_from(session_id, mline, template, &layer.tee, name.clone());
+            match added {
+                Ok(index) => {
+                    if let Some(entry) = self.manifest.tracks.get_mut(index) {
+                        entry.layers = vec![LayerSpan {
+                            rid: rid.clone(),
+                            width: None,
+                            height: None,
+                            from_ms: self
+                                .pipeline
+                                .current_running_time()
+                                .map_or(0, |t| t.mseconds()),
+                        }];
+                    }
+                }
+                Err(e) => self.warn(format!("{name}: {}: {e}", template.name)),
+            }
+        }
+        if !templates.is_empty() {
+            self.request_keyframe(session_id, mline);
+            self.save_manifest();
         }
     }
 

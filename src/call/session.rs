@@ -39,6 +39,8 @@ pub(super) struct Track {
     pub last_keyframe_request: Option<Instant>,
     /// A simulcast track's layer switches so far (empty otherwise).
     pub layers: Vec<crate::recording::LayerSpan>,
+    /// A simulcast track's layers so far.
+    pub layer_count: usize,
 }
 
 /// What a session is in the call.

@@ -175,28 +175,40 @@ impl LayeredTrack {
     }
 }
 
-/// Adds a layer: `src ! depayloader ! [parser] ! funnel`, with the switch's probe on the
+/// One layer's elements.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    /// Every element, upstream first.
+    pub elements: Vec<gst::Element>,
+    /// The layer alone, before the switch: for templates that record every layer.
+    pub tee: gst::Element,
+}
+
+/// Adds a layer: `src ! depayloader ! [parser] ! tee ! funnel`, with the switch's probe on the
 /// funnel's input. Runs in webrtcbin's pad-added callback (or the first-buffer probe that
 /// placed the pad), so it only creates and links elements. `changed` hears of every switch
-/// (from a streaming thread: it must not block). Returns the elements added.
+/// (from a streaming thread: it must not block).
 pub(super) fn add_layer(
     pipeline: &gst::Pipeline,
     src: &gst::Pad,
     track: &Arc<LayeredTrack>,
     rid: Option<String>,
     changed: impl Fn(LayerChange) + Send + Sync + 'static,
-) -> Result<Vec<gst::Element>, glib::BoolError> {
-    let elements = media::depay_and_parse(track.codec)?;
+) -> Result<Layer, glib::BoolError> {
+    let mut elements = media::depay_and_parse(track.codec)?;
+    let tee = gst::ElementFactory::make("tee")
+        .property("allow-not-linked", true)
+        .build()?;
+    elements.push(tee.clone());
     pipeline.add_many(&elements)?;
     gst::Element::link_many(&elements)?;
     let depay = elements[0].clone();
-    let last = elements.last().cloned().unwrap_or_else(|| depay.clone());
     let sink = track
         .funnel
         .request_pad_simple("sink_%u")
         .ok_or_else(|| glib::bool_error!("the layer funnel gave no pad"))?;
-    last.static_pad("src")
-        .ok_or_else(|| glib::bool_error!("the layer chain has no src pad"))?
+    crate::media::pads::request_tee_pad(&tee)
+        .ok_or_else(|| glib::bool_error!("the layer's tee gave no pad"))?
         .link(&sink)
         .map_err(|e| glib::bool_error!("cannot link a layer to its funnel: {e:?}"))?;
     let index = {
@@ -256,19 +268,19 @@ pub(super) fn add_layer(
             gst::PadProbeReturn::Drop
         }
     });
-    if let Some(depay_sink) = depay.static_pad("sink") {
-        media::watch_losses(&depay, &depay_sink, &sink, track.codec);
-    }
     let depay_sink = depay
         .static_pad("sink")
         .ok_or_else(|| glib::bool_error!("the depayloader has no sink pad"))?;
+    if let Some(gate) = tee.static_pad("sink") {
+        media::watch_losses(&depay, &depay_sink, &gate, track.codec);
+    }
     for e in &elements {
         e.sync_state_with_parent()?;
     }
     src.link(&depay_sink).map_err(|e| {
         glib::bool_error!("cannot link webrtcbin to {}: {e:?}", track.codec.depay())
     })?;
-    Ok(elements)
+    Ok(Layer { elements, tee })
 }
 
 /// Keeps the switch told of a layer's picture size, from the caps its parser sends.

@@ -380,6 +380,18 @@ pub struct Template {
     pub inputs_line: usize,
     /// Canvas, background and layout (mix templates).
     pub canvas: Canvas,
+    /// Which layers of a simulcast track it records (track templates).
+    pub layers: Layers,
+}
+
+/// Which layers of a simulcast track a track template records (`# layers:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layers {
+    /// The best one flowing, switching as layers stop and return: one file (`best`).
+    #[default]
+    Best,
+    /// Every layer, each into a file of its own, `${track}` ending in `-<rid>` (`each`).
+    Each,
 }
 
 impl Template {
@@ -440,6 +452,7 @@ impl Template {
             "canvas",
             "background",
             "layout",
+            "layers",
         ];
         for (key, (line, _)) in &fields {
             if !known.contains(&key.as_str()) {
@@ -535,9 +548,26 @@ impl Template {
                 }
             };
         }
+        let layers = match field("layers") {
+            None | Some((_, "best")) => Layers::Best,
+            Some((line, "each")) if scope != Scope::Track => {
+                return Err(syntax(
+                    line,
+                    "`# layers: each` is for track templates (`# scope: track`): a file per simulcast layer".into(),
+                ))
+            }
+            Some((_, "each")) => Layers::Each,
+            Some((line, other)) => {
+                return Err(syntax(
+                    line,
+                    format!("unknown layers `{other}` (use best or each)"),
+                ))
+            }
+        };
         let template = Template {
             name,
             canvas,
+            layers,
             path: path.to_owned(),
             origin,
             description: field("description")
