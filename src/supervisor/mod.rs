@@ -80,7 +80,13 @@ impl SupervisorSettings {
                 "only `# scope: post` templates run after a call",
             ));
         }
-        let late_track_template = set.all().iter().find(|t| t.scope == Scope::Track).cloned();
+        // `track-mkv` if there is one, else any track template: one file for the late track.
+        let track_templates = || set.all().iter().filter(|t| t.scope == Scope::Track);
+        let late_track_template = track_templates()
+            .find(|t| t.name == "track-mkv")
+            .or_else(|| track_templates().find(|t| t.layers == crate::templates::Layers::Best))
+            .or_else(|| track_templates().next())
+            .cloned();
         Ok(Self {
             config,
             templates: Arc::new(templates),
