@@ -40,7 +40,7 @@ mod server;
 #[allow(unused_imports)]
 pub use self::{
     bins::{netjitter_bin, testpeer_bin},
-    browser::{BrowserKind, BrowserPage},
+    browser::{missing_system_scripts, BrowserKind, BrowserPage},
     daemon::Daemon,
     fixtures::{config_file, pipelines_with, PIPELINES},
     http::{http_request, HttpResponse},
@@ -51,7 +51,7 @@ pub use self::{
         DecodeReport, Expect, MediaInfo, StreamInfo,
     },
     netjitter::{JitterReport, NetJitter},
-    netns::{is_root, NetNs},
+    netns::{free_port_in, is_root, NetNs},
     peer::{peer_id, sent_secs, TestPeer},
     processes::{free_port, run_ok, run_with_timeout, tail_bytes, wait_for},
     server::SignallingServer,
