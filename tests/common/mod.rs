@@ -6,10 +6,11 @@
 //!   daemon, `callrec-testpeer` producers and the `callrec-netjitter` delay injector as child
 //!   processes; [`bins`]: where the last two's binaries are (built by cargo on first use);
 //! - [`janus`]: a real Janus VideoRoom in a network namespace of its own ([`netns`]), with
-//!   callrec and the test peers run inside it (the one place tests bind beyond loopback:
-//!   addresses inside a namespace the test made);
+//!   callrec, the test peers, and when a test needs them the signalling server, a browser
+//!   and its page server run inside it (the one place tests bind beyond loopback: addresses
+//!   inside a namespace the test made);
 //! - [`browser`]: headless Chromium and Firefox ESR on the pages in `tests/browser/`, with a
-//!   page server that collects what the pages report;
+//!   page server that collects what the pages report and serves Debian's `janus.js`;
 //! - [`fixtures`]: the shipped templates, template directories and config files;
 //! - [`http`]: requests to callrec's own HTTP endpoints (WHIP);
 //! - [`media`]: what ffprobe says about a file, and whether it plays;
