@@ -3,7 +3,8 @@
 # a C toolchain, GStreamer (dev packages and plugins), ffmpeg (ffprobe, for verifying
 # recordings), iproute2, nftables and iptables (the packet loss test's network namespace: loss
 # by nftables, delay through iptables' NFQUEUE target), the real servers and browsers the
-# tests record from (Janus with its tools and janus.js, headless Chromium and Firefox ESR),
+# tests record from (Janus with its tools, and janus.js with the webrtc-adapter it needs for
+# the browser test's Janus page; headless Chromium and Firefox ESR),
 # Rust (rustup, if there is no cargo) and the real gst-webrtc-signalling-server.
 # Idempotent: skips what is already there.
 set -euo pipefail
@@ -17,7 +18,7 @@ PACKAGES=(
   gstreamer1.0-x
   ffmpeg
   iproute2 nftables iptables
-  janus janus-tools libjs-janus-gateway
+  janus janus-tools libjs-janus-gateway libjs-webrtc-adapter
   chromium chromium-driver firefox-esr
 )
 

@@ -13,16 +13,19 @@
 //! publishers ([`callrec_asks_janus_publishers_for_keyframes`]; the other rooms have Janus
 //! ask for keyframes every second by itself, see [`room`]). [`janus_publisher_reaches_janus`]
 //! checks the publisher against Janus alone, without callrec. Each publisher sends a tone of
-//! its own, so a file holding another publisher's sound shows it.
+//! its own, so a file holding another publisher's sound shows it. And a real browser app:
+//! headless Chromium publishing through Janus's own `janus.js`
+//! ([`chromium_publishing_through_janus_js_is_recorded`], page `tests/browser/janus.html`).
 //!
-//! They need root (namespaces) and Janus; without either they say SKIPPED and pass.
+//! They need root (namespaces) and Janus (the browser test also Chromium, janus.js and
+//! webrtc-adapter); without them they say SKIPPED and pass.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{files_of, Daemon, Janus, JanusRoom, TestPeer};
+use common::{files_of, BrowserKind, BrowserPage, Daemon, Janus, JanusRoom, TestPeer};
 use serde_json::Value;
 
 /// The source's name in every test's config.
@@ -898,5 +901,167 @@ fn callrec_asks_janus_publishers_for_keyframes() {
         "video starts {late:.2} s after it was sent: no keyframe came when callrec asked for \
          one: {m:#}"
     );
+    check_log(&rig.daemon);
+}
+
+/// Seconds the browser publishes once connected.
+const BROWSER_SEND_SECS: &str = "8";
+
+/// A real Janus app in a real browser: headless Chromium on `tests/browser/janus.html`, which
+/// uses Janus's own `janus.js` (Debian's libjs-janus-gateway, with the webrtc-adapter it
+/// needs) to attach to the VideoRoom, join room 1234 as a publisher with a display name and
+/// publish its fake camera and microphone (VP8 + Opus), then unpublish and leave. Chromium
+/// and its page server run inside Janus's namespace, so the page reaches Janus's WebSocket
+/// and ICE runs over the namespace's veth, as for the other publishers. callrec records it:
+/// one participant whose manifest entry names the display name and carries the room and
+/// the feed id janus.js got in `joined`, audio and video tracks complete, the file in VP8 and
+/// Opus, starting on a keyframe, decoding without an error and covering what the browser
+/// sent but for the start of the subscription.
+#[test]
+fn chromium_publishing_through_janus_js_is_recorded() {
+    const TEST: &str = "chromium_publishing_through_janus_js_is_recorded";
+    if !Path::new("/usr/bin/chromium").is_file() {
+        eprintln!("\nSKIPPED: {TEST}: needs Chromium (`chromium`)\n");
+        return;
+    }
+    let missing = common::missing_system_scripts();
+    if !missing.is_empty() {
+        eprintln!(
+            "\nSKIPPED: {TEST}: needs {} (scripts/setup-debian.sh installs them)\n",
+            missing.join(", ")
+        );
+        return;
+    }
+    let Some(rig) = Rig::start(TEST, &[room(1234)], "rooms = [1234]", "") else {
+        return;
+    };
+    let (janus, rec) = (&rig.janus, rig.rec());
+    janus.wait_follower(1234, &[], FOLLOW_TIMEOUT);
+    // Spaces and letters beyond ASCII: the file name is made safe, the manifest keeps it.
+    let display = "Zoë in Chromium";
+    let url = janus.url();
+    let mut page = BrowserPage::open_in_netns(
+        BrowserKind::Chromium,
+        janus.netns(),
+        &[&janus.address()],
+        "janus.html",
+        &[
+            ("janus", url.as_str()),
+            ("room", "1234"),
+            ("display", display),
+            ("duration", BROWSER_SEND_SECS),
+        ],
+    );
+    let init = page.wait_event("init", Duration::from_secs(60));
+    println!("janus.js on {}", init["browser"]);
+    let joined = page.wait_event("joined", Duration::from_secs(30));
+    let feed = joined["feed"]
+        .as_str()
+        .unwrap_or_else(|| panic!("joined without a feed: {joined}"))
+        .to_owned();
+    assert_eq!(joined["room"], "1234", "{joined}");
+    let published = page.wait_event("published", Duration::from_secs(30));
+    assert_eq!(published["video_codec"], "vp8", "{published}");
+    assert_eq!(published["audio_codec"], "opus", "{published}");
+    // Janus's own word: it lists the browser as a publisher, under its display name.
+    let listed = janus.wait_publishers(1234, &[display], Duration::from_secs(20));
+    assert!(
+        listed
+            .iter()
+            .any(|p| id_text(&p["id"]) == feed && p["display"] == display),
+        "feed {feed} not listed: {listed:#?}"
+    );
+    let done = page.wait_event("done", Duration::from_secs(60));
+    let sent = done["sent_secs"].as_f64().expect("done carries sent_secs");
+    let video: Vec<&Value> = done["streams"]
+        .as_array()
+        .map(|s| s.iter().filter(|s| s["kind"] == "video").collect())
+        .unwrap_or_default();
+    println!("Chromium sent {sent:.2} s; its video: {video:?}");
+    assert!(
+        video.iter().any(|s| s["codec"]
+            .as_str()
+            .is_some_and(|c| c.eq_ignore_ascii_case("video/VP8"))
+            && s["frames_encoded"].as_u64().unwrap_or(0) > 0),
+        "the browser did not send VP8: {done:#}"
+    );
+    assert!(
+        page.reports()
+            .iter()
+            .any(|r| r["event"] == "janus_media" && r["kind"] == "video" && r["receiving"] == true),
+        "Janus never said it receives the browser's video: {:#?}",
+        page.reports()
+    );
+
+    let dir = wait_room_dir(rec, 1234, Duration::from_secs(20));
+    let m = common::wait_complete(&dir);
+    let found = entries(&m, &feed);
+    assert_eq!(found.len(), 1, "one entry for feed {feed}: {m:#}");
+    check_entry(found[0], 1234, &feed, display);
+    assert_eq!(
+        m["participants"].as_array().unwrap().len(),
+        1,
+        "the browser alone: {m:#}"
+    );
+    for kind in ["audio", "video"] {
+        let track = m["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| id_text(&t["participant"]) == feed && t["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} track for feed {feed}: {m:#}"));
+        assert_eq!(track["status"], "complete", "{kind}: {track:#}");
+    }
+    let files = files_of(&m, &feed);
+    assert_eq!(files.len(), 1, "one file: {files:?}: {m:#}");
+    let path = dir.join(&files[0]);
+    let info = common::probe(&path);
+    println!(
+        "{}: {:.2} s recorded of {sent:.2} s sent: {:?}",
+        path.display(),
+        info.duration_s,
+        info.streams
+    );
+    // Covers the publish but for the start of the subscription: between `sent` less
+    // START_SLACK_S and `sent` plus 1 s, as for the other publishers ([`check_file`]).
+    let decoded = common::assert_playable(
+        &path,
+        &common::Expect {
+            video_codec: Some("vp8"),
+            audio_codec: Some("opus"),
+            duration_s: sent - (START_SLACK_S - 1.0) / 2.0,
+            tolerance_s: (START_SLACK_S + 1.0) / 2.0,
+        },
+    );
+    // The pictures are there, not a playable few: at least half the browser's frame rate
+    // over the file (a starved encoder on two busy cores sends fewer than it was asked).
+    let fps = video
+        .iter()
+        .filter_map(|s| s["fps"].as_f64())
+        .fold(0.0, f64::max);
+    let encoded = video
+        .iter()
+        .filter_map(|s| s["frames_encoded"].as_f64())
+        .fold(0.0, f64::max);
+    let expected = (fps * info.duration_s).min(encoded);
+    println!(
+        "{} video frames and {} audio frames decode ({fps} fps sent, {encoded} encoded)",
+        decoded.video_frames, decoded.audio_frames
+    );
+    assert!(
+        decoded.video_frames as f64 >= 0.5 * expected,
+        "{}: {} video frames decode, {expected:.0} expected",
+        path.display(),
+        decoded.video_frames
+    );
+    // Opus frames are 20 ms: most of the file's time has sound.
+    assert!(
+        decoded.audio_frames as f64 >= 0.8 * info.duration_s / 0.02,
+        "{}: {} audio frames decode in {:.2} s",
+        path.display(),
+        decoded.audio_frames,
+        info.duration_s
+    );
+    assert_eq!(room_dirs(rec, 1234).len(), 1);
     check_log(&rig.daemon);
 }

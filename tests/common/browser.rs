@@ -8,6 +8,13 @@
 //! browser runs with fake camera and microphone, a fresh profile in a temporary directory, and
 //! everything that phones home turned off; it is told to resolve no host name but 127.0.0.1.
 //! It runs in a process group of its own, and the whole group is killed on drop.
+//!
+//! The page server also serves the JavaScript libraries Debian installs for web apps under
+//! `/javascript/` (as Debian's `javascript-common` does for a web server): Janus's
+//! `janus.js` (`libjs-janus-gateway`) and the `adapter.js` it needs (`libjs-webrtc-adapter`),
+//! for a page that is a Janus app as Janus's own demos are. A browser can also run inside a
+//! network namespace the test made ([`BrowserPage::open_in_netns`]), with the page server on
+//! that namespace's loopback, to reach a server that listens only there (Janus).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,10 +28,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::netns::bind_tcp_in;
 use super::processes::{kill_group, tail_file};
 
 /// Where the pages are.
 pub const PAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+
+/// The Debian packages' JavaScript the page server serves as `/javascript/DIR/FILE.js`, from
+/// `/usr/share/javascript/DIR/` (the directories, with the package that installs each).
+pub const SYSTEM_SCRIPTS: &[(&str, &str)] = &[
+    ("janus-gateway", "libjs-janus-gateway"),
+    ("webrtc-adapter", "libjs-webrtc-adapter"),
+];
+/// Where Debian installs JavaScript libraries for web apps.
+const SYSTEM_JAVASCRIPT: &str = "/usr/share/javascript";
 
 /// Which browser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +66,18 @@ const MAX_REQUEST: usize = 1 << 20;
 impl PageServer {
     /// Starts it on a port the OS picks.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
+        Self::serve_on(TcpListener::bind("127.0.0.1:0").expect("bind the page server"))
+    }
+
+    /// Starts it on the loopback of network namespace `netns`, on a port the OS picks: the
+    /// pages are then reachable from inside that namespace only.
+    pub fn start_in_netns(netns: &str) -> Self {
+        let listener = bind_tcp_in(netns, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap_or_else(|e| panic!("bind the page server in {netns}: {e}"));
+        Self::serve_on(listener)
+    }
+
+    fn serve_on(listener: TcpListener) -> Self {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -150,15 +178,25 @@ fn serve(stream: TcpStream, reports: &mpsc::Sender<Value>) {
     let _ = stream.write_all(&content);
 }
 
-/// A file of [`PAGES`] by its URL path (plain names only), with its content type.
+/// A file of [`PAGES`] by its URL path (plain names only), or a script of
+/// [`SYSTEM_SCRIPTS`] (`/javascript/DIR/NAME.js`), with its content type.
 fn page_file(path: &str) -> Option<(&'static str, Vec<u8>)> {
-    let name = path.strip_prefix('/')?;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        || name.starts_with('.')
-    {
+    let plain = |name: &str| {
+        !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let (dir, name) = match path.strip_prefix("/javascript/") {
+        Some(rest) => {
+            let (lib, name) = rest.split_once('/')?;
+            SYSTEM_SCRIPTS.iter().find(|(d, _)| *d == lib)?;
+            (Path::new(SYSTEM_JAVASCRIPT).join(lib), name)
+        }
+        None => (PathBuf::from(PAGES), path.strip_prefix('/')?),
+    };
+    if !plain(name) {
         return None;
     }
     let kind = match Path::new(name).extension()?.to_str()? {
@@ -166,9 +204,16 @@ fn page_file(path: &str) -> Option<(&'static str, Vec<u8>)> {
         "js" => "text/javascript; charset=utf-8",
         _ => return None,
     };
-    std::fs::read(Path::new(PAGES).join(name))
-        .ok()
-        .map(|b| (kind, b))
+    std::fs::read(dir.join(name)).ok().map(|b| (kind, b))
+}
+
+/// The [`SYSTEM_SCRIPTS`] packages that are not installed here (their directory is missing).
+pub fn missing_system_scripts() -> Vec<&'static str> {
+    SYSTEM_SCRIPTS
+        .iter()
+        .filter(|(dir, _)| !Path::new(SYSTEM_JAVASCRIPT).join(dir).is_dir())
+        .map(|(_, package)| *package)
+        .collect()
 }
 
 /// Preferences of the Firefox profile: fake media without asking, WebRTC on loopback only,
@@ -247,13 +292,32 @@ pub struct Browser {
 impl Browser {
     /// Starts `kind` on `url` with a fresh profile.
     pub fn launch(kind: BrowserKind, url: &str) -> Self {
+        Self::launch_in(kind, url, None, &[])
+    }
+
+    /// Starts `kind` on `url` with a fresh profile, inside network namespace `netns` if
+    /// given (`ip netns exec`, which execs the browser, so it still leads its process group),
+    /// resolving `hosts` (IP addresses) as well as 127.0.0.1.
+    pub fn launch_in(kind: BrowserKind, url: &str, netns: Option<&str>, hosts: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let profile = dir.path().join("profile");
         std::fs::create_dir(&profile).unwrap();
-        let mut cmd = match kind {
-            BrowserKind::Chromium => chromium(&profile),
-            BrowserKind::Firefox => firefox(&profile),
+        let program = match kind {
+            BrowserKind::Chromium => "/usr/bin/chromium",
+            BrowserKind::Firefox => "/usr/bin/firefox-esr",
         };
+        let mut cmd = match netns {
+            None => Command::new(program),
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(program);
+                cmd
+            }
+        };
+        match kind {
+            BrowserKind::Chromium => chromium(&mut cmd, &profile, hosts),
+            BrowserKind::Firefox => firefox(&mut cmd, &profile),
+        }
         let log = std::fs::File::create(dir.path().join("browser.log")).unwrap();
         let child = cmd
             .arg(url)
@@ -289,8 +353,14 @@ impl Drop for Browser {
     }
 }
 
-fn chromium(profile: &Path) -> Command {
-    let mut cmd = Command::new("/usr/bin/chromium");
+/// Chromium's options (after the program in `cmd`): headless, fake media, nothing that phones
+/// home, and no host name resolved but 127.0.0.1 and `hosts`.
+fn chromium(cmd: &mut Command, profile: &Path, hosts: &[&str]) {
+    let excluded: String = ["127.0.0.1"]
+        .iter()
+        .chain(hosts)
+        .map(|h| format!(", EXCLUDE {h}"))
+        .collect();
     cmd.args([
         "--headless=new",
         "--no-sandbox",
@@ -306,8 +376,6 @@ fn chromium(profile: &Path) -> Command {
         // show them as addresses rather than mDNS names nobody here can resolve.
         "--allow-loopback-in-peer-connection",
         "--disable-features=WebRtcHideLocalIpsWithMdns,MediaRouter,OptimizationHints,Translate",
-        // Whatever still tries to phone home finds no host.
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         "--no-default-browser-check",
         "--disable-default-apps",
         "--disable-extensions",
@@ -321,22 +389,22 @@ fn chromium(profile: &Path) -> Command {
         "--enable-logging=stderr",
         "--v=0",
     ])
+    // Whatever still tries to phone home finds no host.
+    .arg(format!("--host-resolver-rules=MAP * ~NOTFOUND{excluded}"))
     .arg(format!("--user-data-dir={}", profile.display()));
-    cmd
 }
 
-fn firefox(profile: &Path) -> Command {
+/// Firefox's options (after the program in `cmd`), with the profile's preferences.
+fn firefox(cmd: &mut Command, profile: &Path) {
     let prefs: String = FIREFOX_PREFS
         .iter()
         .map(|(k, v)| format!("user_pref(\"{k}\", {v});\n"))
         .collect();
     std::fs::write(profile.join("user.js"), prefs).unwrap();
-    let mut cmd = Command::new("/usr/bin/firefox-esr");
     cmd.args(["--headless", "--no-remote", "--profile"])
         .arg(profile)
         .env("MOZ_CRASHREPORTER_DISABLE", "1")
         .env("MOZ_HEADLESS", "1");
-    cmd
 }
 
 /// A browser on one of the test pages, with the page's reports.
@@ -349,11 +417,35 @@ pub struct BrowserPage {
 impl BrowserPage {
     /// Serves the pages and opens `page` (e.g. `producer.html`) with `query` in `kind`.
     pub fn open(kind: BrowserKind, page: &str, query: &[(&str, &str)]) -> Self {
-        let server = PageServer::start();
+        Self::open_with(PageServer::start(), kind, None, &[], page, query)
+    }
+
+    /// [`BrowserPage::open`] with the browser and the page server inside network namespace
+    /// `netns` (the page on that namespace's loopback), the browser resolving `hosts` (IP
+    /// addresses of the namespace the page connects to) as well as 127.0.0.1.
+    pub fn open_in_netns(
+        kind: BrowserKind,
+        netns: &str,
+        hosts: &[&str],
+        page: &str,
+        query: &[(&str, &str)],
+    ) -> Self {
+        let server = PageServer::start_in_netns(netns);
+        Self::open_with(server, kind, Some(netns), hosts, page, query)
+    }
+
+    fn open_with(
+        server: PageServer,
+        kind: BrowserKind,
+        netns: Option<&str>,
+        hosts: &[&str],
+        page: &str,
+        query: &[(&str, &str)],
+    ) -> Self {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(query)
             .finish();
-        let browser = Browser::launch(kind, &server.url(page, &query));
+        let browser = Browser::launch_in(kind, &server.url(page, &query), netns, hosts);
         BrowserPage {
             server,
             browser,

@@ -317,6 +317,11 @@ impl Janus {
         format!("ws://{}:{WS_PORT}", self.janus_ip)
     }
 
+    /// Janus's own address, inside [`Janus::netns`] (that of [`Janus::url`]).
+    pub fn address(&self) -> String {
+        self.janus_ip.to_string()
+    }
+
     /// The namespace's name: run callrec and the test peers there (`ip netns exec`).
     pub fn netns(&self) -> &str {
         self.ns.name()

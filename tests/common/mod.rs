@@ -6,10 +6,11 @@
 //!   daemon, `callrec-testpeer` producers and the `callrec-netjitter` delay injector as child
 //!   processes; [`bins`]: where the last two's binaries are (built by cargo on first use);
 //! - [`janus`]: a real Janus VideoRoom in a network namespace of its own ([`netns`]), with
-//!   callrec and the test peers run inside it (the one place tests bind beyond loopback:
-//!   addresses inside a namespace the test made);
+//!   callrec, the test peers, and when a test needs them the signalling server, a browser
+//!   and its page server run inside it (the one place tests bind beyond loopback: addresses
+//!   inside a namespace the test made);
 //! - [`browser`]: headless Chromium and Firefox ESR on the pages in `tests/browser/`, with a
-//!   page server that collects what the pages report;
+//!   page server that collects what the pages report and serves Debian's `janus.js`;
 //! - [`fixtures`]: the shipped templates, template directories and config files;
 //! - [`http`]: requests to callrec's own HTTP endpoints (WHIP);
 //! - [`media`]: what ffprobe says about a file, and whether it plays;
@@ -40,7 +41,7 @@ mod server;
 #[allow(unused_imports)]
 pub use self::{
     bins::{netjitter_bin, testpeer_bin},
-    browser::{BrowserKind, BrowserPage},
+    browser::{missing_system_scripts, BrowserKind, BrowserPage},
     daemon::Daemon,
     fixtures::{config_file, pipelines_with, PIPELINES},
     http::{http_request, HttpResponse},
@@ -51,7 +52,7 @@ pub use self::{
         DecodeReport, Expect, MediaInfo, StreamInfo,
     },
     netjitter::{JitterReport, NetJitter},
-    netns::{is_root, NetNs},
+    netns::{free_port_in, is_root, NetNs},
     peer::{peer_id, sent_secs, TestPeer},
     processes::{free_port, run_ok, run_with_timeout, tail_bytes, wait_for},
     server::SignallingServer,

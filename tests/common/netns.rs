@@ -1,14 +1,15 @@
 //! Network namespaces the tests make (needs root): named from the test's pid and a counter,
 //! so tests in parallel never share one; commands run inside them through `ip netns exec`
 //! (which execs the command, so a child's pid is the command's own and killing it kills
-//! the command); TCP connections opened from a thread that entered the namespace, so the
-//! test itself can talk to a server that listens only there. On drop, whatever still runs
+//! the command); TCP connections and listeners opened from a thread that entered the
+//! namespace, so the test itself can talk to a server that listens only there, and serve
+//! what runs there. On drop, whatever still runs
 //! in the namespace is killed (only the test's own processes can be there) and the
 //! namespace is deleted, also when the test panics.
 
 use std::ffi::OsStr;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -75,22 +76,51 @@ impl NetNs {
         cmd
     }
 
-    /// Opens a TCP connection to `addr` from inside the namespace: a thread of its own
-    /// enters the namespace (setns affects only the calling thread), connects and hands the
-    /// socket back, which stays in the namespace wherever it is used.
+    /// Opens a TCP connection to `addr` from inside the namespace (see [`connect_tcp_in`]).
     pub fn connect_tcp(&self, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path)?;
-            rustix::thread::move_into_link_name_space(
-                ns.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )?;
-            TcpStream::connect_timeout(&addr, timeout)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the connecting thread panicked")))
+        connect_tcp_in(&self.name, addr, timeout)
     }
+}
+
+/// Runs `f` on a thread of its own that entered network namespace `name` (setns affects
+/// only the calling thread), and returns what it gave: a socket made there stays in the
+/// namespace wherever it is used afterwards.
+fn in_netns<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path)?;
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )?;
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("the thread in the namespace panicked")))
+}
+
+/// Opens a TCP connection to `addr` from inside namespace `name`, so the test itself can
+/// talk to a server that listens only there.
+pub fn connect_tcp_in(name: &str, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    in_netns(name, move || TcpStream::connect_timeout(&addr, timeout))
+}
+
+/// Listens on `addr` inside namespace `name` (e.g. `127.0.0.1:0`, the namespace's own
+/// loopback, for a port the kernel picks): for a server of the test's own that programs run
+/// inside the namespace must reach.
+pub fn bind_tcp_in(name: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+    in_netns(name, move || TcpListener::bind(addr))
+}
+
+/// A TCP port free on the loopback of namespace `name` a moment ago.
+pub fn free_port_in(name: &str) -> u16 {
+    bind_tcp_in(name, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0 in network namespace {name}: {e}"))
+        .port()
 }
 
 impl Drop for NetNs {

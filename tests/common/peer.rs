@@ -47,15 +47,36 @@ impl TestPeer {
         )
     }
 
+    /// [`TestPeer::spawn`] inside network namespace `netns`, with ICE on `ice_address` (an
+    /// address of that namespace): for a signalling server that runs there
+    /// ([`super::SignallingServer::start_in_netns`]).
+    pub fn spawn_in_netns(netns: &str, ice_address: &str, url: &str, args: &[&str]) -> Self {
+        Self::spawn_command(netns_command(netns), &["--url", url], ice_address, args)
+    }
+
+    /// [`TestPeer::spawn_whip`] inside network namespace `netns`, with ICE on `ice_address`:
+    /// for a callrec that runs there.
+    pub fn spawn_whip_in_netns(
+        netns: &str,
+        ice_address: &str,
+        whip_url: &str,
+        args: &[&str],
+    ) -> Self {
+        Self::spawn_command(
+            netns_command(netns),
+            &["--whip", whip_url],
+            ice_address,
+            args,
+        )
+    }
+
     /// Starts a publisher in Janus VideoRoom `room` with display name `display` (`None`:
     /// no display), inside the Janus fixture's namespace and on its local address. Its
     /// `welcome` event's `peer_id` is its feed id. Extra `args` as for [`TestPeer::spawn`]
     /// (`--janus-pin-file`, `--janus-republish-after`, `--video h264`...); the API secret of
     /// a Janus that has one is given by a file of its own.
     pub fn spawn_janus(janus: &Janus, room: u64, display: Option<&str>, args: &[&str]) -> Self {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", janus.netns()])
-            .arg(testpeer_bin());
+        let cmd = netns_command(janus.netns());
         let room = room.to_string();
         let url = janus.url();
         // `--display=NAME`: a hostile name may start with `-`.
@@ -164,6 +185,14 @@ impl Drop for TestPeer {
     fn drop(&mut self) {
         kill(&mut self.child);
     }
+}
+
+/// `ip netns exec NETNS callrec-testpeer` (which execs the peer, so killing the child kills
+/// the peer).
+fn netns_command(netns: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns]).arg(testpeer_bin());
+    cmd
 }
 
 /// The peer id a test peer got from the server.
