@@ -446,23 +446,25 @@ fn chromium_vp9_svc_is_recorded_with_every_layer() {
     assert_no_panic(&r.daemon);
 }
 
+/// ffprobe's `fields` of each decoded video frame, one line each (comma-separated, in
+/// ffprobe's own order).
+fn frame_fields(file: &std::path::Path, fields: &str) -> Vec<String> {
+    let mut cmd = std::process::Command::new("ffprobe");
+    cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .arg(format!("frame={fields}"))
+        .args(["-of", "csv=p=0"])
+        .arg(file);
+    let out = common::run_ok(cmd, Duration::from_secs(60));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// How many decoded video frames of each size a file has.
 fn decoded_sizes(file: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
-    let mut cmd = std::process::Command::new("ffprobe");
-    cmd.args([
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "frame=width,height",
-        "-of",
-        "csv=p=0",
-    ])
-    .arg(file);
-    let out = common::run_ok(cmd, Duration::from_secs(60));
     let mut sizes = std::collections::BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in frame_fields(file, "width,height") {
         *sizes.entry(line.replace(',', "x")).or_insert(0) += 1;
     }
     sizes
@@ -528,21 +530,8 @@ fn layer_switches(m: &Value, id: &str) -> Vec<(String, u64, u64)> {
 
 /// Each decoded video frame's time and width.
 fn decoded_widths(file: &std::path::Path) -> Vec<(f64, u64)> {
-    let mut cmd = std::process::Command::new("ffprobe");
-    cmd.args([
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "frame=pts_time,width",
-        "-of",
-        "csv=p=0",
-    ])
-    .arg(file);
-    let out = common::run_ok(cmd, Duration::from_secs(60));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    frame_fields(file, "pts_time,width")
+        .iter()
         .filter_map(|l| {
             let (t, w) = l.split_once(',')?;
             // ffprobe prints the fields in its own order (width first).

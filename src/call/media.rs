@@ -139,6 +139,13 @@ fn make(factory: &str) -> Result<gst::Element, glib::BoolError> {
     gst::ElementFactory::make(factory).build()
 }
 
+/// A tee whose consumers may come and go (it runs with none).
+pub fn new_tee() -> Result<gst::Element, glib::BoolError> {
+    gst::ElementFactory::make("tee")
+        .property("allow-not-linked", true)
+        .build()
+}
+
 /// `depay ! [parse]` for `codec`, not yet added or linked: the depayloader first.
 pub fn depay_and_parse(codec: &Codec) -> Result<Vec<gst::Element>, glib::BoolError> {
     let depay = make(codec.depay())?;
@@ -222,9 +229,7 @@ pub fn build_chain(
         .get(usize::from(head == ChainHead::Merge))
         .cloned()
         .ok_or_else(|| glib::bool_error!("the chain has no depayloader"))?;
-    let tee = gst::ElementFactory::make("tee")
-        .property("allow-not-linked", true)
-        .build()?;
+    let tee = new_tee()?;
     elements.push(tee.clone());
     pipeline.add_many(&elements)?;
     gst::Element::link_many(&elements)?;
@@ -319,9 +324,7 @@ pub fn build_decoder(
             level = Some(meter);
         }
     }
-    let raw_tee = gst::ElementFactory::make("tee")
-        .property("allow-not-linked", true)
-        .build()?;
+    let raw_tee = new_tee()?;
     elements.push(raw_tee.clone());
     pipeline.add_many(&elements)?;
     gst::Element::link_many(&elements)?;

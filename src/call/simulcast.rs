@@ -196,9 +196,7 @@ pub(super) fn add_layer(
     changed: impl Fn(LayerChange) + Send + Sync + 'static,
 ) -> Result<Layer, glib::BoolError> {
     let mut elements = media::depay_and_parse(track.codec)?;
-    let tee = gst::ElementFactory::make("tee")
-        .property("allow-not-linked", true)
-        .build()?;
+    let tee = media::new_tee()?;
     elements.push(tee.clone());
     pipeline.add_many(&elements)?;
     gst::Element::link_many(&elements)?;
