@@ -208,6 +208,15 @@ fn place(
     }
     if let Some(track) = t.layered.get(&mline).cloned() {
         drop(t);
+        // Each new SSRC would be a layer: a sender inventing them gets no more than an offer
+        // may declare.
+        if track.layer_count() >= crate::media::layout::MAX_RIDS {
+            discard(format!(
+                "more than {} simulcast layers on one track",
+                crate::media::layout::MAX_RIDS
+            ));
+            return;
+        }
         if !track.codec.encoding.eq_ignore_ascii_case(&encoding) {
             discard(format!(
                 "a simulcast layer in {encoding}, where the track's others are {}",

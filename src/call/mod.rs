@@ -727,6 +727,12 @@ impl Call {
             return;
         };
         s.discarded.extend(sink);
+        if s.is_participant() && s.tracks.contains_key(&mline) {
+            // Another stream on a track that records (a simulcast layer too many, say): the
+            // track goes on. Logged, not kept in the manifest: a sender could send thousands.
+            warn!(call = %self.settings.name, participant = %s.name, mline, "a further stream on the m-line left out: {reason}");
+            return;
+        }
         if !s.is_participant() {
             // A room's m-line: the participant it carries does without it.
             if let Some(member) = self.member_for(session, mline) {

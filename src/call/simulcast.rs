@@ -165,6 +165,15 @@ struct LayerGroup {
 }
 
 impl LayeredTrack {
+    /// How many layers it has.
+    pub fn layer_count(&self) -> usize {
+        self.group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .depays
+            .len()
+    }
+
     /// A track whose layers will join `funnel`.
     pub fn new(funnel: gst::Element, codec: &'static Codec) -> Arc<Self> {
         Arc::new(LayeredTrack {
